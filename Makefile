@@ -1,0 +1,33 @@
+# sensorium: two commands matter. `make demo` runs the welding demo end to end; `make test` runs
+# the suite. Both create .venv when it is missing and (re)install when pyproject.toml changes.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+# torch is pinned in the same pip command as everything that depends on it, so pip takes the
+# local CPU wheel instead of resolving a multi-GB CUDA build.
+TORCH  := torch==2.13.0
+DEMO_OUT ?= demo_out
+
+.PHONY: demo test bench install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q $(TORCH) -e '.[test,loggers,bench]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/sensorium demo welding --out $(DEMO_OUT)/welding
+
+test: install
+	$(BIN)/python -m pytest -q -n 2 --timeout 600
+
+bench: install
+	$(BIN)/python benchmarks/welding_speed.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) runs .pytest_cache

@@ -1,0 +1,1 @@
+"""Data: batch contracts, one reader per on-disk format, transforms, samplers, DataModules."""

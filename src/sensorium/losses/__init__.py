@@ -1,0 +1,26 @@
+"""Losses: `nn.Module`s plus the public functions below (see DESIGN.md, "Public API").
+
+Names resolve lazily (PEP 562) so `import sensorium.losses` stays cheap and each family lives in
+its own module: contrastive (supcon, info_nce), masked (mae_loss), sdf (cardiac SDF terms).
+"""
+
+from importlib import import_module
+
+_EXPORTS = {
+    "supcon_loss": "contrastive",
+    "SupConLoss": "contrastive",
+    "info_nce": "contrastive",
+    "mae_loss": "masked",
+    "sdf_l1_loss": "sdf",
+    "surface_loss": "sdf",
+    "eikonal_loss": "sdf",
+    "kl_loss": "sdf",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
