@@ -83,12 +83,12 @@ def run(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sensorium.errors import SensoriumError
+    from sensorium.errors import SensoriumError, user_message
 
     try:
         return run(sys.argv[1:] if argv is None else argv)
     except (UsageError, SensoriumError) as e:
-        print(f"sensorium: error: {e}", file=sys.stderr)
+        print(f"sensorium: error: {user_message(e)}", file=sys.stderr)
         return 2
 
 

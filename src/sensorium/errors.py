@@ -6,13 +6,32 @@ class SensoriumError(Exception):
 
 
 class DataError(SensoriumError):
-    """A dataset file is missing, unreadable or malformed. The message names the file and the problem."""
+    """A dataset file is missing, unreadable or malformed: `DataError(path, problem)`.
 
-    def __init__(self, path, problem: str):
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
+    Also constructible from one message, because DataLoader re-raises a worker's exception as
+    `type(exc)(message)`; `user_message` then recovers the original one-line message from the
+    worker's traceback text.
+    """
+
+    def __init__(self, path, problem: str | None = None):
+        if problem is None:
+            self.path, self.problem = None, str(path)
+            super().__init__(str(path))
+        else:
+            self.path, self.problem = str(path), problem
+            super().__init__(f"{self.path}: {problem}")
 
 
 class DoctorError(SensoriumError):
     """A training run is broken in a way that would silently waste it (see engine/doctor.py)."""
+
+
+def user_message(error: BaseException) -> str:
+    """The one line to show for an error: for an exception re-raised from a DataLoader worker
+    (whose text carries the worker's traceback), the original exception's own message."""
+    text = str(error).strip()
+    if "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        # "sensorium.errors.DataError: path: problem" -> "path: problem"
+        return last.split(": ", 1)[1] if ": " in last else last
+    return text
