@@ -1,0 +1,126 @@
+"""`sensorium fit|validate|test`: LightningCLI with the engine's defaults.
+
+The YAML names the task (`model.class_path`) and datamodule (`data.class_path`); everything a run
+needs beyond them comes from the `run:` block (RunConfig) and the task's class attributes:
+run directory and loggers, best/last checkpoints by the task's monitored metric, early stopping,
+the doctor, atomic checkpoint writes, export of the final weights, per-step lr logging.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from sensorium.engine.callbacks import AtomicCheckpointIO, ExportFinalWeights
+from sensorium.engine.doctor import Doctor
+from sensorium.engine.run import RunConfig, build_loggers, resolve_run_dir, run_dir_of_checkpoint
+from sensorium.tasks.base import SensoriumTask
+
+TRAINER_DEFAULTS = {
+    # Each datamodule builds its own rank-aware samplers (class-balanced batches must not be
+    # re-sharded by Lightning's DistributedSampler wrapper).
+    "use_distributed_sampler": False,
+}
+
+
+class SensoriumCLI(LightningCLI):
+    def __init__(self, args: list[str] | None = None, run: bool = True, doctor_batches: int | None = None, **kwargs):
+        """doctor_batches: build a trainer for `sensorium doctor` instead (that many training
+        batches, one device, no logs or checkpoints, weights never updated)."""
+        # `args` is how sensorium passes its own command lines; LightningCLI warns whenever
+        # sys.argv also holds arguments, which is always the case behind the `sensorium` command.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        self.run_dir: Path | None = None
+        self.doctor_batches = doctor_batches
+        self.doctor: Doctor | None = None
+        super().__init__(
+            model_class=SensoriumTask,
+            datamodule_class=L.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=args,
+            run=run,
+            trainer_defaults=TRAINER_DEFAULTS,
+            save_config_kwargs={"overwrite": True},
+            auto_configure_optimizers=False,
+            **kwargs,
+        )
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI would overwrite the model's config with the checkpoint's hyperparameters.
+        # Here the config (the run's config.yaml or the command line) decides what is built and
+        # the checkpoint only restores state, so a resumed or evaluated run is what its config says.
+        return
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_class_arguments(RunConfig, "run", fail_untyped=False)
+
+    def instantiate_trainer(self, **kwargs) -> L.Trainer:
+        run: RunConfig = self._get(self.config_init, "run")
+        model: SensoriumTask = self.model
+        if self.doctor_batches is not None:
+            return self._doctor_trainer(run)
+        ckpt_path = self._get(self.config, "ckpt_path") if self.subcommand else None
+        existing = run_dir_of_checkpoint(ckpt_path)
+        self.run_dir = resolve_run_dir(run, model.recipe, existing)
+        trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        if trainer_config.get("logger") in (None, True):
+            # A validate/test pass of an existing run logs to its own sub-directory so the fit's
+            # metrics.csv stays as it was.
+            sub_dir = self.subcommand if existing is not None and self.subcommand != "fit" else None
+            trainer_config["logger"] = build_loggers(run, self.run_dir, sub_dir)
+        trainer_config["default_root_dir"] = str(self.run_dir)
+        trainer_config["plugins"] = [*(trainer_config.get("plugins") or []), AtomicCheckpointIO()]
+        callbacks = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
+        callbacks += engine_callbacks(run, model, self.run_dir, fit=self.subcommand in (None, "fit"))
+        return self._instantiate_trainer(trainer_config, callbacks)
+
+
+    def _doctor_trainer(self, run: RunConfig) -> L.Trainer:
+        trainer_config = {**self._get(self.config_init, "trainer", default={})}
+        trainer_config.update(
+            devices=1, strategy="auto", num_nodes=1, max_epochs=1, max_steps=-1, limit_train_batches=self.doctor_batches,
+            limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
+            accumulate_grad_batches=1, callbacks=[], enable_model_summary=False)
+        self.doctor = Doctor(run.doctor, collect=True)
+        return L.Trainer(**{**trainer_config, "callbacks": [self.doctor, KeepWeights()]})
+
+
+class KeepWeights(L.Callback):
+    """Drops every gradient just before the optimiser step (after the doctor has looked at them),
+    so `sensorium doctor` runs forward and backward passes without changing the model."""
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        optimizer.zero_grad(set_to_none=True)
+
+
+def engine_callbacks(run: RunConfig, model: SensoriumTask, run_dir: Path, fit: bool = True) -> list:
+    checkpoints = run_dir / "checkpoints"
+    callbacks = [
+        # best.ckpt by the task's metric; last.ckpt after every training epoch. Two callbacks,
+        # because Lightning's save_last only refreshes last.ckpt when best.ckpt improves.
+        ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=model.monitor, mode=model.monitor_mode,
+                        save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False),
+        ModelCheckpoint(dirpath=checkpoints, filename="last", monitor=None, save_top_k=1,
+                        save_on_train_epoch_end=True, enable_version_counter=False),
+        LearningRateMonitor(logging_interval="step"),
+    ]
+    if run.doctor.enabled:
+        callbacks.append(Doctor(run.doctor))
+    if run.early_stopping_patience is not None:
+        callbacks.append(EarlyStopping(monitor=model.monitor, mode=model.monitor_mode,
+                                       patience=run.early_stopping_patience))
+    if fit and run.export:
+        callbacks.append(ExportFinalWeights(run_dir / "export"))
+    return callbacks
+
+
+def run_lightning(argv: list[str]) -> int:
+    """Entry point of `sensorium fit|validate|test ...`."""
+    # DDP's launcher re-runs sys.argv for the other ranks, so sys.argv stays untouched.
+    SensoriumCLI(args=argv)
+    return 0

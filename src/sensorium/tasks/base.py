@@ -1,0 +1,140 @@
+"""What every recipe's LightningModule shares: the optimiser and schedule, loss-term logging that
+the doctor reads, gathering across ranks, and the export hooks.
+
+A recipe subclass sets the class attributes (`recipe`, `monitor`, ...), builds its network in
+`__init__`, and implements `training_losses(batch) -> {term: weighted scalar}`; the total loss is the
+sum of the terms, so each term's share of the total is always visible.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+from torch import nn
+
+from sensorium.config import as_config, to_plain
+from sensorium.engine.optim import OptimConfig, build_optimizer, resolve_lr
+
+
+class SensoriumTask(L.LightningModule):
+    recipe: ClassVar[str] = "base"
+    monitor: ClassVar[str] = "val/loss"
+    """Metric that picks best.ckpt and drives early stopping (a task metric, not a loss, where one exists)."""
+    monitor_mode: ClassVar[str] = "min"
+    contrastive: ClassVar[bool] = False
+    """True when batches must contain positive pairs (the doctor then checks classes per batch)."""
+
+    def __init__(self, optim: OptimConfig | dict | None = None):
+        super().__init__()
+        self.optim = as_config(OptimConfig, optim)
+        self.loss_terms: dict[str, torch.Tensor] = {}  # last step's weighted terms, read by the doctor
+        self.last_loss: torch.Tensor | None = None  # last step's total, read by the doctor
+        self.resolved_lr: float | None = None
+        self._running_loss: float | None = None
+
+    # --- hooks for subclasses -------------------------------------------------------------------
+    def training_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Weighted loss terms of one training batch; their sum is the loss that is optimised."""
+        raise NotImplementedError
+
+    def export_module(self) -> nn.Module:
+        """The network written to export/model.safetensors."""
+        return self.net
+
+    def export_config(self) -> dict:
+        """JSON-able config that rebuilds `export_module()` (written next to the weights)."""
+        return {"recipe": self.recipe, "task": type(self).__qualname__, "hparams": to_plain(dict(self.hparams))}
+
+    def save_config(self, **kwargs: Any) -> None:
+        """Record init arguments as plain data (dicts, not dataclasses), so checkpoints load with
+        `weights_only=True` and `load_from_checkpoint` can rebuild the task."""
+        self.save_hyperparameters(to_plain(kwargs))
+
+    # --- training -------------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        terms = self.training_losses(batch)
+        loss = torch.stack(list(terms.values())).sum()
+        self.loss_terms = {name: value.detach() for name, value in terms.items()}
+        self.last_loss = loss.detach()
+        batch_size = self._batch_size(batch)
+        if len(terms) > 1:
+            self.log_dict({f"train/{name}": value for name, value in self.loss_terms.items()},
+                          on_step=True, on_epoch=True, batch_size=batch_size)
+        self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, batch_size=batch_size)
+        self._log_running_loss(loss.detach())
+        if "skipped" in batch:
+            self.log("data/skipped", batch["skipped"].float(), on_step=False, on_epoch=True, reduce_fx="sum",
+                     batch_size=batch_size)
+        return loss
+
+    def _log_running_loss(self, loss: torch.Tensor) -> None:
+        # An exponential moving average for the progress bar: the raw per-step loss jumps too much
+        # to read; the logged `train/loss` keeps every raw value.
+        value = float(loss) if torch.isfinite(loss) else None
+        if value is not None:
+            self._running_loss = value if self._running_loss is None else 0.9 * self._running_loss + 0.1 * value
+        if self._running_loss is not None:
+            self.log("loss", self._running_loss, prog_bar=True, logger=False, on_step=True, on_epoch=False)
+
+    @staticmethod
+    def _batch_size(batch: dict[str, Any]) -> int:
+        label = batch.get("label")
+        if isinstance(label, torch.Tensor):
+            return int(label.shape[0])
+        first = next(v for v in batch.values() if isinstance(v, torch.Tensor) and v.ndim > 0)
+        return int(first.shape[0])
+
+    def gather(self, x: torch.Tensor, sync_grads: bool = False) -> torch.Tensor:
+        """Concatenate `x` (B, ...) from all ranks -> (world * B, ...). With `sync_grads` the result
+        carries gradients back to each rank's own slice (for losses over the global batch)."""
+        if self.trainer is None or self.trainer.world_size == 1:
+            return x
+        return self.all_gather(x, sync_grads=sync_grads).flatten(0, 1)
+
+    # --- optimisation ---------------------------------------------------------------------------
+    def configure_optimizers(self):
+        trainer = self.trainer
+        batch_size = getattr(trainer.datamodule, "batch_size", None) if trainer.datamodule else None
+        if self.optim.base_lr is not None and batch_size is None:
+            raise ValueError("optim.base_lr needs the datamodule to expose `batch_size`")
+        self.resolved_lr = resolve_lr(self.optim, batch_size or 1, trainer.accumulate_grad_batches,
+                                      trainer.world_size)
+        total_steps = max(1, int(trainer.estimated_stepping_batches))
+        epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
+        optimizer, scheduler = build_optimizer(self, self.optim, self.resolved_lr, total_steps, total_steps / epochs)
+        if self.optim.base_lr is not None:
+            rule = (f"base_lr {self.optim.base_lr:g} x batch {batch_size} x accumulate "
+                    f"{trainer.accumulate_grad_batches} x world {trainer.world_size} / 256")
+        else:
+            rule = "optim.lr"
+        if trainer.is_global_zero:
+            print(f"[sensorium] lr = {self.resolved_lr:.3g} ({rule}); {total_steps} optimiser steps, "
+                  f"warmup {self.optim.warmup_epochs:g} epochs, cosine to {self.optim.min_lr:g}")
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_train_start(self) -> None:
+        for logger in self.loggers:
+            logger.log_metrics({"lr_resolved": self.resolved_lr}, step=self.global_step)
+
+    # --- evaluation helpers ---------------------------------------------------------------------
+    def gather_eval(self, parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Concatenate per-batch results of this rank, then of all ranks (variable lengths allowed:
+        evaluation shards are not padded). Returns CPU tensors, identical on every rank."""
+        local = {key: torch.cat([p[key].detach().cpu() for p in parts]) for key in parts[0]} if parts else {}
+        if self.trainer is None or self.trainer.world_size == 1:
+            return local
+        import torch.distributed as dist
+
+        everyone: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(everyone, local)  # every rank calls it, even with nothing to add
+        filled = [part for part in everyone if part]
+        return {key: torch.cat([part[key] for part in filled]) for key in filled[0]} if filled else {}
+
+    @property
+    def run_dir(self):
+        """The run directory (RUN in RUN/checkpoints, RUN/eval, ...)."""
+        from pathlib import Path
+
+        return Path(self.trainer.default_root_dir)

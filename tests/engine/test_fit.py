@@ -1,0 +1,82 @@
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import TOY, toy_cli
+
+from sensorium.engine.checkpoint import load_checkpoint
+
+pytestmark = pytest.mark.usefixtures("clean_run_env")
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_fit_writes_the_run_directory(tmp_path, capsys):
+    toy_cli(tmp_path, "--model.optim.base_lr", "0.02", epochs=2)
+    run = tmp_path / "runs" / "toy" / "version_0"
+    for name in ("config.yaml", "metrics.csv", "checkpoints/last.ckpt", "checkpoints/best.ckpt",
+                 "export/model.safetensors", "export/config.json"):
+        assert (run / name).is_file(), name
+    # base_lr x batch 16 x accumulate 1 x world 1 / 256, printed and logged
+    assert "lr = 0.00125 (base_lr 0.02 x batch 16 x accumulate 1 x world 1 / 256)" in capsys.readouterr().out
+    rows = _rows(run / "metrics.csv")
+    assert any(r.get("lr_resolved") and float(r["lr_resolved"]) == pytest.approx(0.00125) for r in rows)
+    assert any(r.get("val/knn_accuracy") for r in rows) and any(r.get("lr-AdamW/pg1") for r in rows)
+    best = load_checkpoint(run / "checkpoints" / "best.ckpt")  # weights_only=True
+    assert "state_dict" in best and best["hyper_parameters"]["optim"]["base_lr"] == 0.02
+    # A second fit picks the next version.
+    toy_cli(tmp_path, epochs=1)
+    assert (tmp_path / "runs" / "toy" / "version_1" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_resume_continues_in_the_same_run(tmp_path):
+    toy_cli(tmp_path, epochs=1)
+    run = tmp_path / "runs" / "toy" / "version_0"
+    steps_after_one = load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"]
+    toy_cli(tmp_path, "--ckpt_path", str(run / "checkpoints" / "last.ckpt"), epochs=3)
+    assert not (tmp_path / "runs" / "toy" / "version_1").exists()
+    last = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert last["global_step"] == 3 * steps_after_one
+    epochs = {r["epoch"] for r in _rows(run / "metrics.csv") if r.get("epoch")}
+    assert epochs == {"0", "1", "2"}  # the resumed run appended to the same metrics.csv
+
+
+def test_test_subcommand_on_a_run_keeps_its_metrics(tmp_path):
+    toy_cli(tmp_path, epochs=1)
+    run = tmp_path / "runs" / "toy" / "version_0"
+    before = (run / "metrics.csv").read_text()
+    toy_cli(tmp_path, "--ckpt_path", str(run / "checkpoints" / "best.ckpt"), subcommand="validate")
+    assert (run / "metrics.csv").read_text() == before
+    assert any(r.get("val/knn_accuracy") for r in _rows(run / "validate" / "metrics.csv"))
+
+
+def test_tensorboard_and_wandb_offline_when_asked(tmp_path):
+    toy_cli(tmp_path, "--run.loggers", "[csv, tensorboard, wandb]", epochs=1)
+    run = tmp_path / "runs" / "toy" / "version_0"
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert list((run / "wandb").glob("offline-run-*"))
+
+
+def test_ddp_two_processes_on_cpu(tmp_path):
+    """Two gloo processes: one run directory, distinct batches per rank, the full val set evaluated."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"}
+    env.pop("SENSORIUM_RUN_DIR", None)
+    cmd = [sys.executable, "-m", "sensorium.cli", "fit", *TOY, "--trainer.strategy", "ddp", "--trainer.devices", "2",
+           "--trainer.max_epochs", "2", "--run.root", str(tmp_path / "runs")]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = sorted(p.name for p in (tmp_path / "runs" / "toy").iterdir())
+    assert runs == ["version_0"]
+    rows = _rows(tmp_path / "runs" / "toy" / "version_0" / "metrics.csv")
+    assert {float(r["val/count"]) for r in rows if r.get("val/count")} == {24.0}
+    last = load_checkpoint(tmp_path / "runs" / "toy" / "version_0" / "checkpoints" / "last.ckpt")
+    # 48 train samples / batch 16 = 3 global batches, rounded down to 2 (a multiple of the world
+    # size): 1 step per rank per epoch.
+    assert last["global_step"] == 2
