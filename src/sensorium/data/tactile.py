@@ -1,0 +1,341 @@
+"""Tactile frame sequences: the TacQuad reader (the layout AnyTouch stage 1 reads), a generic index
+CSV reader, the Dataset, an object-level split and the batch augmentation.
+
+**One sample contract.** Every sample is a 4-frame window t-3..t of one sensor's recording:
+
+    frames  float32 (4, 3, S, S) in [0, 1], frames t-3, t-2, t-1, t, resized to S = image_size
+    sensor  int64 ()  index into SENSORS = (gelsight, digit, duragel)
+    label   int64 ()  indenter / object class, -1 when unknown (evaluation only, never for training)
+    index   int64 ()  position of the sample in the dataset
+
+The static task uses frame t (`frames[:, STATIC_FRAME]`, "a static sample is one frame t"); the
+dynamic task uses all four (frames t-3..t-1 seen, frame t predicted).
+
+**TacQuad** (root with contact_indoor.csv, contact_outdoor.csv, data_indoor/, data_outdoor/): each
+CSV row is `item, gs_start, gs_end, digit_start, digit_end, duragel_start, duragel_end` with no
+header (AnyTouch parses every row as data; a header row with these names is also accepted);
+ranges are inclusive and name the frames in contact, stored as
+`data_<scene>/<item>/<sensor>/<t>.png` (t not zero-padded). By default a window lies inside the
+contact range (t = start+3 .. end), so a range of fewer than 4 frames is an error. With
+`reach_before_contact=True` windows end at every contact frame t >= 3 and may start up to 3 frames
+before the range, exactly as AnyTouch's video dataset builds them (those frames must exist).
+
+**Generic index CSV**: header `frame_0,frame_1,frame_2,frame_3,sensor[,label]`, one row per window,
+frame paths relative to the CSV's folder (or absolute), sensor a name from SENSORS, label an int
+or empty.
+
+Bad input raises one DataError naming the file (missing or unreadable frames, rows pointing
+outside the data, ranges shorter than 4 frames, frames of the wrong size or channel count); under
+`on_bad_sample="skip"` each bad entry is logged and counted (`dataset.skipped` for the index,
+`batch["skipped"]` through `collate_skipping` for frames that fail to load).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import Dataset
+
+from sensorium.data.bad_samples import OnBadSample, handle_bad_sample
+from sensorium.errors import DataError
+
+SENSORS = ("gelsight", "digit", "duragel")
+SCENES = ("indoor", "outdoor")
+WINDOW = 4  # frames t-3..t
+STATIC_FRAME = WINDOW - 1  # the static task's frame: t, the last of the window
+TACQUAD_COLUMNS = ("item", "gs_start", "gs_end", "digit_start", "digit_end", "duragel_start", "duragel_end")
+INDEX_COLUMNS = ("frame_0", "frame_1", "frame_2", "frame_3", "sensor")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+log = logging.getLogger("sensorium.data")
+
+
+@dataclass(frozen=True)
+class TactileWindow:
+    paths: tuple[str, ...]  # WINDOW frame files, oldest first
+    sensor: int
+    label: int = -1
+    group: str = ""  # recording's object ("indoor/<item>"): split by it so windows of one object stay together
+    source: str = ""  # index file and row, for messages
+
+
+# --- TacQuad ------------------------------------------------------------------------------------------
+def read_labels(path: str | Path) -> dict[tuple[str, str], int]:
+    """labels.csv (scene,item,label[,...]) -> {(scene, item): label}."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "missing labels file")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if not {"scene", "item", "label"} <= set(reader.fieldnames or ()):
+            raise DataError(path, f"header must name scene,item,label; found {reader.fieldnames}")
+        labels = {}
+        for n, row in enumerate(reader, start=2):
+            try:
+                labels[(row["scene"], row["item"])] = int(row["label"])
+            except (TypeError, ValueError):
+                raise DataError(path, f"row {n}: label {row['label']!r} is not an integer") from None
+    return labels
+
+
+def _is_header(row: list[str]) -> bool:
+    return len(row) > 1 and row[1].strip() == TACQUAD_COLUMNS[1]
+
+
+def read_tacquad(root: str | Path, scenes: Sequence[str] = SCENES, labels_csv: str | Path | None = None,
+                 reach_before_contact: bool = False, on_bad_sample: OnBadSample = "error",
+                 skipped: list[DataError] | None = None) -> list[TactileWindow]:
+    """All 4-frame windows of a TacQuad root (see the module docstring). `labels_csv`, relative to
+    root or absolute, gives labels by (scene, item); items it does not list get -1. Bad rows and
+    missing frames raise, or under 'skip' are logged and appended to `skipped`."""
+    root = Path(root)
+    labels = read_labels(root / labels_csv) if labels_csv is not None else {}
+    skipped = [] if skipped is None else skipped
+
+    def bad(error: DataError) -> None:
+        handle_bad_sample(error, on_bad_sample)
+        skipped.append(error)
+
+    windows: list[TactileWindow] = []
+    for scene in scenes:
+        if scene not in SCENES:
+            raise ValueError(f"unknown TacQuad scene {scene!r}; known: {SCENES}")
+        index = root / f"contact_{scene}.csv"
+        if not index.is_file():
+            raise DataError(index, "missing TacQuad index (expected contact_indoor.csv / contact_outdoor.csv "
+                                   "next to data_indoor/ and data_outdoor/)")
+        with open(index, newline="") as f:
+            rows = list(csv.reader(f))
+        for n, row in enumerate(rows, start=1):
+            if not row or (n == 1 and _is_header(row)):
+                continue
+            if len(row) != len(TACQUAD_COLUMNS):
+                bad(DataError(index, f"row {n}: expected {len(TACQUAD_COLUMNS)} columns "
+                                     f"({', '.join(TACQUAD_COLUMNS)}), got {len(row)}"))
+                continue
+            item = row[0].strip()
+            try:
+                bounds = [int(cell) for cell in row[1:]]
+            except ValueError:
+                bad(DataError(index, f"row {n}: frame bounds {row[1:]} are not all integers"))
+                continue
+            for sensor_id, sensor in enumerate(SENSORS):
+                start, end = bounds[2 * sensor_id], bounds[2 * sensor_id + 1]
+                found = _tacquad_windows(root, index, n, scene, item, sensor, start, end, reach_before_contact)
+                if isinstance(found, DataError):
+                    bad(found)
+                    continue
+                label = labels.get((scene, item), -1)
+                windows += [TactileWindow(paths, sensor_id, label, f"{scene}/{item}", f"{index.name} row {n}")
+                            for paths in found]
+    return windows
+
+
+def _tacquad_windows(root: Path, index: Path, n: int, scene: str, item: str, sensor: str, start: int, end: int,
+                     reach_before_contact: bool) -> list[tuple[str, ...]] | DataError:
+    """The windows of one sensor's contact range, or the DataError that rules them out."""
+    where = f"row {n} of {index.name}"
+    first_end = max(start, WINDOW - 1) if reach_before_contact else start + WINDOW - 1
+    if start < 0 or end < start:
+        return DataError(index, f"row {n}: {sensor} frame range [{start}, {end}] is empty or negative")
+    if end < first_end:
+        need = "ends before frame 3" if reach_before_contact else f"has {end - start + 1} frames"
+        return DataError(index, f"row {n}: {sensor} frame range [{start}, {end}] {need}; "
+                                f"a sample needs {WINDOW} frames (t-3..t)")
+    folder = root / f"data_{scene}" / item / sensor
+    if not folder.is_dir():
+        return DataError(folder, f"{where} points outside the data: no such folder")
+    present = {p.name for p in folder.iterdir()}
+    for t in range(first_end - WINDOW + 1, end + 1):
+        if f"{t}.png" not in present:
+            return DataError(folder / f"{t}.png", f"missing frame ({where}: {sensor} frames [{start}, {end}])")
+    return [tuple(str(folder / f"{k}.png") for k in range(t - WINDOW + 1, t + 1)) for t in range(first_end, end + 1)]
+
+
+# --- generic index ------------------------------------------------------------------------------------
+def read_index_csv(path: str | Path, on_bad_sample: OnBadSample = "error",
+                   skipped: list[DataError] | None = None) -> list[TactileWindow]:
+    """Windows listed in a generic index CSV (see the module docstring)."""
+    path = Path(path)
+    skipped = [] if skipped is None else skipped
+    if not path.is_file():
+        raise DataError(path, "missing index file")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in INDEX_COLUMNS if c not in (reader.fieldnames or ())]
+        if missing:
+            raise DataError(path, f"header lacks {', '.join(missing)} (expected {','.join(INDEX_COLUMNS)}[,label])")
+        rows = list(reader)
+    windows = []
+    for n, row in enumerate(rows, start=2):
+        error = None
+        frames = [Path(row[c]) if Path(row[c]).is_absolute() else path.parent / row[c] for c in INDEX_COLUMNS[:WINDOW]]
+        label_text = (row.get("label") or "").strip()
+        if row["sensor"] not in SENSORS:
+            error = DataError(path, f"row {n}: unknown sensor {row['sensor']!r}; known: {', '.join(SENSORS)}")
+        elif label_text and not label_text.lstrip("-").isdigit():
+            error = DataError(path, f"row {n}: label {label_text!r} is not an integer")
+        else:
+            absent = next((frame for frame in frames if not frame.is_file()), None)
+            if absent is not None:
+                error = DataError(absent, f"missing frame (row {n} of {path.name})")
+        if error is not None:
+            handle_bad_sample(error, on_bad_sample)
+            skipped.append(error)
+            continue
+        windows.append(TactileWindow(tuple(str(p) for p in frames), SENSORS.index(row["sensor"]),
+                                     int(label_text) if label_text else -1, str(frames[0].parent),
+                                     f"{path.name} row {n}"))
+    return windows
+
+
+def split_windows(windows: Sequence[TactileWindow], val_fraction: float = 0.15, test_fraction: float = 0.15,
+                  seed: int = 0) -> tuple[list[TactileWindow], list[TactileWindow], list[TactileWindow]]:
+    """(train, val, test) by `group` (object), so overlapping windows of one recording never land on
+    both sides of a split. Deterministic for a seed."""
+    groups = sorted({w.group for w in windows})
+    random.Random(seed).shuffle(groups)
+    n_val, n_test = round(len(groups) * val_fraction), round(len(groups) * test_fraction)
+    val, test = set(groups[:n_val]), set(groups[n_val:n_val + n_test])
+    return ([w for w in windows if w.group not in val | test], [w for w in windows if w.group in val],
+            [w for w in windows if w.group in test])
+
+
+# --- dataset ------------------------------------------------------------------------------------------
+class TactileSequenceDataset(Dataset):
+    """Windows -> samples (see the module docstring for the item contract).
+
+    Each frame must be an RGB (3-channel) image; the four frames of a window must share one size,
+    and that size must be `frame_sizes[sensor]` (H, W) when given (synthetic data: synth.json's
+    `frame_sizes`). Frames are resized to `image_size` x `image_size` (bilinear), as AnyTouch resizes
+    every sensor to the encoder's square input.
+    """
+
+    def __init__(self, windows: Sequence[TactileWindow], image_size: int,
+                 frame_sizes: dict[str, tuple[int, int]] | None = None, on_bad_sample: OnBadSample = "error",
+                 skipped: Sequence[DataError] = ()):
+        if on_bad_sample not in ("error", "skip"):
+            raise ValueError(f"on_bad_sample must be 'error' or 'skip', got {on_bad_sample!r}")
+        unknown = set(frame_sizes or ()) - set(SENSORS)
+        if unknown:
+            raise ValueError(f"frame_sizes names unknown sensors {sorted(unknown)}; known: {SENSORS}")
+        self.windows = list(windows)
+        self.image_size = image_size
+        self.frame_sizes = {k: tuple(v) for k, v in (frame_sizes or {}).items()}
+        self.on_bad_sample = on_bad_sample
+        self.skipped = list(skipped)  # entries dropped while reading the index (under 'skip')
+        if self.skipped:
+            log.warning("skipped %d bad index entries", len(self.skipped))
+
+    @classmethod
+    def from_tacquad(cls, root: str | Path, image_size: int, scenes: Sequence[str] = SCENES,
+                     labels_csv: str | None = None, reach_before_contact: bool = False,
+                     frame_sizes: dict[str, tuple[int, int]] | None = None,
+                     on_bad_sample: OnBadSample = "error") -> TactileSequenceDataset:
+        skipped: list[DataError] = []
+        windows = read_tacquad(root, scenes, labels_csv, reach_before_contact, on_bad_sample, skipped)
+        return cls(windows, image_size, frame_sizes, on_bad_sample, skipped)
+
+    @classmethod
+    def from_index_csv(cls, path: str | Path, image_size: int, frame_sizes: dict[str, tuple[int, int]] | None = None,
+                       on_bad_sample: OnBadSample = "error") -> TactileSequenceDataset:
+        skipped: list[DataError] = []
+        windows = read_index_csv(path, on_bad_sample, skipped)
+        return cls(windows, image_size, frame_sizes, on_bad_sample, skipped)
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor] | None:
+        window = self.windows[index]
+        try:
+            frames = self._load(window)
+        except DataError as error:
+            handle_bad_sample(error, self.on_bad_sample)
+            return None
+        return {
+            "frames": frames,
+            "sensor": torch.tensor(window.sensor, dtype=torch.int64),
+            "label": torch.tensor(window.label, dtype=torch.int64),
+            "index": torch.tensor(index, dtype=torch.int64),
+        }
+
+    def _load(self, window: TactileWindow) -> torch.Tensor:
+        expected = self.frame_sizes.get(SENSORS[window.sensor])
+        frames = []
+        for path in window.paths:
+            try:
+                with Image.open(path) as file:
+                    image = file.copy()  # decodes the whole file now, so truncation shows here
+            except FileNotFoundError:
+                raise DataError(path, f"missing frame ({window.source})") from None
+            except (OSError, SyntaxError, ValueError) as e:  # PIL: unidentified or truncated files
+                raise DataError(path, f"unreadable image ({e})") from None
+            if image.mode != "RGB":
+                raise DataError(path, f"image has {len(image.getbands())} channel(s) (mode {image.mode}); "
+                                      "tactile frames must be RGB")
+            size = (image.height, image.width)
+            if expected is not None and size != expected:
+                raise DataError(path, f"image is {size[0]}x{size[1]} (HxW); {SENSORS[window.sensor]} frames "
+                                      f"are {expected[0]}x{expected[1]}")
+            if frames and size != frames[0].shape[:2]:
+                raise DataError(path, f"image is {size[0]}x{size[1]} (HxW) but frame {window.paths[0]} of the "
+                                      f"same window is {frames[0].shape[0]}x{frames[0].shape[1]}")
+            frames.append(np.asarray(image))
+        resized = [np.asarray(Image.fromarray(f).resize((self.image_size,) * 2, Image.BILINEAR))
+                   if f.shape[:2] != (self.image_size,) * 2 else f for f in frames]
+        stack = torch.from_numpy(np.stack(resized))  # (4, S, S, 3) uint8
+        return stack.permute(0, 3, 1, 2).float().div_(255.0)  # (4, 3, S, S)
+
+
+# --- augmentation -------------------------------------------------------------------------------------
+class TactileAugment(nn.Module):
+    """Batch augmentation of tactile windows with kornia, identical across the frames of a sequence.
+
+    forward(frames): (B, T, 3, S, S) or (B, 3, S, S) in [0, 1] -> same shape, normalised by mean/std.
+    In training mode: random resized crop (back to S), horizontal and vertical flips, colour jitter,
+    each drawn once per sequence and applied to all of its frames (the parameters are sampled for B
+    images and reused for every frame: a per-frame crop or jitter would fake motion). In eval mode:
+    normalisation only. `denormalize` inverts the normalisation (for pictures).
+    """
+
+    def __init__(self, image_size: int, crop_scale: tuple[float, float] = (0.6, 1.0),
+                 crop_ratio: tuple[float, float] = (3 / 4, 4 / 3), hflip: float = 0.5, vflip: float = 0.0,
+                 jitter: tuple[float, float, float, float] = (0.3, 0.3, 0.3, 0.05), jitter_p: float = 0.8,
+                 mean: tuple[float, float, float] = IMAGENET_MEAN, std: tuple[float, float, float] = IMAGENET_STD):
+        super().__init__()
+        import kornia.augmentation as K
+
+        steps = [K.RandomResizedCrop((image_size, image_size), scale=crop_scale, ratio=crop_ratio)]
+        if hflip > 0:
+            steps.append(K.RandomHorizontalFlip(p=hflip))
+        if vflip > 0:
+            steps.append(K.RandomVerticalFlip(p=vflip))
+        if jitter_p > 0 and any(jitter):
+            steps.append(K.ColorJitter(*jitter, p=jitter_p))
+        self.random = K.AugmentationSequential(*steps)
+        self.register_buffer("mean", torch.tensor(mean).view(3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(3, 1, 1), persistent=False)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.std + self.mean
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            sequence = frames if frames.dim() == 5 else frames[:, None]  # (B, T, 3, S, S)
+            params = self.random.forward_parameters(sequence[:, 0].shape)  # one draw per sequence
+            out = torch.stack([self.random(sequence[:, t], params=params) for t in range(sequence.shape[1])], dim=1)
+            frames = out if frames.dim() == 5 else out[:, 0]
+        return self.normalize(frames)
