@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return run(sys.argv[1:] if argv is None else argv)
-    except (UsageError, SensoriumError) as e:
+    except (UsageError, SensoriumError, FileNotFoundError) as e:
         print(f"sensorium: error: {user_message(e)}", file=sys.stderr)
         return 2
 

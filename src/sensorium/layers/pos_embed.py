@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -19,6 +20,7 @@ def sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=1).float()
 
 
+@functools.lru_cache(maxsize=64)
 def sincos_2d(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
     """(grid_h * grid_w, dim) embedding of a row-major patch grid: half the channels encode the
     row, half the column (as in MAE's `get_2d_sincos_pos_embed`)."""
@@ -26,6 +28,12 @@ def sincos_2d(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
         raise ValueError(f"2-D sin-cos embedding needs dim divisible by 4, got {dim}")
     rows, cols = torch.meshgrid(torch.arange(grid_h), torch.arange(grid_w), indexing="ij")
     return torch.cat([sincos_1d(dim // 2, rows.flatten()), sincos_1d(dim // 2, cols.flatten())], dim=1)
+
+
+@functools.lru_cache(maxsize=64)
+def sincos_1d_range(dim: int, length: int) -> torch.Tensor:
+    """(length, dim) embedding of positions 0..length-1; cached per shape, treat as read-only."""
+    return sincos_1d(dim, torch.arange(length))
 
 
 def fourier_point_embed(points: torch.Tensor, num_freqs: int) -> torch.Tensor:

@@ -25,6 +25,15 @@ def supcon_loss(features: torch.Tensor, labels: torch.Tensor | None = None, temp
     """
     if features.ndim != 3:
         raise ValueError(f"features must be (B, V, D), got shape {tuple(features.shape)}")
+    with torch.autocast(features.device.type, enabled=False):
+        # fp32 even under mixed precision: at temperature 0.07 bf16 logits (8 bits of mantissa)
+        # lose the small similarity differences the loss is made of.
+        return _supcon(features.to(torch.promote_types(features.dtype, torch.float32)), labels, temperature,
+                       base_temperature)
+
+
+def _supcon(features: torch.Tensor, labels: torch.Tensor | None, temperature: float,
+            base_temperature: float) -> torch.Tensor:
     B, V, _ = features.shape
     if labels is None:
         labels = torch.arange(B, device=features.device)
@@ -73,6 +82,7 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.07) -> tor
     mean of the a->b and b->a cross-entropies."""
     if a.shape != b.shape or a.ndim != 2:
         raise ValueError(f"a and b must both be (N, D), got {tuple(a.shape)} and {tuple(b.shape)}")
-    logits = a @ b.T / temperature  # (N, N)
-    targets = torch.arange(a.shape[0], device=a.device)
-    return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
+    with torch.autocast(a.device.type, enabled=False):  # fp32 logits, as in supcon_loss
+        logits = a.float() @ b.float().T / temperature  # (N, N)
+        targets = torch.arange(a.shape[0], device=a.device)
+        return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))

@@ -1,0 +1,75 @@
+"""`sensorium report RUN_DIR`: RUN_DIR/report.html, self-contained (figures inline).
+
+Every run gets its training curves (loss, loss terms and their shares, lr, validation metrics);
+a recipe adds its own sections through `sensorium.report.<recipe>.sections(run_dir)` when that
+module exists (welding: confusion matrix, TEST embeddings, attention share per modality, ablation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+from pathlib import Path
+
+from sensorium.engine.checkpoint import atomic_write_text
+from sensorium.report.curves import curves_png, read_metrics
+from sensorium.report.html import Section, page
+
+
+def run_recipe(run_dir: Path) -> str:
+    """The recipe of a run: from its export config, else its place in runs/<recipe>/<version>."""
+    export = run_dir / "export" / "config.json"
+    if export.is_file():
+        return json.loads(export.read_text()).get("recipe", run_dir.parent.name)
+    return run_dir.parent.name
+
+
+def training_sections(run_dir: Path) -> list[Section]:
+    metrics_path = run_dir / "metrics.csv"
+    if not metrics_path.is_file():
+        return [Section("Training").text(f"no metrics.csv in {run_dir}", muted=True)]
+    metrics = read_metrics(metrics_path)
+    section = Section("Training curves")
+    loss_keys = ["train/loss_step"] + sorted(k for k in metrics if k.startswith("train/") and k.endswith("_step")
+                                             and k != "train/loss_step")
+    figures = [
+        curves_png(metrics, loss_keys, "training loss and its terms (weighted)"),
+        curves_png(metrics, sorted(k for k in metrics if k.startswith("share/") and k.endswith("_step")),
+                   "share of each term in the total loss"),
+        curves_png(metrics, sorted(k for k in metrics if k.startswith("lr-")), "learning rate"),
+        curves_png(metrics, sorted(k for k in metrics if k.startswith("val/")), "validation metrics (per epoch)"),
+    ]
+    for png in figures:
+        if png is not None:
+            section.image(png)
+    val_keys = sorted(k for k in metrics if k.startswith("val/"))
+    if val_keys:
+        rows = [[k, float(metrics[k][1][-1]), float(metrics[k][1].max()), float(metrics[k][1].min())] for k in val_keys]
+        section.table(["validation metric", "last", "max", "min"], rows)
+    return [section]
+
+
+def write_report(run_dir: str | Path) -> Path:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: no such run directory")
+    recipe = run_recipe(run_dir)
+    sections = training_sections(run_dir)
+    try:
+        recipe_module = importlib.import_module(f"sensorium.report.{recipe}")
+    except ModuleNotFoundError:
+        recipe_module = None
+    if recipe_module is not None:
+        sections += recipe_module.sections(run_dir)
+    html = page(f"sensorium · {recipe} · {run_dir.name}", sections, subtitle=str(run_dir.resolve()))
+    path = atomic_write_text(run_dir / "report.html", html)
+    print(f"[report] wrote {path}")
+    return path
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="sensorium report", description=__doc__)
+    parser.add_argument("run_dir", type=Path)
+    write_report(parser.parse_args(argv).run_dir)
+    return 0
