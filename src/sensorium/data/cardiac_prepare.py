@@ -1,0 +1,443 @@
+"""`sensorium prepare cardiac`: NIfTI label volumes -> one `.npz` of surface and SDF samples per case.
+
+    sensorium prepare cardiac --input DIR --out DIR [--workers N] [--val-fraction F] [--seed S]
+                              [--on-bad-case error|skip] [--labels labels.json]
+
+Input: `DIR/*.nii.gz` and `DIR/*.nii`, integer label volumes (0 = background). Which label value
+is which structure comes from `--labels`, else `DIR/labels.json`, else the default: the structures
+of `CARDIAC_STRUCTURES` with labels 1..10. A real dataset with other values (MM-WHS uses 205, 420,
+500, ...) needs only a labels.json: `{"background": 0, "structures": {"left_ventricle": 500, ...}}`.
+
+Per case (`prepare_case`), with the geometry of `sensorium.data.sdf`:
+
+- per structure, its surface by marching cubes in world coordinates (affine and spacing honoured);
+- all coordinates normalised as `normalised = (world - offset) / scale`, with `offset` the centre of
+  the surfaces' bounding box and one isotropic `scale` that puts that box inside
+  [-margin, margin]^3 (so distances stay distances: `sdf_world = sdf * scale`);
+- `surface_*`: area-weighted samples over all structures' surfaces (the encoder's input);
+- `vol_*`: points uniform in [-1, 1]^3; `near_*`: surface samples of each structure in equal number
+  (small structures get as much supervision near their surface as large ones) plus isotropic
+  Gaussian offsets, half at each of two scales, clipped to [-1, 1]^3;
+- `*_sdf`: (N, C) signed distance of every point to every structure, **negative inside** (the
+  convention of `sensorium.data.sdf`), in normalised units.
+
+Output: `OUT/<case_id>.npz` (written atomically), `OUT/split.csv` (case_id,split; a case's split
+depends only on its id and the seed, so adding cases never moves old ones), `OUT/prepare.json`
+(settings, structures, prepared and skipped cases).
+
+npz arrays (float32 unless noted; Ns, Nv, Nn points; C structures):
+
+    surface_points (Ns, 3)   surface_normals (Ns, 3) unit, outward   surface_labels (Ns,) int64
+    vol_points (Nv, 3)       vol_sdf (Nv, C)
+    near_points (Nn, 3)      near_sdf (Nn, C)      near_labels (Nn,) int64 (structure sampled)
+    scale () float64         offset (3,) float64   (world_mm = points * scale + offset)
+    class_names (C,) str     label_values (C,) int64    case_id () str
+    spacing (3,) float64 mm  affine (4, 4) float64      shape (3,) int64    near_sigmas (2,) float64
+
+Bad input (`on_bad_case`: `error` raises one DataError naming the file; `skip` logs, counts and
+lists it in prepare.json): unreadable or corrupt files, non-label volumes (non-integer values or
+unknown label values), empty volumes, degenerate affines or an affine that disagrees with the
+header's voxel sizes, missing structures, and structures with too few voxels for a surface.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import tempfile
+import time
+import zlib
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field, replace
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from sensorium.data.bad_samples import OnBadSample, handle_bad_sample
+from sensorium.errors import DataError
+
+log = logging.getLogger("sensorium.data.cardiac")
+
+CARDIAC_STRUCTURES: tuple[str, ...] = (
+    "left_ventricle",
+    "right_ventricle",
+    "left_atrium",
+    "right_atrium",
+    "lv_myocardium",
+    "aorta",
+    "pulmonary_artery",
+    "superior_vena_cava",
+    "inferior_vena_cava",
+    "pulmonary_veins",
+)
+"""The cardiac recipe's structures in channel order; default label value = index + 1."""
+
+
+# --- label maps -----------------------------------------------------------------------------------
+def write_label_map(path: str | Path, names: tuple[str, ...], values: tuple[int, ...] | None = None) -> None:
+    """labels.json: `{"background": 0, "structures": {name: label value}}` (values default 1..C)."""
+    values = tuple(range(1, len(names) + 1)) if values is None else values
+    Path(path).write_text(json.dumps({"background": 0, "structures": dict(zip(names, map(int, values)))},
+                                     indent=2) + "\n")
+
+
+def read_label_map(path: str | Path) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """(names, label values) from a labels.json, in file order."""
+    try:
+        content = json.loads(Path(path).read_text())
+        structures = content["structures"]
+        names, values = tuple(structures), tuple(int(v) for v in structures.values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise DataError(path, f"not a label map ({e}); expected "
+                              '{"background": 0, "structures": {"name": label, ...}}') from e
+    if len(set(values)) != len(values) or 0 in values:
+        raise DataError(path, f"label values must be distinct and non-zero, got {list(values)}")
+    return names, values
+
+
+# --- settings -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PrepareConfig:
+    structures: tuple[str, ...] = CARDIAC_STRUCTURES
+    label_values: tuple[int, ...] | None = None
+    """Label value of each structure; None = 1..C."""
+    surface_points: int = 16384
+    """Surface samples kept per case; the paper config feeds 8192 of them to the encoder."""
+    volume_points: int = 32768
+    near_points: int = 32768
+    near_sigmas: tuple[float, float] = (0.01, 0.05)
+    """Gaussian offsets of near-surface points (normalised units; a 128-voxel heart has voxels of
+    about 0.015, so about half a voxel and a few voxels)."""
+    margin: float = 0.9
+    """The surfaces' bounding box is scaled into [-margin, margin]^3, leaving room for near points."""
+    min_voxels: int = 20
+    """Fewer voxels than this for a structure is bad input: no meaningful surface."""
+    candidates: int = 8
+    """Triangles tried per point by the SDF labeller (see sensorium.data.sdf.MaskSdf)."""
+    seed: int = 0
+
+    @property
+    def values(self) -> tuple[int, ...]:
+        return self.label_values or tuple(range(1, len(self.structures) + 1))
+
+
+# --- reading and validation -----------------------------------------------------------------------
+def case_id_of(path: str | Path) -> str:
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(path).stem
+
+
+def load_label_volume(path: str | Path, config: PrepareConfig = PrepareConfig()
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Read and validate one label volume: (labels (X, Y, Z) int64, affine (4, 4) float64).
+
+    Raises DataError(path, problem) for anything that is not a usable label volume of the
+    configured structures (see the module docstring).
+    """
+    import nibabel as nib
+    from nibabel.filebasedimages import ImageFileError
+    from nibabel.spatialimages import HeaderDataError
+
+    try:
+        image = nib.load(str(path))
+        data = np.asanyarray(image.dataobj)
+    except (OSError, EOFError, ValueError, zlib.error, ImageFileError, HeaderDataError) as e:
+        raise DataError(path, f"cannot read as NIfTI ({type(e).__name__}: {e}); is the file corrupt "
+                              "or truncated?") from e
+
+    while data.ndim > 3 and data.shape[-1] == 1:  # (X, Y, Z, 1) exports are common
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise DataError(path, f"expected a 3-D label volume, got shape {data.shape}")
+    if data.size == 0:
+        raise DataError(path, f"empty volume: shape {data.shape}")
+    if data.dtype.kind == "f":
+        bad = ~np.isfinite(data) | (data != np.round(data))
+        if bad.any():
+            example = data[bad].flat[0]
+            raise DataError(path, f"holds non-integer values (e.g. {example!r}, {int(bad.sum())} voxels): an "
+                                  "intensity image, not a label volume")
+    elif data.dtype.kind not in "iub":
+        raise DataError(path, f"unsupported voxel type {data.dtype}; expected integer labels")
+    labels = data.astype(np.int64)
+
+    present = np.unique(labels)
+    unknown = sorted(set(present.tolist()) - {0, *config.values})
+    if unknown:
+        shown = unknown[:8] + (["..."] if len(unknown) > 8 else [])
+        raise DataError(path, f"label values {shown} ({len(unknown)} unknown) are neither background (0) nor "
+                              f"a structure's label {list(config.values)}: not a label volume of these "
+                              "structures (intensities? another label map? pass --labels)")
+    if not (labels != 0).any():
+        raise DataError(path, "empty volume: no labelled voxel")
+
+    _check_geometry(path, image)
+    counts = np.bincount(labels.ravel(), minlength=max(config.values) + 1)
+    missing = [n for n, v in zip(config.structures, config.values) if counts[v] == 0]
+    if missing:
+        raise DataError(path, f"missing structures {missing} (no voxel with their labels)")
+    small = {n: int(counts[v]) for n, v in zip(config.structures, config.values) if counts[v] < config.min_voxels}
+    if small:
+        raise DataError(path, f"structures with too few voxels for a surface (min_voxels={config.min_voxels}): "
+                              f"{small}")
+    return labels, np.asarray(image.affine, dtype=np.float64)
+
+
+def _check_geometry(path, image) -> None:
+    from sensorium.data.sdf import check_affine
+
+    affine = np.asarray(image.affine, dtype=np.float64)
+    try:
+        check_affine(affine)
+    except ValueError as e:
+        raise DataError(path, f"unusable voxel-to-world transform: {e}") from e
+    header = image.header
+    sform, sform_code = header.get_sform(coded=True)
+    qform, qform_code = header.get_qform(coded=True)
+    if sform is not None and qform is not None and sform_code and qform_code:
+        if not np.allclose(sform, qform, atol=1e-3, rtol=1e-4):
+            raise DataError(path, f"sform and qform disagree (sform {np.round(sform, 4).tolist()}, qform "
+                                  f"{np.round(qform, 4).tolist()}): which voxel-to-world transform is right?")
+    affine_spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    header_spacing = np.asarray(header.get_zooms()[:3], dtype=np.float64)
+    if not np.allclose(affine_spacing, header_spacing, rtol=1e-3, atol=1e-4):
+        raise DataError(path, f"the affine's voxel sizes {np.round(affine_spacing, 4).tolist()} mm disagree "
+                              f"with the header's pixdim {np.round(header_spacing, 4).tolist()} mm")
+
+
+# --- normalisation --------------------------------------------------------------------------------
+def normalisation(vertices: np.ndarray, margin: float) -> tuple[float, np.ndarray]:
+    """(scale, offset) that map the bounding box of world points (N, 3) into [-margin, margin]^3."""
+    lo, hi = vertices.min(axis=0), vertices.max(axis=0)
+    offset = (lo + hi) / 2.0
+    scale = float((hi - lo).max() / 2.0 / margin)
+    return scale, offset
+
+
+def normalise(world: np.ndarray, scale: float, offset: np.ndarray) -> np.ndarray:
+    """World (N, 3) -> normalised (N, 3)."""
+    return (world - offset) / scale
+
+
+def denormalise(points: np.ndarray, scale: float, offset: np.ndarray) -> np.ndarray:
+    """Normalised (N, 3) -> world (N, 3); the inverse of `normalise`."""
+    return points * scale + offset
+
+
+# --- one case -------------------------------------------------------------------------------------
+def _split_evenly(total: int, parts: int) -> list[int]:
+    return [total // parts + (i < total % parts) for i in range(parts)]
+
+
+def prepare_case(path: str | Path, config: PrepareConfig = PrepareConfig()) -> dict[str, np.ndarray]:
+    """Surface and SDF samples of one label volume; the arrays of its npz (module docstring)."""
+    from sensorium.data.sdf import LabelSdf, concatenate_meshes, sample_surface
+
+    labels, affine = load_label_volume(path, config)
+    case_id = case_id_of(path)
+    rng = np.random.default_rng([config.seed, zlib.crc32(case_id.encode())])
+    sdf = LabelSdf(labels, affine, config.values, candidates=config.candidates)
+    meshes = sdf.meshes
+    union, owner = concatenate_meshes(meshes)
+    scale, offset = normalisation(union.vertices, config.margin)
+
+    # Encoder input: area-weighted over every structure's surface together.
+    world, normals, face = sample_surface(union, config.surface_points, rng)
+    surface_points, surface_labels = normalise(world, scale, offset), owner[face]
+
+    volume = rng.uniform(-1.0, 1.0, size=(config.volume_points, 3))
+
+    near, near_labels = [], []
+    for c, count in enumerate(_split_evenly(config.near_points, len(meshes))):
+        base, _, _ = sample_surface(meshes[c], count, rng)
+        sigma = np.where(np.arange(count) < count // 2, *config.near_sigmas)[:, None]  # (count, 1)
+        near.append(normalise(base, scale, offset) + rng.normal(size=(count, 3)) * sigma)
+        near_labels.append(np.full(count, c, dtype=np.int64))
+    near = np.clip(np.concatenate(near), -1.0, 1.0)
+
+    def label(points: np.ndarray) -> np.ndarray:  # normalised (N, 3) -> (N, C) normalised SDF
+        return (sdf(denormalise(points, scale, offset)) / scale).astype(np.float32)
+
+    return {
+        "surface_points": surface_points.astype(np.float32),
+        "surface_normals": normals.astype(np.float32),
+        "surface_labels": surface_labels.astype(np.int64),
+        "vol_points": volume.astype(np.float32),
+        "vol_sdf": label(volume),
+        "near_points": near.astype(np.float32),
+        "near_sdf": label(near),
+        "near_labels": np.concatenate(near_labels),
+        "scale": np.float64(scale),
+        "offset": offset.astype(np.float64),
+        "class_names": np.array(config.structures),
+        "label_values": np.array(config.values, dtype=np.int64),
+        "case_id": np.array(case_id),
+        "spacing": np.linalg.norm(affine[:3, :3], axis=0),
+        "affine": affine,
+        "shape": np.array(labels.shape, dtype=np.int64),
+        "near_sigmas": np.array(config.near_sigmas, dtype=np.float64),
+    }
+
+
+def write_npz_atomic(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
+    """np.savez into a temporary file in the same directory, then os.replace: a kill or a full
+    disk leaves either the old file or none, never a truncated one. Uncompressed, so a reader
+    pulls one array without inflating the others."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz.tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def process_case(path: str | Path, out_dir: str | Path, config: PrepareConfig) -> tuple[str, float]:
+    """prepare_case + atomic write to out_dir/<case_id>.npz; returns (case_id, seconds)."""
+    start = time.perf_counter()
+    arrays = prepare_case(path, config)
+    case_id = str(arrays["case_id"])
+    write_npz_atomic(Path(out_dir) / f"{case_id}.npz", arrays)
+    return case_id, time.perf_counter() - start
+
+
+# --- splits ---------------------------------------------------------------------------------------
+def assign_splits(case_ids: list[str], val_fraction: float, seed: int) -> dict[str, str]:
+    """case_id -> "train" | "val": a case is val when a hash of (seed, id) falls under val_fraction,
+    so its split never changes as cases are added. At least one val case when there are two or more
+    cases and val_fraction > 0."""
+    u = {cid: zlib.crc32(f"{seed}:{cid}".encode()) / 2**32 for cid in case_ids}
+    splits = {cid: "val" if u[cid] < val_fraction else "train" for cid in case_ids}
+    if val_fraction > 0 and len(case_ids) >= 2 and "val" not in splits.values():
+        splits[min(case_ids, key=u.get)] = "val"
+    if len(case_ids) >= 2 and "train" not in splits.values():
+        splits[max(case_ids, key=u.get)] = "train"
+    return splits
+
+
+def write_split_csv(path: str | Path, splits: dict[str, str]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["case_id", "split"])
+        for cid in sorted(splits):
+            writer.writerow([cid, splits[cid]])
+
+
+# --- command line ---------------------------------------------------------------------------------
+def find_cases(input_dir: str | Path) -> list[Path]:
+    input_dir = Path(input_dir)
+    if not input_dir.is_dir():
+        raise DataError(input_dir, "input directory does not exist")
+    paths = sorted(p for p in input_dir.iterdir() if p.name.endswith((".nii.gz", ".nii")) and not p.name.startswith("."))
+    ids = [case_id_of(p) for p in paths]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise DataError(input_dir, f"case ids {duplicates} appear twice (as .nii and .nii.gz?)")
+    if not paths:
+        raise DataError(input_dir, "no .nii.gz or .nii files")
+    return paths
+
+
+def run(input_dir: str | Path, out_dir: str | Path, config: PrepareConfig = PrepareConfig(), workers: int = 1,
+        val_fraction: float = 0.2, on_bad_case: OnBadSample = "error", progress: bool = True) -> dict:
+    """Prepare every case of input_dir into out_dir; returns the summary written to prepare.json."""
+    from tqdm import tqdm
+
+    paths = find_cases(input_dir)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    done: dict[str, float] = {}
+    skipped: dict[str, str] = {}
+
+    def finish(path: Path, result=None, error: DataError | None = None) -> None:
+        if error is None:
+            done[result[0]] = result[1]
+            return
+        handle_bad_sample(error, on_bad_case)  # raises under "error"
+        skipped[path.name] = str(error)
+
+    bar = tqdm(total=len(paths), desc="prepare cardiac", unit="case", disable=not progress)
+    if workers <= 1:
+        for path in paths:
+            try:
+                result = process_case(path, out_dir, config)
+            except DataError as e:
+                finish(path, error=e)
+            else:
+                finish(path, result)
+            bar.update()
+    else:
+        # spawn: the parent may hold torch / OpenMP threads, which fork does not copy safely.
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(process_case, p, out_dir, config): p for p in paths}
+            for future in as_completed(futures):
+                try:
+                    result = future.result()
+                except DataError as e:
+                    if on_bad_case == "error":
+                        for other in futures:
+                            other.cancel()
+                    finish(futures[future], error=e)
+                else:
+                    finish(futures[future], result)
+                bar.update()
+    bar.close()
+
+    splits = assign_splits(sorted(done), val_fraction, config.seed)
+    write_split_csv(out_dir / "split.csv", splits)
+    summary = {
+        "structures": list(config.structures),
+        "label_values": list(config.values),
+        "sdf_sign": "negative inside",
+        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()},
+        "prepared": len(done),
+        "skipped": len(skipped),
+        "skipped_cases": skipped,
+        "splits": {s: sum(v == s for v in splits.values()) for s in ("train", "val")},
+        "seconds_per_case": float(np.mean(list(done.values()))) if done else None,
+    }
+    (out_dir / "prepare.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if skipped:
+        log.warning("skipped %d of %d cases (listed in %s)", len(skipped), len(paths), out_dir / "prepare.json")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sensorium prepare cardiac", description=__doc__.splitlines()[0])
+    parser.add_argument("--input", required=True, help="directory of .nii.gz / .nii label volumes")
+    parser.add_argument("--out", required=True, help="output directory for <case_id>.npz, split.csv")
+    parser.add_argument("--workers", type=int, default=1, help="cases prepared in parallel (processes)")
+    parser.add_argument("--val-fraction", type=float, default=0.2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--on-bad-case", choices=("error", "skip"), default="error")
+    parser.add_argument("--labels", help="labels.json (default: INPUT/labels.json, else the 10 default structures)")
+    parser.add_argument("--surface-points", type=int, default=PrepareConfig.surface_points)
+    parser.add_argument("--volume-points", type=int, default=PrepareConfig.volume_points)
+    parser.add_argument("--near-points", type=int, default=PrepareConfig.near_points)
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    config = PrepareConfig(surface_points=args.surface_points, volume_points=args.volume_points,
+                           near_points=args.near_points, seed=args.seed)
+    label_map = Path(args.labels) if args.labels else Path(args.input) / "labels.json"
+    if args.labels or label_map.exists():
+        names, values = read_label_map(label_map)
+        config = replace(config, structures=names, label_values=values)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    summary = run(args.input, args.out, config, args.workers, args.val_fraction, args.on_bad_case,
+                  progress=not args.no_progress)
+    print(f"prepared {summary['prepared']} cases ({summary['splits']['train']} train, {summary['splits']['val']} val), "
+          f"skipped {summary['skipped']}; {len(config.structures)} structures; "
+          f"{summary['seconds_per_case'] or 0:.2f} s per case -> {args.out}")
+    return 0
