@@ -1,0 +1,277 @@
+"""VecSet autoencoder for multi-class shapes: a set of latent vectors in, one SDF per structure out.
+
+After 3DShape2VecSet (Zhang et al., SIGGRAPH 2023, `models_ae.py`) and VecSetX (`vecset/models/
+autoencoder.py`), extended to C structures:
+
+    surface (B, N, 3 + C) = xyz + class one-hot
+      -> Fourier embedding of xyz, concatenated with the one-hot, linear to `dim`
+      -> M latent queries: learned vectors, or the embeddings of M farthest-point-sampled surface
+         points (`latent_init`), cross-attending to the N embedded points
+      -> optional KL bottleneck: a diagonal Gaussian of width `kl_dim` per latent  [= the latents]
+      -> `depth` self-attention blocks over the M latents                           [= the context]
+    queries (B, Q, 3) xyz only -> Fourier embedding -> cross-attention to the context -> (B, Q, C) SDF
+
+The SDF channels follow sensorium's convention (negative inside, see `sensorium.data.sdf`); the
+model itself only regresses numbers. Stages: `encode` (surface -> latents), `decode_context`
+(latents -> context), `query_sdf` (context, queries -> SDF), `decode` = the last two, `forward` =
+all. `sdf_with_gradient` returns the SDF and its spatial gradient for the eikonal term: that one
+computation runs attention through PyTorch's MATH SDPA kernel (`double_backward_attention`),
+the only one whose backward is itself differentiable on every device; everything else keeps the
+fused kernels.
+
+Attention, MLP and the Fourier embedding are the shared `sensorium.layers` blocks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from sensorium.layers.attention import CrossAttentionBlock, TransformerBlock
+from sensorium.layers.pos_embed import PointFourierEmbed
+
+LatentInit = Literal["learned", "fps"]
+
+
+# --- helpers --------------------------------------------------------------------------------------
+@torch.no_grad()
+def farthest_point_sample(points: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """Indices (B, M) of M farthest-point samples of each cloud in points (B, N, 3).
+
+    Batched and vectorised over points; the M picks are inherently sequential. Starts from the
+    point farthest from the cloud's centroid, so the result does not depend on the point order
+    (up to ties) and needs no random numbers.
+    """
+    B, N, _ = points.shape
+    if not 0 < num_samples <= N:
+        raise ValueError(f"cannot pick {num_samples} farthest points out of {N}")
+    batch = torch.arange(B, device=points.device)
+    indices = torch.empty(B, num_samples, dtype=torch.long, device=points.device)
+    nearest = torch.full((B, N), float("inf"), device=points.device, dtype=points.dtype)
+    current = (points - points.mean(dim=1, keepdim=True)).square().sum(-1).argmax(dim=1)  # (B,)
+    for i in range(num_samples):
+        indices[:, i] = current
+        chosen = points[batch, current]  # (B, 3)
+        nearest = torch.minimum(nearest, (points - chosen[:, None, :]).square().sum(-1))  # (B, N)
+        current = nearest.argmax(dim=1)
+    return indices
+
+
+def surface_input(points: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """The encoder's input (B, N, 3 + C) from surface points (B, N, 3) and their class (B, N)."""
+    return torch.cat([points, F.one_hot(labels.long(), num_classes).to(points.dtype)], dim=-1)
+
+
+@contextmanager
+def double_backward_attention() -> Iterator[None]:
+    """Attention inside this block uses the MATH SDPA kernel, whose backward is differentiable
+    (needed for a loss on a gradient, such as the eikonal term). Fused kernels (flash,
+    memory-efficient, CPU flash) raise "derivative for ..._backward is not implemented" there."""
+    with sdpa_kernel([SDPBackend.MATH]):
+        yield
+
+
+class Encoding(NamedTuple):
+    """`encode`'s result. mean / logvar are None without a KL bottleneck; the KL term is
+    `sensorium.losses.kl_loss(mean, logvar)`."""
+
+    latents: torch.Tensor  # (B, M, kl_dim or dim)
+    mean: torch.Tensor | None  # (B, M, kl_dim)
+    logvar: torch.Tensor | None  # (B, M, kl_dim)
+
+
+class VecSetOutput(NamedTuple):
+    sdf: torch.Tensor  # (B, Q, C), one channel per structure
+    latents: torch.Tensor
+    mean: torch.Tensor | None
+    logvar: torch.Tensor | None
+
+
+# --- blocks ---------------------------------------------------------------------------------------
+class KLBottleneck(nn.Module):
+    """Diagonal Gaussian per latent vector (3DShape2VecSet's KL autoencoder): dim -> kl_dim -> dim.
+
+    Samples with the reparameterisation trick in training and returns the mean in eval, so
+    evaluation is deterministic.
+    """
+
+    def __init__(self, dim: int, kl_dim: int):
+        super().__init__()
+        self.mean = nn.Linear(dim, kl_dim)
+        self.logvar = nn.Linear(dim, kl_dim)
+        self.proj = nn.Linear(kl_dim, dim)
+
+    def pre(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mean = self.mean(x)  # (B, M, kl_dim)
+        logvar = self.logvar(x).clamp(-30.0, 20.0)  # keeps exp() finite early in training
+        z = mean + torch.randn_like(mean) * (0.5 * logvar).exp() if self.training else mean
+        return z, mean, logvar
+
+    def post(self, z: torch.Tensor) -> torch.Tensor:
+        return self.proj(z)  # (B, M, dim)
+
+
+# --- model ----------------------------------------------------------------------------------------
+class VecSetAutoEncoder(nn.Module):
+    """Multi-class VecSet autoencoder (see the module docstring).
+
+    Args:
+        num_classes: structures C: the one-hot width of the input and the SDF channels out.
+        dim: width of every token.
+        num_latents: M latent vectors per shape.
+        depth: self-attention blocks over the latents (the decoder's trunk, as in VecSetX).
+        head_dim: channels per attention head; heads = dim // head_dim (VecSetX: 64).
+        mlp_ratio: hidden width of the blocks' MLPs relative to dim.
+        num_freqs: Fourier frequencies per coordinate, 2^0..2^(F-1) times pi (inputs in [-1, 1]).
+        latent_init: "learned" M learned query vectors; "fps" the embeddings of M farthest-point
+            samples of the input surface (3DShape2VecSet). No fallback: fps is always FPS.
+        kl_dim: width of the KL bottleneck per latent; None for a plain autoencoder.
+    """
+
+    def __init__(self, num_classes: int = 10, dim: int = 256, num_latents: int = 64, depth: int = 4,
+                 head_dim: int = 64, mlp_ratio: float = 4.0, num_freqs: int = 8,
+                 latent_init: LatentInit = "fps", kl_dim: int | None = None):
+        super().__init__()
+        if latent_init not in ("learned", "fps"):
+            raise ValueError(f"latent_init must be 'learned' or 'fps', got {latent_init!r}")
+        if dim % head_dim:
+            raise ValueError(f"dim {dim} is not a multiple of head_dim {head_dim}")
+        self.num_classes = num_classes
+        self.num_latents = num_latents
+        self.latent_init = latent_init
+        heads = dim // head_dim
+
+        # Encoder: points carry xyz + one-hot; queries of the decoder carry xyz only.
+        self.surface_embed = PointFourierEmbed(3 + num_classes, dim, num_freqs=num_freqs, fourier_dims=3)
+        learned = latent_init == "learned"
+        self.latent_queries = nn.Parameter(torch.zeros(num_latents, dim)) if learned else None
+        self.encoder = CrossAttentionBlock(dim, dim, heads, mlp_ratio)
+        self.bottleneck = KLBottleneck(dim, kl_dim) if kl_dim else None
+        # Decoder trunk over the latents, then queries cross-attend to it.
+        self.blocks = nn.ModuleList([TransformerBlock(dim, heads, mlp_ratio) for _ in range(depth)])
+        self.query_embed = PointFourierEmbed(3, dim, num_freqs=num_freqs, fourier_dims=3)
+        self.decoder = CrossAttentionBlock(dim, dim, heads, mlp_ratio)
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+        self.initialize_weights()
+
+    # -- stages -----------------------------------------------------------------------------------
+    def encode(self, surface: torch.Tensor) -> Encoding:
+        """surface (B, N, 3 + C) -> latents (B, M, kl_dim or dim) (+ the posterior's mean, logvar)."""
+        tokens = self.surface_embed(surface)  # (B, N, dim)
+        if self.latent_queries is not None:
+            queries = self.latent_queries.expand(surface.shape[0], -1, -1)  # (B, M, dim)
+        else:
+            idx = farthest_point_sample(surface[..., :3], self.num_latents)  # (B, M); xyz part of the input
+            queries = tokens.gather(1, idx[..., None].expand(-1, -1, tokens.shape[-1]))  # (B, M, dim)
+        x = self.encoder(queries, tokens)  # (B, M, dim): latents attend to the N points
+        if self.bottleneck is None:
+            return Encoding(x, None, None)
+        z, mean, logvar = self.bottleneck.pre(x)  # each (B, M, kl_dim)
+        return Encoding(z, mean, logvar)
+
+    def decode_context(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents (B, M, kl_dim or dim) -> context (B, M, dim), computed once per shape."""
+        x = self.bottleneck.post(latents) if self.bottleneck is not None else latents
+        if self.latent_queries is not None:
+            x = x + self.latent_queries  # re-identifies each learned slot after the bottleneck (VecSetX)
+        for block in self.blocks:
+            x = block(x)  # (B, M, dim)
+        return x
+
+    def query_sdf(self, context: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        """SDF (B, Q, C) at query points (B, Q, 3). Queries never attend to each other, so chunks
+        of queries decode independently (and each output depends only on its own point)."""
+        q = self.query_embed(queries)  # (B, Q, dim)
+        q = self.decoder(q, context)  # (B, Q, dim): each query attends to the M latents
+        return self.head(self.norm(q))  # (B, Q, C)
+
+    def decode(self, latents: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        """latents (B, M, .) and queries (B, Q, 3) -> SDF (B, Q, C)."""
+        return self.query_sdf(self.decode_context(latents), queries)
+
+    def forward(self, surface: torch.Tensor, queries: torch.Tensor) -> VecSetOutput:
+        encoding = self.encode(surface)
+        sdf = self.decode(encoding.latents, queries)
+        return VecSetOutput(sdf, *encoding)
+
+    def sdf_with_gradient(self, context: torch.Tensor, queries: torch.Tensor,
+                          channels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """SDF and its gradient with respect to the query points, differentiable again (for the
+        eikonal loss).
+
+        Args:
+            context: (B, M, dim) from `decode_context`.
+            queries: (B, Q, 3).
+            channels: (B, Q) long, the structure whose SDF is differentiated at each point (for
+                example the structure a near-surface point was sampled from): one backward pass.
+                None differentiates every channel (C backward passes).
+
+        Returns:
+            sdf (B, Q, C) and gradients (B, Q, 3) with `channels`, else (B, Q, C, 3).
+        """
+        queries = queries.detach().requires_grad_(True)
+        with double_backward_attention():
+            sdf = self.query_sdf(context, queries)  # (B, Q, C)
+        create_graph = torch.is_grad_enabled()
+        if channels is not None:
+            # Each output depends only on its own query, so the gradient of the sum of the chosen
+            # channel values is, per point, the gradient of that point's chosen channel.
+            chosen = sdf.gather(-1, channels.long()[..., None]).sum()
+            (grad,) = torch.autograd.grad(chosen, queries, create_graph=create_graph)  # (B, Q, 3)
+            return sdf, grad
+        grads = [torch.autograd.grad(sdf[..., c].sum(), queries, create_graph=create_graph,
+                                     retain_graph=True)[0] for c in range(sdf.shape[-1])]
+        return sdf, torch.stack(grads, dim=2)  # (B, Q, C, 3)
+
+    # -- init -------------------------------------------------------------------------------------
+    def initialize_weights(self) -> None:
+        def _linear(module: nn.Module) -> None:
+            # Xavier-uniform instead of PyTorch's Kaiming-uniform(a=sqrt(5)), as in MAE / DiT
+            # transformers; zero biases. LayerNorms keep their (1, 0) defaults.
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+        self.apply(_linear)
+        if self.latent_queries is not None:
+            nn.init.normal_(self.latent_queries, std=0.02)  # small, like ViT's learned tokens
+        # Zero head (VecSetX): every structure starts at SDF 0 everywhere, so the first steps fit
+        # the SDF's scale through the L1 terms instead of undoing a random field.
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+
+# --- size factories -------------------------------------------------------------------------------
+def vecset_tiny(num_classes: int = 10, latent_init: LatentInit = "fps",
+                kl_dim: int | None = None) -> VecSetAutoEncoder:
+    """For tests: a few thousand parameters."""
+    return VecSetAutoEncoder(num_classes, dim=32, num_latents=8, depth=1, head_dim=16, num_freqs=4,
+                             latent_init=latent_init, kl_dim=kl_dim)
+
+
+def vecset_demo(num_classes: int = 10, latent_init: LatentInit = "fps",
+                kl_dim: int | None = None) -> VecSetAutoEncoder:
+    """CPU demo: ~0.6 M parameters; with ~2k surface points and ~2k queries per shape a step of 8
+    shapes takes well under a second on 2 cores."""
+    return VecSetAutoEncoder(num_classes, dim=128, num_latents=64, depth=3, head_dim=32, num_freqs=8,
+                             latent_init=latent_init, kl_dim=kl_dim)
+
+
+def vecset_paper(num_classes: int = 10, latent_init: LatentInit = "learned",
+                 kl_dim: int | None = 16) -> VecSetAutoEncoder:
+    """VecSetX's default `learnable_vec1024x16_dim1024_depth24` (8192 surface points in): 1024
+    learned latents of width 1024, 24 blocks, heads of 64, a bottleneck of 16 channels per latent
+    (VecSetX normalises it; here it is the KL bottleneck). About 0.3 B parameters."""
+    return VecSetAutoEncoder(num_classes, dim=1024, num_latents=1024, depth=24, head_dim=64, num_freqs=8,
+                             latent_init=latent_init, kl_dim=kl_dim)
+
+
+VECSET_SIZES = {"tiny": vecset_tiny, "demo": vecset_demo, "paper": vecset_paper}

@@ -1,0 +1,147 @@
+"""The multi-class VecSet autoencoder: shapes and finiteness per configuration, FPS, the eikonal
+double backward through the MATH SDPA kernel."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sensorium.losses.sdf import eikonal_loss
+from sensorium.models.vecset import (
+    VECSET_SIZES,
+    VecSetAutoEncoder,
+    farthest_point_sample,
+    surface_input,
+    vecset_tiny,
+)
+
+C = 10
+
+
+def _batch(B=2, N=64, Q=48, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    points = torch.rand(B, N, 3, generator=g) * 2 - 1
+    labels = torch.randint(0, C, (B, N), generator=g)
+    return surface_input(points, labels, C), torch.rand(B, Q, 3, generator=g) * 2 - 1
+
+
+@pytest.mark.parametrize("latent_init", ["learned", "fps"])
+@pytest.mark.parametrize("kl_dim", [None, 4])
+def test_output_shapes_and_finite(latent_init, kl_dim):
+    model = vecset_tiny(C, latent_init=latent_init, kl_dim=kl_dim)
+    surface, queries = _batch()
+    out = model(surface, queries)
+    assert out.sdf.shape == (2, 48, C) and torch.isfinite(out.sdf).all()
+    assert out.latents.shape == (2, model.num_latents, kl_dim or 32)
+    if kl_dim:
+        assert out.mean.shape == out.logvar.shape == (2, model.num_latents, kl_dim)
+    else:
+        assert out.mean is None and out.logvar is None
+    out.sdf.square().mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_zero_initialised_head_starts_every_structure_at_zero():
+    surface, queries = _batch()
+    assert vecset_tiny(C)(surface, queries).sdf.abs().max() == 0
+
+
+def test_stages_compose_and_chunks_decode_independently():
+    model = vecset_tiny(C, latent_init="fps", kl_dim=4).eval()
+    torch.nn.init.normal_(model.head.weight, std=0.1)
+    surface, queries = _batch()
+    full = model(surface, queries).sdf
+    context = model.decode_context(model.encode(surface).latents)
+    first, rest = model.query_sdf(context, queries[:, :20]), model.query_sdf(context, queries[:, 20:])
+    chunks = torch.cat([first, rest], dim=1)
+    torch.testing.assert_close(chunks, full)  # eval: the bottleneck returns its mean, deterministic
+
+
+def test_fps_latents_depend_on_the_input_points_learned_do_not():
+    surface, _ = _batch()
+    fps = vecset_tiny(C, latent_init="fps")
+    learned = vecset_tiny(C, latent_init="learned")
+    moved = surface.clone()
+    moved[..., :3] = moved[..., :3] * 0.5
+    assert not torch.allclose(fps.encode(surface).latents, fps.encode(moved).latents)
+    assert learned.latent_queries is not None and fps.latent_queries is None
+
+
+def _fps_reference(points: torch.Tensor, m: int) -> list[int]:
+    first = int((points - points.mean(0)).square().sum(-1).argmax())
+    chosen = [first]
+    for _ in range(m - 1):
+        d = torch.cdist(points, points[chosen]).min(dim=1).values
+        chosen.append(int(d.argmax()))
+    return chosen
+
+
+def test_farthest_point_sample_matches_the_greedy_definition():
+    points = torch.rand(3, 200, 3, generator=torch.Generator().manual_seed(1))
+    idx = farthest_point_sample(points, 17)
+    assert idx.shape == (3, 17)
+    for b in range(3):
+        assert idx[b].tolist() == _fps_reference(points[b], 17)
+        assert len(set(idx[b].tolist())) == 17
+
+
+def test_farthest_point_sample_spreads_out():
+    # Two tight clusters: FPS picks from both before refining either.
+    g = torch.Generator().manual_seed(2)
+    big = torch.randn(1, 500, 3, generator=g) * 0.01
+    points = torch.cat([big, torch.randn(1, 5, 3, generator=g) * 0.01 + 5], dim=1)
+    idx = farthest_point_sample(points, 2)[0]
+    assert {int(i) >= 500 for i in idx} == {True, False}
+    with pytest.raises(ValueError, match="cannot pick"):
+        farthest_point_sample(points, 1000)
+
+
+def test_eikonal_double_backward_through_math_kernel():
+    model = vecset_tiny(C, latent_init="fps")
+    torch.nn.init.normal_(model.head.weight, std=0.5)  # a non-flat field, so the gradient is non-trivial
+    surface, queries = _batch()
+    context = model.decode_context(model.encode(surface).latents)
+    channels = torch.randint(0, C, queries.shape[:2])
+    sdf, grad = model.sdf_with_gradient(context, queries, channels)
+    assert sdf.shape == (2, 48, C) and grad.shape == (2, 48, 3)
+    loss = eikonal_loss(grad)
+    loss.backward()  # gradient of a gradient: needs the MATH SDPA kernel in the decoder
+    # Reaches the decoder's attention and, through the context, the encoder and the latent blocks.
+    for module in (model.decoder.attn.q, model.blocks[0].attn.qkv, model.encoder.attn.kv):
+        assert module.weight.grad is not None and module.weight.grad.abs().sum() > 0
+        assert torch.isfinite(module.weight.grad).all()
+
+
+def test_gradient_matches_finite_differences_and_channel_selection():
+    model = vecset_tiny(C, latent_init="learned").double().eval()
+    torch.nn.init.normal_(model.head.weight, std=0.5)
+    surface, queries = _batch(B=1, Q=5)
+    surface, queries = surface.double(), queries.double()
+    context = model.decode_context(model.encode(surface).latents)
+    _, all_grads = model.sdf_with_gradient(context, queries)  # (1, 5, C, 3)
+    eps = 1e-6
+    for axis in range(3):
+        step = torch.zeros(3, dtype=torch.float64)
+        step[axis] = eps
+        fd = (model.query_sdf(context, queries + step) - model.query_sdf(context, queries - step)) / (2 * eps)
+        torch.testing.assert_close(all_grads[..., axis], fd, atol=1e-6, rtol=1e-5)
+    channels = torch.tensor([[0, 3, 9, 9, 1]])
+    _, chosen = model.sdf_with_gradient(context, queries, channels)
+    torch.testing.assert_close(chosen, all_grads[0, torch.arange(5), channels[0]][None])
+
+
+def test_invalid_configuration():
+    with pytest.raises(ValueError, match="latent_init"):
+        VecSetAutoEncoder(latent_init="random")  # no silent fallback to random sampling
+    with pytest.raises(ValueError, match="head_dim"):
+        VecSetAutoEncoder(dim=100, head_dim=64)
+
+
+def test_size_table():
+    assert set(VECSET_SIZES) == {"tiny", "demo", "paper"}
+    with torch.device("meta"):  # the paper size is counted without allocating it
+        paper = VECSET_SIZES["paper"]()
+    params = sum(p.numel() for p in paper.parameters())
+    assert 0.25e9 < params < 0.45e9 and paper.num_latents == 1024 and paper.latent_init == "learned"
+    demo = VECSET_SIZES["demo"]()
+    assert sum(p.numel() for p in demo.parameters()) < 2e6
