@@ -36,7 +36,8 @@ def _contacts(labels: np.ndarray) -> np.ndarray:
 
 
 def test_layout_and_label_map(synth_dir):
-    assert sorted(p.name for p in synth_dir.iterdir()) == ["case_0000.nii.gz", "case_0001.nii.gz", "labels.json"]
+    names = sorted(p.name for p in synth_dir.iterdir())
+    assert names == ["case_0000.nii.gz", "case_0001.nii.gz", "labels.json"]
     names, values = read_label_map(synth_dir / "labels.json")
     assert names == CARDIAC_STRUCTURES and values == tuple(range(1, 11))
     assert json.loads((synth_dir / "labels.json").read_text())["background"] == 0
@@ -74,7 +75,8 @@ def test_structures_touch_and_nest_like_a_heart(synth_dir):
 
 def test_deterministic_per_seed_and_varied_per_case(tmp_path, synth_dir):
     generate(tmp_path, seed=3, cases=1, shape=SHAPE, spacing=SPACING)
-    np.testing.assert_array_equal(_labels(tmp_path / "case_0000.nii.gz"), _labels(synth_dir / "case_0000.nii.gz"))
+    again = _labels(tmp_path / "case_0000.nii.gz")
+    np.testing.assert_array_equal(again, _labels(synth_dir / "case_0000.nii.gz"))
     a, b = _labels(synth_dir / "case_0000.nii.gz"), _labels(synth_dir / "case_0001.nii.gz")
     assert (a != b).mean() > 0.01  # pose, size and shape differ between cases
     generate(tmp_path / "other", seed=4, cases=1, shape=SHAPE, spacing=SPACING)

@@ -51,7 +51,7 @@ import tempfile
 import time
 import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -183,10 +183,11 @@ def load_label_volume(path: str | Path, config: PrepareConfig = PrepareConfig()
     missing = [n for n, v in zip(config.structures, config.values) if counts[v] == 0]
     if missing:
         raise DataError(path, f"missing structures {missing} (no voxel with their labels)")
-    small = {n: int(counts[v]) for n, v in zip(config.structures, config.values) if counts[v] < config.min_voxels}
+    small = {n: int(counts[v]) for n, v in zip(config.structures, config.values)
+             if counts[v] < config.min_voxels}
     if small:
-        raise DataError(path, f"structures with too few voxels for a surface (min_voxels={config.min_voxels}): "
-                              f"{small}")
+        raise DataError(path, "structures with too few voxels for a surface "
+                              f"(min_voxels={config.min_voxels}): {small}")
     return labels, np.asarray(image.affine, dtype=np.float64)
 
 
@@ -339,7 +340,8 @@ def find_cases(input_dir: str | Path) -> list[Path]:
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
         raise DataError(input_dir, "input directory does not exist")
-    paths = sorted(p for p in input_dir.iterdir() if p.name.endswith((".nii.gz", ".nii")) and not p.name.startswith("."))
+    paths = sorted(p for p in input_dir.iterdir()
+                   if p.name.endswith((".nii.gz", ".nii")) and not p.name.startswith("."))
     ids = [case_id_of(p) for p in paths]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
@@ -409,7 +411,8 @@ def run(input_dir: str | Path, out_dir: str | Path, config: PrepareConfig = Prep
     }
     (out_dir / "prepare.json").write_text(json.dumps(summary, indent=2) + "\n")
     if skipped:
-        log.warning("skipped %d of %d cases (listed in %s)", len(skipped), len(paths), out_dir / "prepare.json")
+        log.warning("skipped %d of %d cases (listed in %s)", len(skipped), len(paths),
+                    out_dir / "prepare.json")
     return summary
 
 
@@ -421,7 +424,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-fraction", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--on-bad-case", choices=("error", "skip"), default="error")
-    parser.add_argument("--labels", help="labels.json (default: INPUT/labels.json, else the 10 default structures)")
+    parser.add_argument("--labels",
+                        help="labels.json (default: INPUT/labels.json, else the 10 default structures)")
     parser.add_argument("--surface-points", type=int, default=PrepareConfig.surface_points)
     parser.add_argument("--volume-points", type=int, default=PrepareConfig.volume_points)
     parser.add_argument("--near-points", type=int, default=PrepareConfig.near_points)
@@ -437,7 +441,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     summary = run(args.input, args.out, config, args.workers, args.val_fraction, args.on_bad_case,
                   progress=not args.no_progress)
-    print(f"prepared {summary['prepared']} cases ({summary['splits']['train']} train, {summary['splits']['val']} val), "
+    splits = summary["splits"]
+    print(f"prepared {summary['prepared']} cases ({splits['train']} train, {splits['val']} val), "
           f"skipped {summary['skipped']}; {len(config.structures)} structures; "
           f"{summary['seconds_per_case'] or 0:.2f} s per case -> {args.out}")
     return 0

@@ -323,7 +323,7 @@ class MaskSdf:
 
     def _verify_cells(self, points, q, lo, hi, d2, n_side: int) -> np.ndarray:
         last = np.array(self.padded.shape) - 2
-        offsets = np.stack(np.meshgrid(*[np.arange(n_side)] * 3, indexing="ij"), -1).reshape(-1, 3)  # (n^3, 3)
+        offsets = np.stack(np.meshgrid(*[np.arange(n_side)] * 3, indexing="ij"), -1).reshape(-1, 3)  # (n^3,3)
         cells = lo[:, None, :] + offsets  # (S, n^3, 3)
         # A cell can hold a closer triangle only if its box is closer than the candidates' distance.
         gap = np.maximum(np.maximum(cells - q[:, None, :], q[:, None, :] - (cells + 1)), 0.0)  # (S, n^3, 3)
@@ -341,7 +341,8 @@ class MaskSdf:
         pair_d2 = _distance_from_table(points[owner].T, self._table[:, rows])  # (pairs,)
         group_start = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
         best = d2.copy()
-        best[owner[group_start]] = np.minimum(d2[owner[group_start]], np.minimum.reduceat(pair_d2, group_start))
+        first_of_point = owner[group_start]
+        best[first_of_point] = np.minimum(d2[first_of_point], np.minimum.reduceat(pair_d2, group_start))
         return best
 
     # -- sign -------------------------------------------------------------------------------------
@@ -359,7 +360,8 @@ class MaskSdf:
         cell_id = np.ravel_multi_index(cell.T, self.padded.shape)
         crossed = self._cell_count[cell_id] > 0  # the cell holds triangles
         if crossed.any():
-            label[crossed] ^= self._crossings(q[crossed], corner[crossed].astype(np.float64), cell_id[crossed])
+            flips = self._crossings(q[crossed], corner[crossed].astype(np.float64), cell_id[crossed])
+            label[crossed] ^= flips
         result[within] = label
         return result
 

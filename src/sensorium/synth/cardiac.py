@@ -19,15 +19,14 @@ encloses the LV, as in manual segmentations.
 Per case: overall size (x0.88-1.12), each structure's radii (+-8%), pose (rotation up to +-12
 degrees per axis, +-6 mm shift) and a smooth random deformation (three sinusoidal modes of 60-140 mm
 wavelength, ~2.5 mm amplitude) vary. The affine runs voxel x and y towards world -x and -y (an
-LPS-acquired scan stored in RAS), and voxels are anisotropic (default 1 x 1 x 2 mm), so a reader that ignores the affine or the
-spacing produces visibly wrong geometry. Everything is vectorised numpy on the voxel grid and
-deterministic for a seed.
+LPS-acquired scan stored in RAS), and voxels are anisotropic (default 1 x 1 x 2 mm), so a reader
+that ignores the affine or the spacing produces visibly wrong geometry. Everything is vectorised
+numpy on the voxel grid and deterministic for a seed.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 from dataclasses import dataclass
