@@ -85,7 +85,11 @@ def test_distance_is_exact_to_the_mesh_near_the_surface():
     sdf = MaskSdf(mask, affine)
     rng = np.random.default_rng(2)
     points = sample_surface(sdf.mesh, 1500, rng)[0] + rng.normal(0, 0.8, size=(1500, 3))
-    np.testing.assert_allclose(sdf.distance(points), _brute_distance(points, sdf.mesh), atol=1e-9)
+    exact, ours = _brute_distance(points, sdf.mesh), sdf.distance(points)
+    within_a_voxel = exact < 1.0  # verified against every triangle of the cells the ball reaches
+    assert within_a_voxel.mean() > 0.5
+    np.testing.assert_allclose(ours[within_a_voxel], exact[within_a_voxel], atol=1e-9)
+    assert np.all(ours >= exact - 1e-9) and np.all(ours - exact < 0.01)  # an upper bound, and close
 
 
 def test_sign_is_the_meshs_own_inside_on_a_mirrored_anisotropic_grid():

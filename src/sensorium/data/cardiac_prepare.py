@@ -116,7 +116,7 @@ class PrepareConfig:
     """The surfaces' bounding box is scaled into [-margin, margin]^3, leaving room for near points."""
     min_voxels: int = 20
     """Fewer voxels than this for a structure is bad input: no meaningful surface."""
-    candidates: int = 8
+    candidates: int = 6
     """Triangles tried per point by the SDF labeller (see sensorium.data.sdf.MaskSdf)."""
     seed: int = 0
 
