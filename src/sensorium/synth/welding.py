@@ -124,6 +124,12 @@ def _blobs(xx: np.ndarray, yy: np.ndarray, cx: np.ndarray, cy: np.ndarray, sigma
     return (amp[..., None, None] * np.exp(-d2 / (2 * sigma[..., None, None] ** 2))).sum(axis=-3)
 
 
+def _signature_rng(rng: np.random.Generator) -> np.random.Generator:
+    """A child generator for the class signature's own draws, so the nuisance drawn from `rng`
+    (plate, lighting, timing, noise) is the same whatever the class: same state, same scene."""
+    return np.random.default_rng(rng.integers(1 << 62))
+
+
 def _to_uint8(x: np.ndarray) -> np.ndarray:
     return (np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
@@ -144,6 +150,7 @@ def _band_noise(rng: np.random.Generator, n: int, rate: int, lo: float, hi: floa
 def render_video(rng: np.random.Generator, kind: str, nz: Nuisance, frames: int, size: int) -> np.ndarray:
     """(T, S, S, 3) uint8: a plate, the hot bead trail and the arc moving along the weld line."""
     T, S = frames, size
+    sig = _signature_rng(rng)
     yy, xx = np.mgrid[0:S, 0:S].astype(np.float32)
     scale = S / 64.0  # the geometry below is laid out for 64 px
     plate = rng.uniform(0.10, 0.22) * (1 + 0.35 * _smooth_field(rng, S, 5))  # (S, S) float32
@@ -166,10 +173,10 @@ def render_video(rng: np.random.Generator, kind: str, nz: Nuisance, frames: int,
     if kind == "dim":
         intensity, radius = 0.35 * intensity, 0.8 * radius
     elif kind == "bright":
-        intensity, radius, halo = 1.3 * intensity, 1.8 * radius, rng.uniform(0.25, 0.4)
+        intensity, radius, halo = 1.3 * intensity, 1.8 * radius, sig.uniform(0.25, 0.4)
     elif kind == "flicker":  # random frames drop to a fraction of the arc
-        dips = rng.random(T) < rng.uniform(0.4, 0.6)
-        intensity = np.where(dips, rng.uniform(0.08, 0.35, T), rng.uniform(0.85, 1.1, T))
+        dips = sig.random(T) < sig.uniform(0.4, 0.6)
+        intensity = np.where(dips, sig.uniform(0.08, 0.35, T), sig.uniform(0.85, 1.1, T))
     r2 = (xx - x_arc[:, None, None]) ** 2 + (yy - y_arc[:, None, None]) ** 2  # (T, S, S)
     arc = intensity[:, None, None] * np.exp(-r2 / (2 * radius**2))
     glow = halo * np.exp(-r2 / (2 * (3.5 * radius) ** 2)) if halo else np.zeros_like(arc)
@@ -177,18 +184,18 @@ def render_video(rng: np.random.Generator, kind: str, nz: Nuisance, frames: int,
     extra = np.zeros_like(arc)
     if kind == "sparks":  # bright droplets flying out of the arc, a new set each frame
         k = 14
-        count = rng.integers(4, k + 1, size=T)  # (T,)
-        dist = rng.uniform(5, 24, (T, k)) * scale
-        theta = rng.uniform(-np.pi, 0.3, (T, k))  # mostly upwards, some sideways
-        amp = rng.uniform(0.9, 1.3, (T, k)) * (np.arange(k) < count[:, None])
+        count = sig.integers(4, k + 1, size=T)  # (T,)
+        dist = sig.uniform(5, 24, (T, k)) * scale
+        theta = sig.uniform(-np.pi, 0.3, (T, k))  # mostly upwards, some sideways
+        amp = sig.uniform(0.9, 1.3, (T, k)) * (np.arange(k) < count[:, None])
         extra = _blobs(xx, yy, x_arc[:, None] + dist * np.cos(theta), y_arc[:, None] + dist * np.sin(theta),
                        0.9 * scale, amp)
     elif kind == "flash":  # burn-through: a large glowing blob for a few frames
-        length = int(rng.integers(5, 8))
-        start = int(rng.integers(T // 5, T - length - T // 8))
+        length = max(2, int(round(T * sig.uniform(0.25, 0.35))))  # long enough for 8 of 20 frames to catch it
+        start = int(sig.integers(T // 5, max(T // 5 + 1, T - length - T // 8 + 1)))
         on = np.zeros(T)
-        on[start:start + length] = rng.uniform(1.4, 1.8)
-        extra = on[:, None, None] * np.exp(-r2 / (2 * (rng.uniform(2.6, 3.2) * radius) ** 2))
+        on[start:start + length] = sig.uniform(1.4, 1.8)
+        extra = on[:, None, None] * np.exp(-r2 / (2 * (sig.uniform(2.6, 3.2) * radius) ** 2))
 
     layers = np.stack(np.broadcast_arrays(plate, trail, arc, glow, extra), axis=-1)  # (T, S, S, 5)
     colours = np.array([[1.0, 1.0, 1.0],  # plate
@@ -224,6 +231,7 @@ def render_images(rng: np.random.Generator, kind: str, nz: Nuisance, views: int,
     rotation, scale and shift, and lights the height map from its own direction.
     """
     N, S = views, size
+    sig = _signature_rng(rng)
     # Views: rotation, scale, shift of pixels -> plate coordinates.
     theta = rng.uniform(-0.45, 0.45) + np.linspace(-0.3, 0.3, N) + rng.normal(0, 0.05, N)
     scale = rng.uniform(0.9, 1.1, N) * 64.0 / S
@@ -239,7 +247,7 @@ def render_images(rng: np.random.Generator, kind: str, nz: Nuisance, views: int,
     if kind == "tall":
         half, height = half * 0.7, half * 1.3
     u0, u1 = -40.0, rng.uniform(8, 22)
-    bend = rng.choice([-1, 1]) * rng.uniform(0.009, 0.014) if kind == "warped" else 0.0
+    bend = sig.choice([-1, 1]) * sig.uniform(0.009, 0.014) if kind == "warped" else 0.0
     dv = v - bend * u**2  # a warped plate bends the bead with it
     du = np.where(u > u1, u - u1, np.where(u < u0, u - u0, 0.0))
     d2 = (du**2 + dv**2) / half**2
@@ -257,58 +265,57 @@ def render_images(rng: np.random.Generator, kind: str, nz: Nuisance, views: int,
 
     if kind == "grooves":  # undercut: dark trenches along both toes, in segments
         toe = np.abs(np.abs(dv) - half - 0.8)
-        segments = np.sin(u * rng.uniform(0.08, 0.15) + rng.uniform(0, 6)) > -0.6
+        segments = np.sin(u * sig.uniform(0.08, 0.15) + sig.uniform(0, 6)) > -0.6
         groove = np.exp(-(toe / 0.7) ** 2) * segments * (u < u1)
         h -= 0.8 * groove
         albedo *= 1 - 0.7 * groove
     elif kind == "pores":  # 2-6 gas pores of random size on the bead
-        k = int(rng.integers(2, 7))
-        pu, pv = rng.uniform(-28, u1 - 4, k), rng.uniform(-0.5, 0.5, k) * half
-        radius = rng.uniform(1.3, 2.6, k)
+        k = int(sig.integers(2, 7))
+        pu, pv = sig.uniform(-28, u1 - 4, k), sig.uniform(-0.5, 0.5, k) * half
+        radius = sig.uniform(1.3, 2.6, k)
         rho = np.sqrt((u[..., None] - pu) ** 2 + (dv[..., None] - pv) ** 2) / radius  # (N, S, S, k)
         pit = np.maximum(0, 1 - rho**2).max(axis=-1)
         h -= 1.5 * pit
         albedo *= 1 - 0.85 * np.clip(pit * 3, 0, 1)
     elif kind == "droplets":  # spatter: bright metal beads scattered beside the weld
-        k = int(rng.integers(10, 26))
-        pu = rng.uniform(-32, 32, k)
-        pv = rng.choice([-1, 1], k) * (half + rng.uniform(1.5, 14, k))
-        radius = rng.uniform(0.8, 1.6, k)
+        k = int(sig.integers(10, 26))
+        pu = sig.uniform(-32, 32, k)
+        pv = sig.choice([-1, 1], k) * (half + sig.uniform(1.5, 14, k))
+        radius = sig.uniform(0.8, 1.6, k)
         rho = np.sqrt((u[..., None] - pu) ** 2 + (v[..., None] - pv) ** 2) / radius
         bump = np.sqrt(np.maximum(0, 1 - rho**2)).max(axis=-1)
         h += 1.2 * bump
         albedo = np.where(bump > 0, 0.9, albedo)
     elif kind == "burn_hole":  # a ragged hole through the plate, heat tint around it
-        pu, pv = rng.uniform(-24, u1 - 6), rng.uniform(-1, 1)
-        r0 = rng.uniform(3.5, 6.0)
+        pu, pv = sig.uniform(-24, u1 - 6), sig.uniform(-1, 1)
+        r0 = sig.uniform(3.5, 6.0)
         phi = np.arctan2(dv - pv, u - pu)
-        rho = np.sqrt((u - pu) ** 2 + (dv - pv) ** 2) / (r0 * (1 + 0.2 * np.sin(3 * phi + rng.uniform(0, 6))))
+        rho = np.sqrt((u - pu) ** 2 + (dv - pv) ** 2) / (r0 * (1 + 0.2 * np.sin(3 * phi + sig.uniform(0, 6))))
         albedo = np.where(rho < 1, 0.03, albedo * (1 - 0.45 * np.exp(-((rho - 1) / 0.5) ** 2)))
         h = np.where(rho < 1, 0.0, h)
     elif kind == "cracks":  # 2-4 jagged cracks radiating from the crater
-        k = int(rng.integers(2, 5))
+        k = int(sig.integers(2, 5))
         start = np.array([u1 - 0.3 * half, 0.0])
         crack = np.zeros_like(u)
         for j in range(k):  # k <= 4 polylines of 3 segments; each evaluated on all pixels at once
-            heading = rng.uniform(0, 2 * np.pi)
+            heading = sig.uniform(0, 2 * np.pi)
             points = [start]
             for _ in range(3):
-                heading += rng.normal(0, 0.5)
-                points.append(points[-1] + rng.uniform(2.5, 4.0) * np.array([np.cos(heading), np.sin(heading)]))
+                heading += sig.normal(0, 0.5)
+                points.append(points[-1] + sig.uniform(2.5, 4.0) * np.array([np.cos(heading), np.sin(heading)]))
             for a, b in zip(points[:-1], points[1:]):
                 crack = np.maximum(crack, np.exp(-(_segment_distance(u, dv, a, b) / 0.7) ** 2))
         h -= 0.6 * crack
         albedo *= 1 - 0.85 * crack
     shade_gain = 1.0
     if kind == "warped":  # the bent plate turns away from the light: a strong shading gradient
-        shade_gain = 1 + rng.choice([-1, 1]) * rng.uniform(0.35, 0.5) * np.tanh(u / 14)
+        shade_gain = 1 + sig.choice([-1, 1]) * sig.uniform(0.35, 0.5) * np.tanh(u / 14)
 
     # The plate's far edge: straight and sometimes in view for flat plates, curved into view when warped.
-    side = rng.choice([-1, 1])
+    side, straight, seen = rng.choice([-1, 1]), rng.uniform(22, 30), rng.random() < 0.4
+    edge = straight if seen else 1e9
     if kind == "warped":
-        edge = rng.uniform(22, 28) - rng.uniform(0.012, 0.02) * u**2
-    else:
-        edge = rng.uniform(22, 30) if rng.random() < 0.4 else 1e9
+        edge = sig.uniform(22, 28) - sig.uniform(0.012, 0.02) * u**2
     background = side * v > edge
 
     # Lambert shading of the height map; flat plate = 1.
@@ -349,35 +356,36 @@ def render_audio(rng: np.random.Generator, kind: str, nz: Nuisance, rate: int, s
     frequency) from ignition to extinction; the timing follows the weld speed, and a normal weld
     ends with a quieter crater-fill step before the arc fades out."""
     n = int(round(rate * seconds))
+    sig = _signature_rng(rng)
     t = np.arange(n) / rate
     on = rng.uniform(0.03, 0.22) * seconds
     off = max((0.97 - 0.3 * nz.speed - rng.uniform(0, 0.1)) * seconds, on + 0.5 * seconds)
-    fill, ramp = rng.uniform(0.15, 0.25), 0.04
+    fill, ramp, fill_level = rng.uniform(0.15, 0.25), 0.04, rng.uniform(0.2, 0.35)
     if kind == "abrupt_stop":  # crater: the arc is cut, no crater fill, no fade
         fill, ramp = 0.0, 0.002
-    envelope = np.clip(np.minimum(t - on, off - t) / ramp, 0, 1) * np.where(t > off - fill, rng.uniform(0.2, 0.35), 1)
+    envelope = np.clip(np.minimum(t - on, off - t) / ramp, 0, 1) * np.where(t > off - fill, fill_level, 1)
 
     level = rng.uniform(0.08, 0.12)
     low, high = rng.uniform(100, 400), rng.uniform(1000, 2200)
     buzz = 1 + rng.uniform(0.2, 0.4) * np.sin(2 * np.pi * rng.uniform(60, 140) * t + rng.uniform(0, 6))
     arc = _band_noise(rng, n, rate, low, high) * buzz
     if kind == "hiss":  # undercut: a higher-pitched, hissing arc
-        arc = 0.6 * arc + rng.uniform(1.0, 1.4) * _band_noise(rng, n, rate, 1900, 3400)
+        arc = 0.6 * arc + sig.uniform(1.0, 1.4) * _band_noise(sig, n, rate, 1900, 3400)
     elif kind == "weak":  # lack of fusion: a cold, quiet arc
-        level *= rng.uniform(0.2, 0.3)
+        level *= sig.uniform(0.12, 0.18)
     elif kind == "crackle":  # porosity / spatter: bursts of short broadband clicks
-        rate_hz = rng.uniform(10, 25)
-        clicks = (rng.random(n) < rate_hz / rate) * rng.uniform(4, 8, n) * (envelope > 0.5)
+        rate_hz = sig.uniform(10, 25)
+        clicks = (sig.random(n) < rate_hz / rate) * sig.uniform(4, 8, n) * (envelope > 0.5)
         width = int(0.012 * rate)
-        kernel = rng.standard_normal(width) * np.exp(-np.arange(width) / (0.003 * rate))
+        kernel = sig.standard_normal(width) * np.exp(-np.arange(width) / (0.003 * rate))
         arc = arc + np.convolve(clicks, kernel)[:n]
     elif kind == "pop":  # burn-through: a thump, then the arc drops out while the hole forms
-        for _ in range(int(rng.integers(1, 3))):
-            when = rng.uniform(on + 0.05 * seconds, off - 0.2 * seconds)  # the dropout ends before the arc
-            length = rng.uniform(0.09, 0.18) * seconds
+        for _ in range(int(sig.integers(1, 3))):
+            when = sig.uniform(on + 0.05 * seconds, off - 0.2 * seconds)  # the dropout ends before the arc
+            length = sig.uniform(0.09, 0.18) * seconds
             envelope = envelope * np.where((t > when + 0.01) & (t < when + length), 0.05, 1.0)
             dt = np.clip(t - when, 0, None)
-            arc = arc + 6 * (t >= when) * np.exp(-dt / 0.012) * np.sin(2 * np.pi * rng.uniform(80, 160) * dt)
+            arc = arc + 6 * (t >= when) * np.exp(-dt / 0.012) * np.sin(2 * np.pi * sig.uniform(80, 160) * dt)
     wave = level * envelope * arc
 
     # The shop: pink-ish noise, a ventilation hiss in the arc-hiss band (present with the arc off
@@ -385,7 +393,7 @@ def render_audio(rng: np.random.Generator, kind: str, nz: Nuisance, rate: int, s
     background = lfilter([1.0], [1.0, -0.97], rng.standard_normal(n))
     wave += rng.uniform(0.006, 0.01) * background / np.std(background)
     wave += rng.uniform(0, 0.08) * _band_noise(rng, n, rate, 1800, 3600)
-    wave += rng.uniform(0, 0.02) * np.sin(2 * np.pi * rng.uniform(150, 3000) * t)
+    wave += rng.uniform(0, 0.012) * np.sin(2 * np.pi * rng.uniform(150, 3000) * t)
     wave *= np.exp(rng.uniform(np.log(0.4), np.log(2.2)))  # recording gain, -8 to +7 dB
     return np.clip(wave, -1, 1).astype(np.float32)
 
@@ -409,6 +417,7 @@ def render_sensor(rng: np.random.Generator, kind: str, nz: Nuisance, setpoints: 
     the weld plateau with AR(1) ripple and slow drifts, a crater-fill step at reduced current,
     extinction, gas post-flow. The class signature changes plateau levels, the gas, or the end.
     """
+    sig = _signature_rng(rng)
     rows = int(rng.integers(220, 361))
     dt = np.clip(rng.normal(0.116, 0.004, rows), 0.1, 0.13)
     t = np.concatenate([[0.0], np.cumsum(dt[:-1])])
@@ -437,20 +446,20 @@ def render_sensor(rng: np.random.Generator, kind: str, nz: Nuisance, setpoints: 
     gas = setpoints.gas * drift(0.3)
     # A fault sets in part-way through the weld and stays: a step of the channel away from the run's
     # own set-point. Set-points vary widely between runs, so only the step (not the level) tells.
-    after = i >= on + int((off - on) * rng.uniform(0.15, 0.45))
+    after = i >= on + int((off - on) * sig.uniform(0.15, 0.45))
     if kind in ("high_current", "gas_drop_high_current"):
-        current = np.where(after, current * rng.uniform(1.4, 1.55), current)
+        current = np.where(after, current * sig.uniform(1.4, 1.55), current)
     elif kind == "low_current":
-        current = np.where(after, current * rng.uniform(0.55, 0.65), current)
+        current = np.where(after, current * sig.uniform(0.55, 0.65), current)
     elif kind == "low_voltage":
-        voltage = np.where(after, voltage * rng.uniform(0.70, 0.78), voltage)
+        voltage = np.where(after, voltage * sig.uniform(0.70, 0.78), voltage)
     elif kind == "high_voltage":
-        voltage = np.where(after, voltage * rng.uniform(1.25, 1.35), voltage)
+        voltage = np.where(after, voltage * sig.uniform(1.3, 1.4), voltage)
     elif kind == "high_feed":
-        feed = np.where(after, feed * rng.uniform(2.0, 2.6), feed)
+        feed = np.where(after, feed * sig.uniform(2.0, 2.6), feed)
     if kind in ("gas_drop", "gas_drop_high_current"):  # shielding gas fails part-way through the weld
-        drop = on + int((off - on) * rng.uniform(0.15, 0.45))
-        gas = np.where(i >= drop, gas * rng.uniform(0.1, 0.3), gas)
+        drop = on + int((off - on) * sig.uniform(0.15, 0.45))
+        gas = np.where(i >= drop, gas * sig.uniform(0.1, 0.3), gas)
 
     spikes = np.zeros(rows)
     spikes[rng.integers(0, rows, int(rng.integers(0, 4)))] = rng.uniform(-0.3, 0.3)
@@ -507,9 +516,7 @@ def generate(out: str | Path, seed: int = 0, samples_per_class: int = 30, test_f
         class_rng = np.random.default_rng([seed, label, 1_000_003])
         test = set(class_rng.permutation(samples_per_class)[:round(samples_per_class * test_fraction)].tolist())
         sessions = math.ceil(samples_per_class / RUNS_PER_SESSION)
-        session_meta = [(f"{int(class_rng.integers(1, 13)):02d}/{int(class_rng.integers(1, 29)):02d}/2023",
-                         str(class_rng.choice(["Fe410", "BSK46"])), str(class_rng.choice(["butt", "fillet"])),
-                         int(class_rng.choice([3, 7]))) for _ in range(sessions)]
+        session_meta = [_session_meta(np.random.default_rng([seed, label, 1_000_033, k])) for k in range(sessions)]
         for index in range(samples_per_class):
             session = index // RUNS_PER_SESSION
             date, steel, weld_type, thickness = session_meta[session]
@@ -531,6 +538,12 @@ def generate(out: str | Path, seed: int = 0, samples_per_class: int = 30, test_f
                                  + [",".join(r[c] for c in MANIFEST_COLUMNS) for r in rows]) + "\n")
     os.replace(partial, manifest)
     return manifest
+
+
+def _session_meta(rng: np.random.Generator) -> tuple[str, str, str, int]:
+    """A session's date (MM/DD/2023), steel, weld type and plate thickness (mm)."""
+    return (f"{int(rng.integers(1, 13)):02d}/{int(rng.integers(1, 29)):02d}/2023", str(rng.choice(["Fe410", "BSK46"])),
+            str(rng.choice(["butt", "fillet"])), int(rng.choice([3, 7])))
 
 
 def _write_run(directory: Path, run_id: str, date: str, category: str, rng: np.random.Generator,
