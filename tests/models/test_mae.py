@@ -95,6 +95,13 @@ def test_fixed_noise_fixes_the_mask_and_the_output():
     assert torch.equal(first.mask, second.mask) and torch.equal(first.pred, second.pred)
 
 
+def test_mask_ratio_override_shows_whole_frames():
+    model = mae_tiny()
+    out = model.forward_dynamic(torch.rand(2, 4, 3, 32, 32), torch.tensor([0, 1]), mask_ratio=0.0)
+    assert (out.recon_mask == 0).all() and out.future_pred.shape == (2, 16, 192)
+    assert (model.forward_static(torch.rand(2, 3, 32, 32), mask_ratio=0.5).mask.sum(1) == 8).all()
+
+
 def test_encode_features_pools_patch_tokens_without_masking():
     model = mae_tiny()
     imgs = torch.rand(4, 3, 32, 32)

@@ -271,11 +271,13 @@ class TactileMAE(nn.Module):
             return cls
         return torch.cat([cls, self.sensor_embed[sensor].to(cls.dtype)], dim=1)  # (B, 1 + S, D)
 
-    def forward_encoder(self, tokens: torch.Tensor, sensor: torch.Tensor | None,
-                        noise: torch.Tensor | None = None) -> EncoderOutput:
-        """Mask `tokens` (B, N, D) (positions already added), encode [prefix, visible]."""
+    def forward_encoder(self, tokens: torch.Tensor, sensor: torch.Tensor | None, noise: torch.Tensor | None = None,
+                        mask_ratio: float | None = None) -> EncoderOutput:
+        """Mask `tokens` (B, N, D) (positions already added), encode [prefix, visible].
+        `mask_ratio` overrides the model's (e.g. 0.0 to evaluate frame prediction from whole frames)."""
         B, N, _ = tokens.shape
-        visible, mask, ids_restore = random_masking(tokens, num_visible(N, self.mask_ratio), noise)
+        ratio = self.mask_ratio if mask_ratio is None else mask_ratio
+        visible, mask, ids_restore = random_masking(tokens, num_visible(N, ratio), noise)
         prefix = self.prefix_tokens(B, sensor)  # (B, prefix, D)
         x = torch.cat([prefix, visible], dim=1)  # (B, prefix + K, D)
         return EncoderOutput(self.encoder.forward_tokens(x), mask, ids_restore, prefix.shape[1])
@@ -299,16 +301,19 @@ class TactileMAE(nn.Module):
         return self.decoder_pred(self.decoder_norm(x[:, encoded.num_prefix:]))  # (B, N + Q, P)
 
     def forward_static(self, imgs: torch.Tensor, sensor: torch.Tensor | None = None,
-                       noise: torch.Tensor | None = None) -> StaticOutput:
-        """imgs (B, C, H, W), sensor (B,) int64 or None, noise (B, L) to fix the mask (tests)."""
-        encoded = self.forward_encoder(self.encoder.embed_patches(imgs), sensor, noise)
+                       noise: torch.Tensor | None = None, mask_ratio: float | None = None) -> StaticOutput:
+        """imgs (B, C, H, W), sensor (B,) int64 or None, noise (B, L) to fix the mask (tests),
+        mask_ratio to override the model's."""
+        encoded = self.forward_encoder(self.encoder.embed_patches(imgs), sensor, noise, mask_ratio)
         pred = self.forward_decoder(encoded, self.decoder_pos_embed)  # (B, L, P)
         return StaticOutput(pred, patchify(imgs, self.patch_size), encoded.mask)
 
     def forward_dynamic(self, frames: torch.Tensor, sensor: torch.Tensor | None = None,
-                        noise: torch.Tensor | None = None) -> DynamicOutput:
+                        noise: torch.Tensor | None = None, mask_ratio: float | None = None) -> DynamicOutput:
         """frames (B, T, C, H, W) with T = num_frames; frames 1..T-1 are seen (masked), frame T is
-        predicted. noise: (B, L) with tube masking, (B, (T-1) L) without; None draws it."""
+        predicted. noise: (B, L) with tube masking, (B, (T-1) L) without; None draws it.
+        mask_ratio overrides the model's: 0.0 shows frames 1..T-1 whole, the fair setting for
+        comparing frame-T prediction with copying frame T-1 (which sees frame T-1 whole)."""
         B, T = frames.shape[:2]
         if T != self.num_frames:
             raise ValueError(f"forward_dynamic expects {self.num_frames} frames, got {T}")
@@ -318,7 +323,7 @@ class TactileMAE(nn.Module):
         if self.tube_mask:
             noise = torch.rand(B, L, device=frames.device) if noise is None else noise
             noise = noise[:, None].expand(B, ctx, L).flatten(1)  # (B, ctx*L): one draw per patch position
-        encoded = self.forward_encoder(tokens.flatten(1, 2), sensor, noise)  # tokens (B, ctx*L, D)
+        encoded = self.forward_encoder(tokens.flatten(1, 2), sensor, noise, mask_ratio)  # tokens (B, ctx*L, D)
         pos = self.decoder_pos_embed[:, None] + self.decoder_temporal_embed[None, :T, None]  # (1, T, L, Dd)
         pred = self.forward_decoder(encoded, pos.flatten(1, 2))  # (B, T*L, P)
         target = patchify(frames, self.patch_size)  # (B, T, L, P)
