@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from sensorium.data.bad_samples import collate_skipping
-from sensorium.data.tactile import (SENSORS, STATIC_FRAME, TactileAugment, TactileSequenceDataset, read_index_csv,
-                                    read_tacquad, split_windows)
+from sensorium.data.tactile import (SENSORS, STATIC_FRAME, TactileAugment, TactileSequenceDataset,
+                                    read_index_csv, read_tacquad, split_windows)
 from sensorium.errors import DataError
 from sensorium.synth.tactile import generate
 
@@ -60,7 +60,8 @@ def test_tacquad_round_trip_windows_labels_sensors(synth_root):
 def test_contact_ranges_bound_the_windows(synth_root):
     root, _ = synth_root
     item, gs_start, gs_end = _contact_rows(root)[0][:3]
-    gelsight = [w for w in read_tacquad(root, scenes=["indoor"]) if w.group == f"indoor/{item}" and w.sensor == 0]
+    gelsight = [w for w in read_tacquad(root, scenes=["indoor"])
+                if w.group == f"indoor/{item}" and w.sensor == 0]
     first = [int(p.rsplit("/", 1)[1][:-4]) for p in gelsight[0].paths]
     last = [int(p.rsplit("/", 1)[1][:-4]) for p in gelsight[-1].paths]
     assert first[0] == int(gs_start) and last[-1] == int(gs_end)
@@ -243,7 +244,8 @@ def test_generic_index_errors_name_the_file(synth_root, tmp_path):
             writer = csv.writer(f)
             writer.writerow(["frame_0", "frame_1", "frame_2", "frame_3", "sensor", "label"])
             for r in rows:
-                writer.writerow([frame0] + [str(root / r[f"frame_{k}"]) for k in (1, 2, 3)] + [sensor, r["label"]])
+                rest = [str(root / r[f"frame_{k}"]) for k in (1, 2, 3)]
+                writer.writerow([frame0, *rest, sensor, r["label"]])
 
     write("gelsight", str(tmp_path / "gone.png"))
     with pytest.raises(DataError) as info:

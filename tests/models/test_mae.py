@@ -30,7 +30,8 @@ def test_ids_restore_inverts_the_shuffle_and_visible_tokens_are_the_unmasked_one
     x = torch.arange(2 * 16, dtype=torch.float32).view(2, 16, 1).expand(2, 16, 3).contiguous()
     visible, mask, ids_restore = random_masking(x, 4)
     masked_filler = torch.full((2, 12, 3), -1.0)
-    restored = torch.gather(torch.cat([visible, masked_filler], 1), 1, ids_restore[..., None].expand(-1, -1, 3))
+    index = ids_restore[..., None].expand(-1, -1, 3)
+    restored = torch.gather(torch.cat([visible, masked_filler], 1), 1, index)
     assert torch.equal(restored[mask == 0], x[mask == 0])  # visible tokens return to their places
     assert (restored[mask == 1] == -1).all()  # and mask tokens fill exactly the masked ones
 
@@ -137,8 +138,8 @@ def test_size_dict_builds_tiny_and_demo():
 def tiny_clip_dir(tmp_path_factory):
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
-    config = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                              image_size=28, patch_size=7, num_channels=3)
+    config = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=2, image_size=28, patch_size=7, num_channels=3)
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("tiny_clip")
     CLIPVisionModel(config).save_pretrained(path)

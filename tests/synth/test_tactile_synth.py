@@ -17,7 +17,8 @@ def small(tmp_path_factory):
 
 
 def _frames(folder, frames):
-    return np.stack([np.asarray(Image.open(folder / f"{t}.png"), dtype=np.float64) / 255 for t in range(frames)])
+    return np.stack([np.asarray(Image.open(folder / f"{t}.png"), dtype=np.float64) / 255
+                     for t in range(frames)])
 
 
 def test_writes_the_tacquad_layout(small):
@@ -86,7 +87,8 @@ def test_deterministic_for_a_seed(tmp_path):
         synth.generate(out, seed=seed, items_indoor=2, items_outdoor=1, frames=4, size=16)
     for rel in ("contact_indoor.csv", "index.csv", "labels.csv", "data_indoor/indoor_001/digit/3.png"):
         assert (a / rel).read_bytes() == (b / rel).read_bytes()
-    assert (a / "data_indoor/indoor_001/digit/3.png").read_bytes() != (c / "data_indoor/indoor_001/digit/3.png").read_bytes()
+    frame = "data_indoor/indoor_001/digit/3.png"
+    assert (a / frame).read_bytes() != (c / frame).read_bytes()
 
 
 def test_main_cli(tmp_path, capsys):

@@ -64,7 +64,7 @@ class TactileWindow:
     paths: tuple[str, ...]  # WINDOW frame files, oldest first
     sensor: int
     label: int = -1
-    group: str = ""  # recording's object ("indoor/<item>"): split by it so windows of one object stay together
+    group: str = ""  # the object ("indoor/<item>"): splits keep one object's windows together
     source: str = ""  # index file and row, for messages
 
 
@@ -130,7 +130,8 @@ def read_tacquad(root: str | Path, scenes: Sequence[str] = SCENES, labels_csv: s
                 continue
             for sensor_id, sensor in enumerate(SENSORS):
                 start, end = bounds[2 * sensor_id], bounds[2 * sensor_id + 1]
-                found = _tacquad_windows(root, index, n, scene, item, sensor, start, end, reach_before_contact)
+                found = _tacquad_windows(root, index, n, scene, item, sensor, start, end,
+                                         reach_before_contact)
                 if isinstance(found, DataError):
                     bad(found)
                     continue
@@ -140,8 +141,8 @@ def read_tacquad(root: str | Path, scenes: Sequence[str] = SCENES, labels_csv: s
     return windows
 
 
-def _tacquad_windows(root: Path, index: Path, n: int, scene: str, item: str, sensor: str, start: int, end: int,
-                     reach_before_contact: bool) -> list[tuple[str, ...]] | DataError:
+def _tacquad_windows(root: Path, index: Path, n: int, scene: str, item: str, sensor: str, start: int,
+                     end: int, reach_before_contact: bool) -> list[tuple[str, ...]] | DataError:
     """The windows of one sensor's contact range, or the DataError that rules them out."""
     where = f"row {n} of {index.name}"
     first_end = max(start, WINDOW - 1) if reach_before_contact else start + WINDOW - 1
@@ -157,8 +158,10 @@ def _tacquad_windows(root: Path, index: Path, n: int, scene: str, item: str, sen
     present = {p.name for p in folder.iterdir()}
     for t in range(first_end - WINDOW + 1, end + 1):
         if f"{t}.png" not in present:
-            return DataError(folder / f"{t}.png", f"missing frame ({where}: {sensor} frames [{start}, {end}])")
-    return [tuple(str(folder / f"{k}.png") for k in range(t - WINDOW + 1, t + 1)) for t in range(first_end, end + 1)]
+            return DataError(folder / f"{t}.png",
+                             f"missing frame ({where}: {sensor} frames [{start}, {end}])")
+    return [tuple(str(folder / f"{k}.png") for k in range(t - WINDOW + 1, t + 1))
+            for t in range(first_end, end + 1)]
 
 
 # --- generic index ------------------------------------------------------------------------------------
@@ -173,12 +176,14 @@ def read_index_csv(path: str | Path, on_bad_sample: OnBadSample = "error",
         reader = csv.DictReader(f)
         missing = [c for c in INDEX_COLUMNS if c not in (reader.fieldnames or ())]
         if missing:
-            raise DataError(path, f"header lacks {', '.join(missing)} (expected {','.join(INDEX_COLUMNS)}[,label])")
+            raise DataError(path, f"header lacks {', '.join(missing)} "
+                                  f"(expected {','.join(INDEX_COLUMNS)}[,label])")
         rows = list(reader)
     windows = []
     for n, row in enumerate(rows, start=2):
         error = None
-        frames = [Path(row[c]) if Path(row[c]).is_absolute() else path.parent / row[c] for c in INDEX_COLUMNS[:WINDOW]]
+        frames = [Path(row[c]) if Path(row[c]).is_absolute() else path.parent / row[c]
+                  for c in INDEX_COLUMNS[:WINDOW]]
         label_text = (row.get("label") or "").strip()
         if row["sensor"] not in SENSORS:
             error = DataError(path, f"row {n}: unknown sensor {row['sensor']!r}; known: {', '.join(SENSORS)}")
@@ -246,7 +251,8 @@ class TactileSequenceDataset(Dataset):
         return cls(windows, image_size, frame_sizes, on_bad_sample, skipped)
 
     @classmethod
-    def from_index_csv(cls, path: str | Path, image_size: int, frame_sizes: dict[str, tuple[int, int]] | None = None,
+    def from_index_csv(cls, path: str | Path, image_size: int,
+                       frame_sizes: dict[str, tuple[int, int]] | None = None,
                        on_bad_sample: OnBadSample = "error") -> TactileSequenceDataset:
         skipped: list[DataError] = []
         windows = read_index_csv(path, on_bad_sample, skipped)
@@ -288,8 +294,8 @@ class TactileSequenceDataset(Dataset):
                 raise DataError(path, f"image is {size[0]}x{size[1]} (HxW); {SENSORS[window.sensor]} frames "
                                       f"are {expected[0]}x{expected[1]}")
             if frames and size != frames[0].shape[:2]:
-                raise DataError(path, f"image is {size[0]}x{size[1]} (HxW) but frame {window.paths[0]} of the "
-                                      f"same window is {frames[0].shape[0]}x{frames[0].shape[1]}")
+                raise DataError(path, f"image is {size[0]}x{size[1]} (HxW) but frame {window.paths[0]} of "
+                                      f"the same window is {frames[0].shape[0]}x{frames[0].shape[1]}")
             frames.append(np.asarray(image))
         resized = [np.asarray(Image.fromarray(f).resize((self.image_size,) * 2, Image.BILINEAR))
                    if f.shape[:2] != (self.image_size,) * 2 else f for f in frames]
@@ -311,7 +317,8 @@ class TactileAugment(nn.Module):
     def __init__(self, image_size: int, crop_scale: tuple[float, float] = (0.6, 1.0),
                  crop_ratio: tuple[float, float] = (3 / 4, 4 / 3), hflip: float = 0.5, vflip: float = 0.0,
                  jitter: tuple[float, float, float, float] = (0.3, 0.3, 0.3, 0.05), jitter_p: float = 0.8,
-                 mean: tuple[float, float, float] = IMAGENET_MEAN, std: tuple[float, float, float] = IMAGENET_STD):
+                 mean: tuple[float, float, float] = IMAGENET_MEAN,
+                 std: tuple[float, float, float] = IMAGENET_STD):
         super().__init__()
         import kornia.augmentation as K
 
@@ -336,6 +343,7 @@ class TactileAugment(nn.Module):
         if self.training:
             sequence = frames if frames.dim() == 5 else frames[:, None]  # (B, T, 3, S, S)
             params = self.random.forward_parameters(sequence[:, 0].shape)  # one draw per sequence
-            out = torch.stack([self.random(sequence[:, t], params=params) for t in range(sequence.shape[1])], dim=1)
+            out = torch.stack([self.random(sequence[:, t], params=params)  # (B, 3, S, S) each
+                               for t in range(sequence.shape[1])], dim=1)  # (B, T, 3, S, S)
             frames = out if frames.dim() == 5 else out[:, 0]
         return self.normalize(frames)

@@ -22,7 +22,8 @@ def patchify(imgs: torch.Tensor, patch: int) -> torch.Tensor:
     return x.reshape(*lead, h * w, patch * patch * C)  # (..., L, p*p*C)
 
 
-def unpatchify(x: torch.Tensor, patch: int, grid: tuple[int, int] | None = None, channels: int = 3) -> torch.Tensor:
+def unpatchify(x: torch.Tensor, patch: int, grid: tuple[int, int] | None = None,
+               channels: int = 3) -> torch.Tensor:
     """(..., L, p*p*C) -> (..., C, H, W), the inverse of `patchify`. `grid` is (h, w) in patches;
     None means a square grid."""
     *lead, L, P = x.shape

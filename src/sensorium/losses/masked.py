@@ -38,7 +38,8 @@ def mae_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, norm_
     if pred.shape != target.shape:
         raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
     if mask.shape != pred.shape[:-1]:
-        raise ValueError(f"mask {tuple(mask.shape)} must be pred's shape without the patch dim, {tuple(pred.shape[:-1])}")
+        raise ValueError(f"mask {tuple(mask.shape)} must be pred's shape without the patch dim, "
+                         f"{tuple(pred.shape[:-1])}")
     # Computed in fp32: under bf16/fp16 autocast a per-patch variance of near-flat patches loses
     # most of its digits, and norm_pix divides by it.
     pred, target, mask = pred.float(), target.detach().float(), mask.float()

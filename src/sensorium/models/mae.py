@@ -238,7 +238,8 @@ class TactileMAE(nn.Module):
             self.encoder = CLIPBackbone(pretrained)
             if (self.encoder.img_size, self.encoder.patch_size) != (img_size, patch_size):
                 raise ValueError(f"{pretrained}: the checkpoint takes {self.encoder.img_size} px images in "
-                                 f"{self.encoder.patch_size} px patches; the config says {img_size} / {patch_size}")
+                                 f"{self.encoder.patch_size} px patches; the config says "
+                                 f"{img_size} / {patch_size}")
         dim = self.encoder.dim
         self.img_size, self.patch_size, self.in_chans = img_size, patch_size, in_chans
         self.grid = self.encoder.grid
@@ -247,7 +248,8 @@ class TactileMAE(nn.Module):
         self.num_sensors, self.sensor_tokens = num_sensors, sensor_tokens
 
         # Encoder-side additions (new in both backbones).
-        self.sensor_embed = nn.Parameter(torch.zeros(num_sensors, sensor_tokens, dim)) if sensor_tokens else None
+        self.sensor_embed = (nn.Parameter(torch.zeros(num_sensors, sensor_tokens, dim))  # (sensors, S, D)
+                             if sensor_tokens else None)
         self.temporal_embed = nn.Parameter(torch.zeros(num_frames, dim))  # (T, D)
 
         # Decoder.
@@ -271,8 +273,8 @@ class TactileMAE(nn.Module):
             return cls
         return torch.cat([cls, self.sensor_embed[sensor].to(cls.dtype)], dim=1)  # (B, 1 + S, D)
 
-    def forward_encoder(self, tokens: torch.Tensor, sensor: torch.Tensor | None, noise: torch.Tensor | None = None,
-                        mask_ratio: float | None = None) -> EncoderOutput:
+    def forward_encoder(self, tokens: torch.Tensor, sensor: torch.Tensor | None,
+                        noise: torch.Tensor | None = None, mask_ratio: float | None = None) -> EncoderOutput:
         """Mask `tokens` (B, N, D) (positions already added), encode [prefix, visible].
         `mask_ratio` overrides the model's (e.g. 0.0 to evaluate frame prediction from whole frames)."""
         B, N, _ = tokens.shape
@@ -291,7 +293,8 @@ class TactileMAE(nn.Module):
         B, N = encoded.ids_restore.shape
         num_queries = pos.shape[1] - N
         mask_token = self.mask_token.to(x.dtype)
-        tokens = torch.cat([visible, mask_token.expand(B, N - visible.shape[1], -1)], dim=1)  # (B, N, Dd), shuffled
+        hidden = mask_token.expand(B, N - visible.shape[1], -1)  # (B, N - K, Dd)
+        tokens = torch.cat([visible, hidden], dim=1)  # (B, N, Dd), shuffled order
         index = encoded.ids_restore[..., None].expand(-1, -1, tokens.shape[2])  # (B, N, Dd)
         tokens = torch.gather(tokens, 1, index)  # (B, N, Dd), token order
         tokens = torch.cat([tokens, mask_token.expand(B, num_queries, -1)], dim=1) + pos  # (B, N + Q, Dd)
@@ -319,11 +322,12 @@ class TactileMAE(nn.Module):
             raise ValueError(f"forward_dynamic expects {self.num_frames} frames, got {T}")
         L, ctx = self.num_patches, T - 1
         tokens = self.encoder.embed_patches(frames[:, :ctx].flatten(0, 1))  # (B*ctx, L, D)
-        tokens = tokens.view(B, ctx, L, -1) + self.temporal_embed[:ctx, None].to(tokens.dtype)  # (B, ctx, L, D)
+        temporal = self.temporal_embed[:ctx, None].to(tokens.dtype)  # (ctx, 1, D)
+        tokens = tokens.view(B, ctx, L, -1) + temporal  # (B, ctx, L, D)
         if self.tube_mask:
             noise = torch.rand(B, L, device=frames.device) if noise is None else noise
             noise = noise[:, None].expand(B, ctx, L).flatten(1)  # (B, ctx*L): one draw per patch position
-        encoded = self.forward_encoder(tokens.flatten(1, 2), sensor, noise, mask_ratio)  # tokens (B, ctx*L, D)
+        encoded = self.forward_encoder(tokens.flatten(1, 2), sensor, noise, mask_ratio)  # over (B, ctx*L, D)
         pos = self.decoder_pos_embed[:, None] + self.decoder_temporal_embed[None, :T, None]  # (1, T, L, Dd)
         pred = self.forward_decoder(encoded, pos.flatten(1, 2))  # (B, T*L, P)
         target = patchify(frames, self.patch_size)  # (B, T, L, P)

@@ -1,6 +1,7 @@
 """Synthetic tactile data in the TacQuad layout, as AnyTouch reads it.
 
-    sensorium synth tactile --out DIR [--seed S] [--items-indoor N] [--items-outdoor N] [--frames T] [--size PX]
+    sensorium synth tactile --out DIR [--seed S] [--items-indoor N] [--items-outdoor N]
+                            [--frames T] [--size PX]
 
 writes
 
@@ -129,7 +130,7 @@ def render_recording(kind: str, sensor: str, outdoor: bool, frames: int, size: i
     speed = rng.uniform(1.5, 3.0) * scale  # px / frame
     heading = rng.uniform(0, 2 * np.pi)
     centre0 = np.array([rng.uniform(0.35, 0.65) * W, rng.uniform(0.35, 0.65) * H])
-    centre0 -= np.array([np.cos(heading), np.sin(heading)]) * speed * (T - 1) / 2  # the path crosses the middle
+    centre0 -= np.array([np.cos(heading), np.sin(heading)]) * speed * (T - 1) / 2  # path crosses the middle
     angle0, spin = rng.uniform(0, np.pi), np.deg2rad(rng.uniform(4.0, 10.0)) * rng.choice([-1, 1])
     cx = centre0[0] + np.cos(heading) * speed * t
     cy = centre0[1] + np.sin(heading) * speed * t
@@ -247,9 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items-indoor", type=int, default=60, help="items (indenters) in data_indoor")
     parser.add_argument("--items-outdoor", type=int, default=20, help="items (indenters) in data_outdoor")
     parser.add_argument("--frames", type=int, default=8, help="frames per recording (at least 4)")
-    parser.add_argument("--size", type=int, default=64, help="base frame size in px (sensors differ in aspect)")
+    parser.add_argument("--size", type=int, default=64,
+                        help="base frame size in px (sensors differ in aspect)")
     args = parser.parse_args(argv)
     settings = generate(args.out, args.seed, args.items_indoor, args.items_outdoor, args.frames, args.size)
-    print(f"wrote {args.items_indoor + args.items_outdoor} items x {len(SENSORS)} sensors x {args.frames} frames "
+    items = args.items_indoor + args.items_outdoor
+    print(f"wrote {items} items x {len(SENSORS)} sensors x {args.frames} frames "
           f"({settings['windows']} 4-frame windows) to {args.out}")
     return 0
