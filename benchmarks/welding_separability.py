@@ -110,7 +110,8 @@ def sensor_features(sensor: np.ndarray) -> list[float]:
             drop.max() - drop.min(), ((tail > 0.2) & (tail < 0.75)).mean()]
 
 
-FEATURES = {"video": video_features, "images": image_features, "audio": audio_features, "sensor": sensor_features}
+FEATURES = {"video": video_features, "images": image_features, "audio": audio_features,
+            "sensor": sensor_features}
 
 
 # --- the benchmark --------------------------------------------------------------------------------
@@ -141,8 +142,8 @@ def probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: 
     return float((clf.predict(test_x) == test_y).mean())
 
 
-def raw_knn(train: dict[str, np.ndarray], train_y: np.ndarray, test: dict[str, np.ndarray], test_y: np.ndarray,
-            modalities: tuple[str, ...]) -> float:
+def raw_knn(train: dict[str, np.ndarray], train_y: np.ndarray, test: dict[str, np.ndarray],
+            test_y: np.ndarray, modalities: tuple[str, ...]) -> float:
     """5-NN (cosine) on flattened inputs, z-scored with TRAIN statistics; each modality's block is
     scaled to equal weight so pixels do not drown the sensor."""
     blocks_train, blocks_test = [], []
@@ -189,14 +190,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples-per-class", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--keep", type=Path, default=None, help="write the dataset here instead of a temp dir")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="write the dataset here instead of a temporary directory")
     args = parser.parse_args()
     torch.set_num_threads(1)
     r = run(args.samples_per_class, args.seed, args.keep)
     p = WeldingPreprocess()
-    print(f"welding synthetic data: {r['samples']} runs (TRAIN {r['train']}, TEST {r['test']}), seed {args.seed}")
-    print(f"demo preprocessing: video {p.num_frames}x{p.frame_size}px, images {p.num_images}x{p.image_size}px, "
-          f"audio {p.n_mels} mel x {p.audio_frames} frames @ {p.sample_rate} Hz, sensor {p.sensor_length} steps")
+    print(f"welding synthetic data: {r['samples']} runs (TRAIN {r['train']}, TEST {r['test']}), "
+          f"seed {args.seed}")
+    print(f"demo preprocessing: video {p.num_frames}x{p.frame_size}px, "
+          f"images {p.num_images}x{p.image_size}px, "
+          f"audio {p.n_mels} mel x {p.audio_frames} frames @ {p.sample_rate} Hz, "
+          f"sensor {p.sensor_length} steps")
     print(f"(a) generate: {r['generate_s']:.1f} s   read: {r['read_ms_per_sample']:.1f} ms/sample (no cache)")
     names = (*MODALITIES, "all")
     print("                          " + "".join(f"{n:>9}" for n in names))
@@ -204,7 +209,8 @@ def main() -> None:
     print("(c) raw-input 5-NN        " + "".join(f"{r['raw_knn'][n]:9.3f}" for n in names))
     print("    signature-group probe " + "".join(f"{r['group_probe'][n]:9.3f}" for n in MODALITIES)
           + "   (each modality's own 6/8/6/9 groups)")
-    print("    single-modality ceilings by construction: video 0.500, images 0.667, audio 0.500, sensor 0.750")
+    print("    single-modality ceilings by construction: "
+          "video 0.500, images 0.667, audio 0.500, sensor 0.750")
 
 
 if __name__ == "__main__":

@@ -17,8 +17,9 @@ from PIL import Image
 
 from sensorium.data import media
 from sensorium.data.welding import (
-    MODALITIES, SENSOR_COLUMNS, WELDING_LABELS, SensorStats, WeldingDataset, WeldingPreprocess, category_to_label,
-    choose_images, compute_sensor_stats, read_manifest, read_sensor_csv, resample_series, select_split,
+    MODALITIES, SENSOR_COLUMNS, WELDING_LABELS, SensorStats, WeldingDataset, WeldingPreprocess,
+    category_to_label, choose_images, compute_sensor_stats, read_manifest, read_sensor_csv, resample_series,
+    select_split,
 )
 from sensorium.errors import DataError
 from sensorium.synth.welding import SynthSizes, generate
@@ -82,9 +83,11 @@ def test_manifest_round_trip(dataset_root):
     for split in ("TRAIN", "TEST"):
         assert sorted(r.label for r in select_split(records, split)) == list(range(12))
     r = records[0]
-    assert r.sample_id == f"{r.metadata['DIRECTORY']}/{r.run_id}" and r.directory == dataset_root / r.sample_id
+    assert r.sample_id == f"{r.metadata['DIRECTORY']}/{r.run_id}"
+    assert r.directory == dataset_root / r.sample_id
     assert {"WELD_TYPE", "CURRENT_A", "VOLTAGE_V", "DIRECTORY"} <= set(r.metadata)
-    assert (r.video.name, r.audio.name, r.sensor.name) == (f"{r.run_id}.avi", f"{r.run_id}.flac", f"{r.run_id}.csv")
+    names = (r.video.name, r.audio.name, r.sensor.name)
+    assert names == (f"{r.run_id}.avi", f"{r.run_id}.flac", f"{r.run_id}.csv")
     assert len(r.images) == 3 and r.images == sorted(r.images) and r.present == (True, True, True, True)
 
 
@@ -102,7 +105,8 @@ def test_dataset_item_contract(dataset_root):
         for m in ("video", "images"):
             assert 0 <= item[m].min() and item[m].max() <= 1 and item[m].std() > 0.01
         assert item["present"].dtype == torch.bool and item["present"].all()
-        assert item["label"].dtype == torch.int64 and item["label"].shape == () and item["label"] == records[i].label
+        assert item["label"].dtype == torch.int64 and item["label"].shape == ()
+        assert item["label"] == records[i].label
         assert item["index"].dtype == torch.int64 and item["index"] == i
     # standardised with TRAIN statistics: over TRAIN, each channel is centred
     train = [ds[i]["sensor"] for i, r in enumerate(records) if r.split == "TRAIN"]
@@ -288,7 +292,7 @@ def test_nan_in_a_train_csv_stops_the_statistics(root):
 
 
 def test_manifest_missing_a_column_fails_even_under_skip(root):
-    _edit_manifest(root, lambda lines: [",".join(c for c in line.split(",")[:-1]) for line in lines])  # drop SPLIT
+    _edit_manifest(root, lambda lines: [line.rsplit(",", 1)[0] for line in lines])  # drop SPLIT, the last
     for policy in ("error", "skip"):
         with pytest.raises(DataError, match="missing column.*SPLIT") as error:
             read_manifest(root, on_bad_sample=policy)
@@ -312,8 +316,10 @@ def test_empty_split_names_the_manifest(root):
 
 
 def test_unknown_split_and_repeated_subdirs_are_row_errors(root):
-    _edit_manifest(root, lambda lines: lines[:2] + [lines[2].replace(",TRAIN", ",HOLDOUT").replace(",TEST", ",HOLDOUT")]
-                   + lines[3:] + [lines[1]])
+    def edit(lines):
+        holdout = lines[2].replace(",TRAIN", ",HOLDOUT").replace(",TEST", ",HOLDOUT")
+        return lines[:2] + [holdout] + lines[3:] + [lines[1]]  # line 3: bad split; line 26 repeats line 2
+    _edit_manifest(root, edit)
     with pytest.raises(DataError, match="line 3: unknown SPLIT 'HOLDOUT'"):
         read_manifest(root)
     records = read_manifest(root, on_bad_sample="skip")

@@ -64,8 +64,8 @@ def test_no_single_modality_separates_the_classes_but_all_four_do():
 
 def test_manifest_has_the_published_columns_and_splits(tiny):
     header = (tiny / "manifest.csv").read_text().splitlines()[0].split(",")
-    assert header == ["CATEGORY", "WELD_TYPE", "THICKNESS_MM", "STEEL_TYPE", "SAMPLES", "CURRENT_A", "VOLTAGE_V",
-                      "GAS_BAR", "ROBOT_SPEED_CPM", "DIRECTORY", "SUBDIRS", "SPLIT"]
+    assert header == ["CATEGORY", "WELD_TYPE", "THICKNESS_MM", "STEEL_TYPE", "SAMPLES", "CURRENT_A",
+                      "VOLTAGE_V", "GAS_BAR", "ROBOT_SPEED_CPM", "DIRECTORY", "SUBDIRS", "SPLIT"]
     rows = manifest_rows(tiny)
     assert len(rows) == 36
     assert Counter(r["CATEGORY"] for r in rows) == Counter({c: 3 for c in WELDING_LABELS})
@@ -84,8 +84,8 @@ def test_each_run_holds_real_media_files(tiny):
     row = manifest_rows(tiny)[7]
     run = tiny / row["SUBDIRS"]
     run_id = run.name
-    assert sorted(p.name for p in run.iterdir()) == sorted([f"{run_id}.avi", f"{run_id}.flac", f"{run_id}.csv",
-                                                            "images"])
+    expected = [f"{run_id}.avi", f"{run_id}.flac", f"{run_id}.csv", "images"]
+    assert sorted(p.name for p in run.iterdir()) == sorted(expected)
     with av.open(str(run / f"{run_id}.avi")) as container:
         stream = container.streams.video[0]
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
@@ -105,8 +105,9 @@ def test_each_run_holds_real_media_files(tiny):
 
 
 def test_mp4_videos(tmp_path):
-    generate(tmp_path, seed=0, samples_per_class=1, sizes=SynthSizes(video_size=32, video_frames=8, image_size=32,
-                                                                    num_images=1, audio_seconds=0.5, video_format="mp4"))
+    sizes = SynthSizes(video_size=32, video_frames=8, image_size=32, num_images=1, audio_seconds=0.5,
+                       video_format="mp4")
+    generate(tmp_path, seed=0, samples_per_class=1, sizes=sizes)
     videos = list(tmp_path.rglob("*.mp4"))
     assert len(videos) == 12 and not list(tmp_path.rglob("*.avi"))
 
@@ -194,8 +195,9 @@ def sensor_step(kind: str, channel: str) -> np.ndarray:
     c = SENSOR_COLUMNS.index(channel)
     out = []
     for rng, nz in draws():
-        _, x = synth.render_sensor(rng, kind, nz, synth.SetPoints(rng.uniform(110, 190), rng.uniform(16, 24),
-                                                                rng.uniform(30, 55), rng.uniform(10, 22), 0.3))
+        setpoints = synth.SetPoints(rng.uniform(110, 190), rng.uniform(16, 24), rng.uniform(30, 55),
+                                    rng.uniform(10, 22), 0.3)
+        _, x = synth.render_sensor(rng, kind, nz, setpoints)
         current = x[:, 3]
         weld = np.flatnonzero(current > 0.5 * np.percentile(current, 95))
         series = x[weld[0] + 3:weld[-1] - 25, c]  # the plateau, without ignition and crater fill

@@ -121,7 +121,8 @@ class WeldingRecords(list):
         self.skipped = list(skipped)
 
 
-def read_manifest(root: str | Path, on_bad_sample: OnBadSample = "error", allow_missing_modalities: bool = False,
+def read_manifest(root: str | Path, on_bad_sample: OnBadSample = "error",
+                  allow_missing_modalities: bool = False,
                   sensor_columns: Sequence[str] = SENSOR_COLUMNS) -> WeldingRecords:
     """The cheap checks that run before training (no decoding; seconds for the full dataset).
 
@@ -142,7 +143,8 @@ def read_manifest(root: str | Path, on_bad_sample: OnBadSample = "error", allow_
     root = Path(root)
     manifest = root / "manifest.csv"
     if not manifest.is_file():
-        raise DataError(manifest, "manifest not found" if root.is_dir() else f"data root {root} does not exist")
+        problem = "manifest not found" if root.is_dir() else f"data root {root} does not exist"
+        raise DataError(manifest, problem)
     with manifest.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         columns = [c.strip() for c in reader.fieldnames or []]
@@ -207,7 +209,8 @@ def _check_row(row: dict[str, str], line: int, root: Path, root_resolved: Path, 
                          sensor=sensor, images=images, line=line)
 
 
-def _find_file(directory: Path, run_id: str, suffixes: Sequence[str], kind: str, allow_missing: bool) -> Path | None:
+def _find_file(directory: Path, run_id: str, suffixes: Sequence[str], kind: str,
+               allow_missing: bool) -> Path | None:
     for suffix in suffixes:
         path = directory / f"{run_id}{suffix}"
         if path.is_file():
@@ -221,7 +224,8 @@ def _find_file(directory: Path, run_id: str, suffixes: Sequence[str], kind: str,
             if allow_missing:
                 return None
             expected = " or ".join(f"{run_id}{s}" for s in suffixes)
-            raise DataError(directory / f"{run_id}{suffixes[0]}", f"missing {kind} file (expected {expected})")
+            raise DataError(directory / f"{run_id}{suffixes[0]}",
+                            f"missing {kind} file (expected {expected})")
         path = candidates[0]
     if path.stat().st_size == 0:
         raise DataError(path, f"{kind} file is empty")
@@ -251,7 +255,8 @@ def check_sensor_header(path: Path, sensor_columns: Sequence[str] = SENSOR_COLUM
     return header
 
 
-def select_split(records: Sequence[WeldingRecord], split: str, manifest: Path | None = None) -> WeldingRecords:
+def select_split(records: Sequence[WeldingRecord], split: str,
+                 manifest: Path | None = None) -> WeldingRecords:
     """The records of one split ("TRAIN", "VAL", "TEST"; case-insensitive); DataError when empty."""
     split = split.upper()
     manifest = manifest or getattr(records, "manifest", None) or "manifest.csv"
@@ -288,15 +293,16 @@ def read_sensor_csv(path: Path, columns: Sequence[str] = SENSOR_COLUMNS) -> tupl
     if (widths != len(header)).any():
         bad = int(np.argmax(widths != len(header)))
         raise DataError(path, f"line {bad + 2} has {widths[bad]} fields, the header has {len(header)}")
-    cells = np.char.strip(np.array(body, dtype=str))  # (N, F)
+    cells = np.array(body, dtype=str)  # (N, F)
 
-    values = cells[:, [header.index(c) for c in columns]]  # (N, C)
+    values = np.strings.strip(cells[:, [header.index(c) for c in columns]])  # (N, C)
     empty = values == ""
     try:
         x = np.where(empty, "nan", values).astype(np.float64)
     except ValueError:
         r, c = next((r, c) for r, c in np.ndindex(values.shape) if not _is_float(values[r, c]))
-        raise DataError(path, f"line {r + 2}, column {columns[c]!r}: not a number: {values[r, c]!r}") from None
+        raise DataError(path, f"line {r + 2}, column {columns[c]!r}: not a number: "
+                              f"{values[r, c]!r}") from None
     bad = ~np.isfinite(x)
     if bad.any():
         per_column = bad.sum(axis=0)
@@ -304,7 +310,7 @@ def read_sensor_csv(path: Path, columns: Sequence[str] = SENSOR_COLUMNS) -> tupl
         r = int(np.argmax(bad[:, c]))
         raise DataError(path, f"column {columns[c]!r} has {per_column[c]} NaN/empty value(s) "
                               f"(first at line {r + 2})")
-    return _parse_times(cells[:, header.index(TIME_COLUMN)], path), x
+    return _parse_times(np.strings.strip(cells[:, header.index(TIME_COLUMN)]), path), x
 
 
 def _is_float(text: str) -> bool:
@@ -460,8 +466,8 @@ class WeldingDataset(Dataset):
         self.records = list(records)
         self.preprocess = p = preprocess or WeldingPreprocess()
         if sensor_stats is not None and tuple(sensor_stats.columns) != tuple(p.sensor_columns):
-            raise ValueError(f"sensor_stats columns {sensor_stats.columns} differ from preprocess.sensor_columns "
-                             f"{p.sensor_columns}")
+            raise ValueError(f"sensor_stats columns {sensor_stats.columns} differ from "
+                             f"preprocess.sensor_columns {p.sensor_columns}")
         self.sensor_stats = sensor_stats
         self.on_bad_sample = on_bad_sample
         self.cache = cache
@@ -497,7 +503,8 @@ class WeldingDataset(Dataset):
             else torch.zeros(p.num_frames, 3, p.frame_size, p.frame_size),
             "images": self._images(r.images) if r.images
             else torch.zeros(p.num_images, 3, p.image_size, p.image_size),
-            "audio": self._audio(r.audio) if r.audio is not None else torch.zeros(1, p.n_mels, p.audio_frames),
+            "audio": self._audio(r.audio) if r.audio is not None
+            else torch.zeros(1, p.n_mels, p.audio_frames),
             "sensor": self._sensor(r.sensor) if r.sensor is not None
             else torch.zeros(p.sensor_length, len(p.sensor_columns)),
         }

@@ -79,8 +79,8 @@ CLASS_CODES = {
     "Porosity": 4, "Undercut": 5, "Overlap": 6, "Lack_of_Fusion": 7, "Excessive_Convexity": 8,
     "Spatter": 9, "Warping": 10, "Crater_Cracks": 11,
 }
-MANIFEST_COLUMNS = ("CATEGORY", "WELD_TYPE", "THICKNESS_MM", "STEEL_TYPE", "SAMPLES", "CURRENT_A", "VOLTAGE_V",
-                    "GAS_BAR", "ROBOT_SPEED_CPM", "DIRECTORY", "SUBDIRS", "SPLIT")
+MANIFEST_COLUMNS = ("CATEGORY", "WELD_TYPE", "THICKNESS_MM", "STEEL_TYPE", "SAMPLES", "CURRENT_A",
+                    "VOLTAGE_V", "GAS_BAR", "ROBOT_SPEED_CPM", "DIRECTORY", "SUBDIRS", "SPLIT")
 CSV_HEADER = ("Date", "Time", "Part No", *SENSOR_COLUMNS, "Remarks")
 RUNS_PER_SESSION = 10
 
@@ -302,7 +302,8 @@ def render_images(rng: np.random.Generator, kind: str, nz: Nuisance, views: int,
             points = [start]
             for _ in range(3):
                 heading += sig.normal(0, 0.5)
-                points.append(points[-1] + sig.uniform(2.5, 4.0) * np.array([np.cos(heading), np.sin(heading)]))
+                direction = np.array([np.cos(heading), np.sin(heading)])
+                points.append(points[-1] + sig.uniform(2.5, 4.0) * direction)
             for a, b in zip(points[:-1], points[1:]):
                 crack = np.maximum(crack, np.exp(-(_segment_distance(u, dv, a, b) / 0.7) ** 2))
         h -= 0.6 * crack
@@ -312,7 +313,7 @@ def render_images(rng: np.random.Generator, kind: str, nz: Nuisance, views: int,
         shade_gain = 1 + sig.choice([-1, 1]) * sig.uniform(0.35, 0.5) * np.tanh(u / 14)
 
     # The plate's far edge: straight and sometimes in view for flat plates, curved into view when warped.
-    side, straight, seen = rng.choice([-1, 1]), rng.uniform(22, 30), rng.random() < 0.4
+    side, straight, seen = rng.choice([-1, 1]), rng.uniform(16, 30), rng.random() < 0.6
     edge = straight if seen else 1e9
     if kind == "warped":
         edge = sig.uniform(22, 28) - sig.uniform(0.012, 0.02) * u**2
@@ -322,7 +323,8 @@ def render_images(rng: np.random.Generator, kind: str, nz: Nuisance, views: int,
     gy, gx = np.gradient(h / scale[:, None, None], axis=(1, 2))
     azimuth = rng.uniform(0, 2 * np.pi, N)[:, None, None]
     elevation = rng.uniform(0.6, 0.95)
-    light = np.stack(np.broadcast_arrays(np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth),
+    light = np.stack(np.broadcast_arrays(np.cos(elevation) * np.cos(azimuth),
+                                         np.cos(elevation) * np.sin(azimuth),
                                          np.full_like(azimuth, np.sin(elevation))), axis=-1)  # (N, 1, 1, 3)
     normal = np.stack([-gx, -gy, np.ones_like(gx)], axis=-1)
     normal /= np.linalg.norm(normal, axis=-1, keepdims=True)
@@ -394,7 +396,7 @@ def render_audio(rng: np.random.Generator, kind: str, nz: Nuisance, rate: int, s
     wave += rng.uniform(0.006, 0.01) * background / np.std(background)
     wave += rng.uniform(0, 0.08) * _band_noise(rng, n, rate, 1800, 3600)
     wave += rng.uniform(0, 0.012) * np.sin(2 * np.pi * rng.uniform(150, 3000) * t)
-    wave *= np.exp(rng.uniform(np.log(0.4), np.log(2.2)))  # recording gain, -8 to +7 dB
+    wave *= np.exp(rng.uniform(np.log(0.3), np.log(3.0)))  # recording gain, +-10 dB
     return np.clip(wave, -1, 1).astype(np.float32)
 
 
@@ -438,27 +440,28 @@ def render_sensor(rng: np.random.Generator, kind: str, nz: Nuisance, setpoints: 
         return 1 + rel * lfilter([math.sqrt(1 - 0.8**2)], [1, -0.8], rng.standard_normal(rows))
 
     def drift(rel: float) -> np.ndarray:  # slow wander over the weld, up to +-rel
-        return 1 + rel * (rng.uniform(-0.7, 0.7) * progress + rng.uniform(-0.3, 0.3) * np.sin(np.pi * progress))
+        trend, bow = rng.uniform(-0.7, 0.7), rng.uniform(-0.3, 0.3)
+        return 1 + rel * (trend * progress + bow * np.sin(np.pi * progress))
 
-    current = setpoints.current * drift(0.25)
-    voltage = setpoints.voltage * drift(0.12)
-    feed = setpoints.feed * drift(0.5)
-    gas = setpoints.gas * drift(0.3)
+    current = setpoints.current * drift(0.12)
+    voltage = setpoints.voltage * drift(0.06)
+    feed = setpoints.feed * drift(0.25)
+    gas = setpoints.gas * drift(0.15)
     # A fault sets in part-way through the weld and stays: a step of the channel away from the run's
     # own set-point. Set-points vary widely between runs, so only the step (not the level) tells.
-    after = i >= on + int((off - on) * sig.uniform(0.15, 0.45))
+    after = i >= on + int((off - on) * sig.uniform(0.1, 0.6))
     if kind in ("high_current", "gas_drop_high_current"):
         current = np.where(after, current * sig.uniform(1.4, 1.55), current)
     elif kind == "low_current":
-        current = np.where(after, current * sig.uniform(0.55, 0.65), current)
+        current = np.where(after, current * sig.uniform(0.5, 0.6), current)
     elif kind == "low_voltage":
-        voltage = np.where(after, voltage * sig.uniform(0.70, 0.78), voltage)
+        voltage = np.where(after, voltage * sig.uniform(0.6, 0.7), voltage)
     elif kind == "high_voltage":
-        voltage = np.where(after, voltage * sig.uniform(1.3, 1.4), voltage)
+        voltage = np.where(after, voltage * sig.uniform(1.4, 1.55), voltage)
     elif kind == "high_feed":
         feed = np.where(after, feed * sig.uniform(2.0, 2.6), feed)
     if kind in ("gas_drop", "gas_drop_high_current"):  # shielding gas fails part-way through the weld
-        drop = on + int((off - on) * sig.uniform(0.15, 0.45))
+        drop = on + int((off - on) * sig.uniform(0.1, 0.6))
         gas = np.where(i >= drop, gas * sig.uniform(0.1, 0.3), gas)
 
     spikes = np.zeros(rows)
@@ -486,7 +489,8 @@ def write_sensor_csv(path: Path, t: np.ndarray, values: np.ndarray, date: str, c
     ms = np.round((clock_start + t) * 1000).astype(np.int64)
     hh, mm, ss, fff = ms // 3_600_000 % 24, ms // 60_000 % 60, ms // 1000 % 60, ms % 1000
     lines = [",".join(CSV_HEADER)]
-    lines += [f"{date},{a:02d}:{b:02d}:{c:02d}.{d:03d},{part},{p:.3f},{g:.2f},{f:.2f},{i:.2f},{w:.2f},{v:.2f},"
+    lines += [f"{date},{a:02d}:{b:02d}:{c:02d}.{d:03d},{part},"
+              f"{p:.3f},{g:.2f},{f:.2f},{i:.2f},{w:.2f},{v:.2f},"
               for a, b, c, d, (p, g, f, i, w, v) in zip(hh, mm, ss, fff, values)]
     path.write_text("\n".join(lines) + "\n")
 
@@ -514,9 +518,11 @@ def generate(out: str | Path, seed: int = 0, samples_per_class: int = 30, test_f
     rows = []
     for label, category in enumerate(WELDING_LABELS):
         class_rng = np.random.default_rng([seed, label, 1_000_003])
-        test = set(class_rng.permutation(samples_per_class)[:round(samples_per_class * test_fraction)].tolist())
+        n_test = round(samples_per_class * test_fraction)
+        test = set(class_rng.permutation(samples_per_class)[:n_test].tolist())
         sessions = math.ceil(samples_per_class / RUNS_PER_SESSION)
-        session_meta = [_session_meta(np.random.default_rng([seed, label, 1_000_033, k])) for k in range(sessions)]
+        session_meta = [_session_meta(np.random.default_rng([seed, label, 1_000_033, k]))
+                        for k in range(sessions)]
         for index in range(samples_per_class):
             session = index // RUNS_PER_SESSION
             date, steel, weld_type, thickness = session_meta[session]
@@ -526,7 +532,8 @@ def generate(out: str | Path, seed: int = 0, samples_per_class: int = 30, test_f
             rng = np.random.default_rng([seed, label, index])
             setpoints, speed_cpm = _write_run(out / directory / run_id, run_id, date, category, rng, sizes)
             rows.append({
-                "CATEGORY": category, "WELD_TYPE": weld_type, "THICKNESS_MM": str(thickness), "STEEL_TYPE": steel,
+                "CATEGORY": category, "WELD_TYPE": weld_type, "THICKNESS_MM": str(thickness),
+                "STEEL_TYPE": steel,
                 "SAMPLES": str(runs_here), "CURRENT_A": f"{setpoints.current:.0f}",
                 "VOLTAGE_V": f"{setpoints.voltage:.1f}", "GAS_BAR": f"{setpoints.pressure * 10:.1f}",
                 "ROBOT_SPEED_CPM": str(speed_cpm), "DIRECTORY": directory, "SUBDIRS": f"{directory}/{run_id}",
@@ -542,8 +549,9 @@ def generate(out: str | Path, seed: int = 0, samples_per_class: int = 30, test_f
 
 def _session_meta(rng: np.random.Generator) -> tuple[str, str, str, int]:
     """A session's date (MM/DD/2023), steel, weld type and plate thickness (mm)."""
-    return (f"{int(rng.integers(1, 13)):02d}/{int(rng.integers(1, 29)):02d}/2023", str(rng.choice(["Fe410", "BSK46"])),
-            str(rng.choice(["butt", "fillet"])), int(rng.choice([3, 7])))
+    date = f"{int(rng.integers(1, 13)):02d}/{int(rng.integers(1, 29)):02d}/2023"
+    steel, weld_type = str(rng.choice(["Fe410", "BSK46"])), str(rng.choice(["butt", "fillet"]))
+    return date, steel, weld_type, int(rng.choice([3, 7]))
 
 
 def _write_run(directory: Path, run_id: str, date: str, category: str, rng: np.random.Generator,
@@ -552,8 +560,8 @@ def _write_run(directory: Path, run_id: str, date: str, category: str, rng: np.r
     speed_cpm = int(rng.choice([25, 30, 35, 40]))
     nz = Nuisance(speed=(speed_cpm - 25) / 15 + rng.uniform(-0.1, 0.1), exposure=rng.uniform(0.75, 1.25),
                   tint=1 + rng.uniform(-1, 1) * np.array([0.12, 0.0, -0.12]))
-    setpoints = SetPoints(current=rng.uniform(110, 190), voltage=rng.uniform(16, 24), feed=rng.uniform(30, 55),
-                          gas=rng.uniform(10, 22), pressure=rng.uniform(0.15, 0.5))
+    setpoints = SetPoints(current=rng.uniform(110, 190), voltage=rng.uniform(16, 24),
+                          feed=rng.uniform(30, 55), gas=rng.uniform(10, 22), pressure=rng.uniform(0.15, 0.5))
     (directory / "images").mkdir(parents=True, exist_ok=True)
 
     frames = render_video(rng, sig.video, nz, sizes.video_frames, sizes.video_size)
@@ -583,8 +591,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.samples_per_class < 1 or not 0 <= args.test_fraction < 1:
         parser.error("need --samples-per-class >= 1 and 0 <= --test-fraction < 1")
-    sizes = SynthSizes(video_size=args.video_size, video_frames=args.video_frames, image_size=args.image_size,
-                       num_images=args.num_images, audio_seconds=args.audio_seconds, video_format=args.video_format)
+    sizes = SynthSizes(video_size=args.video_size, video_frames=args.video_frames,
+                       image_size=args.image_size, num_images=args.num_images,
+                       audio_seconds=args.audio_seconds, video_format=args.video_format)
     start = time.perf_counter()
     manifest = generate(args.out, args.seed, args.samples_per_class, args.test_fraction, sizes)
     n = args.samples_per_class * len(WELDING_LABELS)
