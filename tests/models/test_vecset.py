@@ -145,3 +145,11 @@ def test_size_table():
     assert 0.25e9 < params < 0.45e9 and paper.num_latents == 1024 and paper.latent_init == "learned"
     demo = VECSET_SIZES["demo"]()
     assert sum(p.numel() for p in demo.parameters()) < 2e6
+
+
+def test_the_log_says_which_latent_queries(caplog):
+    with caplog.at_level("INFO", logger="sensorium.models.vecset"):
+        vecset_tiny(C, latent_init="fps")
+        vecset_tiny(C, latent_init="learned", kl_dim=4)
+    assert "8 latents from farthest-point samples of the input surface, no bottleneck" in caplog.text
+    assert "8 latents from learned query vectors, KL bottleneck of 4" in caplog.text

@@ -100,7 +100,7 @@ class TriangleMesh:
     def enclosed_volume(self) -> float:
         """Signed volume (divergence theorem): positive for a closed mesh with outward normals."""
         a, b, c = self.corners.transpose(1, 0, 2)
-        return float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6.0)
+        return float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6.0)  # sum over faces of a.(b x c)
 
 
 def concatenate_meshes(meshes: list[TriangleMesh]) -> tuple[TriangleMesh, np.ndarray]:
@@ -191,9 +191,9 @@ def point_triangle_distance(points: np.ndarray, corners: np.ndarray) -> np.ndarr
     points = np.asarray(points, dtype=np.float64)
     corners = np.asarray(corners, dtype=np.float64)
     shape = np.broadcast_shapes(points.shape[:-1], corners.shape[:-2])
-    table = _triangle_table(corners.reshape(-1, 3, 3)).reshape(17, *corners.shape[:-2])
+    table = _triangle_table(corners.reshape(-1, 3, 3)).reshape(17, *corners.shape[:-2])  # (17, ...)
     points = np.moveaxis(points, -1, 0)  # (3, ...)
-    return np.sqrt(_distance_from_table(points, table)).reshape(shape)
+    return np.sqrt(_distance_from_table(points, table)).reshape(shape)  # (...)
 
 
 # --- one mask: surface, distance, sign ------------------------------------------------------------
@@ -338,7 +338,8 @@ class MaskSdf:
         # A cell can hold a closer triangle only if its box is closer than the candidates' distance.
         gap = np.maximum(np.maximum(cell - q[:, :, None], q[:, :, None] - (cell + 1)), 0.0)
         gap2 = (gap * self._world_per_index[:, None]) ** 2  # (S, 3, n) squared world lower bound
-        reach2 = gap2[:, 0, :, None, None] + gap2[:, 1, None, :, None] + gap2[:, 2, None, None, :]  # (S,n,n,n)
+        # (S, n, n, n): squared lower bound of the world distance to each cell of the block
+        reach2 = gap2[:, 0, :, None, None] + gap2[:, 1, None, :, None] + gap2[:, 2, None, None, :]
         used = cell <= hi[:, :, None]  # (S, 3, n)
         valid = used[:, 0, :, None, None] & used[:, 1, None, :, None] & used[:, 2, None, None, :]
         valid &= reach2 < d2[:, None, None, None]

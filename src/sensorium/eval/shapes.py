@@ -51,7 +51,7 @@ def mean_iou(iou: torch.Tensor) -> float:
 def grid_points(resolution: int, bound: float = 1.0) -> torch.Tensor:
     """(R^3, 3) points of a regular grid over [-bound, bound]^3, x-major (index order i, j, k)."""
     axis = torch.linspace(-bound, bound, resolution)
-    return torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
+    return torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)  # (R^3, 3)
 
 
 @torch.no_grad()
@@ -73,7 +73,7 @@ def decode_grid(decode: Callable[[torch.Tensor], torch.Tensor], resolution: int 
     parts = [decode(points[start:start + chunk][None])[0].float().cpu()  # (chunk, C)
              for start in range(0, len(points), chunk)]
     sdf = torch.cat(parts)  # (R^3, C)
-    return sdf.reshape(resolution, resolution, resolution, -1).numpy()
+    return sdf.reshape(resolution, resolution, resolution, -1).numpy()  # (R, R, R, C)
 
 
 def grid_meshes(sdf_grid: np.ndarray, bound: float = 1.0) -> list[TriangleMesh | None]:
@@ -184,7 +184,7 @@ def read_ply(path: str | Path) -> TriangleMesh:
     lines = data[:end].decode("ascii").splitlines()
     counts = {line.split()[1]: int(line.split()[2]) for line in lines if line.startswith("element")}
     nv, nf = counts["vertex"], counts["face"]
-    vertices = np.frombuffer(data, dtype="<f4", count=nv * 3, offset=end).reshape(nv, 3)
+    vertices = np.frombuffer(data, dtype="<f4", count=nv * 3, offset=end).reshape(nv, 3)  # (V, 3)
     faces = np.frombuffer(data, dtype=[("n", "u1"), ("v", "<i4", (3,))], count=nf, offset=end + nv * 12)
     return TriangleMesh(vertices.astype(np.float64), faces["v"].astype(np.int64))
 

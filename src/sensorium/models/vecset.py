@@ -24,6 +24,7 @@ Attention, MLP and the Fourier embedding are the shared `sensorium.layers` block
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal, NamedTuple
@@ -37,6 +38,7 @@ from sensorium.layers.attention import CrossAttentionBlock, TransformerBlock
 from sensorium.layers.pos_embed import PointFourierEmbed
 
 LatentInit = Literal["learned", "fps"]
+log = logging.getLogger("sensorium.models.vecset")
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -160,6 +162,14 @@ class VecSetAutoEncoder(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
         self.initialize_weights()
+        log.info("VecSet autoencoder: %s", self.extra_repr())
+
+    def extra_repr(self) -> str:
+        queries = ("learned query vectors" if self.latent_queries is not None
+                   else "farthest-point samples of the input surface")
+        bottleneck = (f"KL bottleneck of {self.bottleneck.mean.out_features}" if self.bottleneck is not None
+                      else "no bottleneck")
+        return f"{self.num_latents} latents from {queries}, {bottleneck}, {self.num_classes} SDF channels"
 
     # -- stages -----------------------------------------------------------------------------------
     def encode(self, surface: torch.Tensor) -> Encoding:
@@ -223,7 +233,7 @@ class VecSetAutoEncoder(nn.Module):
         if channels is not None:
             # Each output depends only on its own query, so the gradient of the sum of the chosen
             # channel values is, per point, the gradient of that point's chosen channel.
-            chosen = sdf.gather(-1, channels.long()[..., None]).sum()
+            chosen = sdf.gather(-1, channels.long()[..., None]).sum()  # (B, Q, 1) chosen values, summed
             (grad,) = torch.autograd.grad(chosen, queries, create_graph=create_graph)  # (B, Q, 3)
             return sdf, grad
         grads = [torch.autograd.grad(sdf[..., c].sum(), queries, create_graph=create_graph,
