@@ -84,7 +84,7 @@ def test_doctor_command_reports_problems_without_training(tmp_path):
                             env={**__import__("os").environ, "PYTHONPATH": str(__import__("pathlib").Path(__file__).parent)})
     assert result.returncode == 1, result.stderr[-2000:]
     assert "PROBLEM: train/val/test overlap" in result.stdout
-    assert "PROBLEM: 2 trainable parameter(s) received no gradient" in result.stdout
+    assert "PROBLEM: 2 trainable parameter(s) received no gradient in the first 1 backward" in result.stdout
     assert "checked 2 training batch(es)" in result.stdout
     assert not (tmp_path / "runs").exists()  # nothing written
     del env_path

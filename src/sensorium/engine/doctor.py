@@ -47,6 +47,9 @@ class DoctorConfig:
     share_warmup_steps: int = 10
     """Steps of running average before share warnings (the first steps are noisy)."""
     check_overlap: bool = True
+    grad_check_steps: int = 1
+    """Backward passes over which every trainable parameter must receive a gradient at least once
+    (raise it for tasks whose steps use different parts of the model, e.g. alternating tasks)."""
 
 
 # --- pure checks ----------------------------------------------------------------------------------
@@ -73,11 +76,6 @@ def check_batch_labels(labels: torch.Tensor, sampler: str) -> None:
         raise DoctorError(
             f"batch from sampler {sampler} has no positive pair (label counts {{{label_counts}}}): every "
             "class appears once, so the supervised contrastive loss has nothing to pull together.")
-
-
-def params_without_grad(module: nn.Module) -> list[str]:
-    """Names of trainable parameters whose .grad is None after a backward pass."""
-    return [name for name, p in module.named_parameters() if p.requires_grad and p.grad is None]
 
 
 def gradients_finite(module: nn.Module) -> bool:
@@ -137,7 +135,8 @@ class Doctor(Callback):
         self.warnings: list[str] = []
         self.nonfinite_steps = 0
         self.nonfinite_in_row = 0
-        self._grad_checked = False
+        self._backwards = 0
+        self._grad_seen: set[str] = set()
         self._losses: list[float] = []
         self._stall_warned = False
         self._share_avg: dict[str, float] = {}
@@ -172,13 +171,18 @@ class Doctor(Callback):
                 self._problem(str(e))
 
     def on_after_backward(self, trainer, pl_module) -> None:
-        if self._grad_checked:
+        steps = max(1, self.config.grad_check_steps)
+        if self._backwards >= steps:
             return
-        self._grad_checked = True
-        missing = params_without_grad(pl_module)
+        self._backwards += 1
+        self._grad_seen |= {n for n, p in pl_module.named_parameters() if p.requires_grad and p.grad is not None}
+        if self._backwards < steps:
+            return
+        missing = [n for n, p in pl_module.named_parameters() if p.requires_grad and n not in self._grad_seen]
         if missing:
             shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
-            self._problem(f"{len(missing)} trainable parameter(s) received no gradient in the first backward: "
+            self._problem(f"{len(missing)} trainable parameter(s) received no gradient in the first {steps} backward "
+                          f"pass(es): "
                           f"{shown}. Freeze them (requires_grad=False) or connect them to the loss.")
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
