@@ -66,6 +66,20 @@ def test_tiny_loss_term_share_warning(tmp_path):
     assert "share/tiny_step" in metrics and "share/supcon_step" in metrics
 
 
+def test_exempt_terms_are_logged_but_not_warned_about(tmp_path, monkeypatch):
+    import toy_recipe
+
+    monkeypatch.setattr(toy_recipe.ToyTask, "share_check_exempt", frozenset({"tiny"}))
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        toy_cli(tmp_path, "--model.tiny_term_weight", "0.001", "--run.doctor.share_warmup_steps", "2")
+    assert not [w for w in caught if "loss term 'tiny'" in str(w.message)]
+    metrics = (tmp_path / "runs" / "toy" / "version_0" / "metrics.csv").read_text().splitlines()[0]
+    assert "share/tiny_step" in metrics
+
+
 def test_overlapping_splits_stop_the_run(tmp_path):
     with pytest.raises(DoctorError, match="same content"):
         toy_cli(tmp_path, "--data.leak_test_into_train", "true")

@@ -235,8 +235,9 @@ class Doctor(Callback):
         pl_module.log_dict({f"share/{name}": value for name, value in shares.items()}, on_step=True, on_epoch=True)
         if self._share_steps < self.config.share_warmup_steps:
             return
+        exempt = getattr(pl_module, "share_check_exempt", frozenset())
         for name, avg in self._share_avg.items():
-            if name in self._share_warned:
+            if name in self._share_warned or name in exempt:
                 continue
             if avg < self.config.share_low or avg > self.config.share_high:
                 self._share_warned.add(name)

@@ -25,6 +25,9 @@ class SensoriumTask(L.LightningModule):
     monitor_mode: ClassVar[str] = "min"
     contrastive: ClassVar[bool] = False
     """True when batches must contain positive pairs (the doctor then checks classes per batch)."""
+    share_check_exempt: ClassVar[frozenset[str]] = frozenset()
+    """Loss terms that are small by design (a regulariser such as an eikonal term at weight 1e-3):
+    their share is still logged, but the doctor does not warn about it."""
 
     def __init__(self, optim: OptimConfig | dict | None = None):
         super().__init__()
