@@ -14,16 +14,20 @@ def _norm(channels: int) -> nn.GroupNorm:
 
 
 class ConvStem(nn.Module):
-    """Stride-2 convolution stages (conv3x3 s2 -> GroupNorm -> GELU -> conv3x3 -> GroupNorm -> GELU),
-    each halving the resolution: (B, C_in, H, W) -> (B, widths[-1], H / 2^n, W / 2^n)."""
+    """Convolution stages (conv3x3 s -> GroupNorm -> GELU -> conv3x3 -> GroupNorm -> GELU): the first
+    with stride `first_stride`, the others with stride 2:
+    (B, C_in, H, W) -> (B, widths[-1], H / (first_stride * 2^(n-1)), ...). A first stride of 1 keeps
+    full resolution for the first stage, so one- or two-pixel details survive."""
 
-    def __init__(self, in_channels: int, widths: tuple[int, ...] = (16, 32, 64), dims: int = 2):
+    def __init__(self, in_channels: int, widths: tuple[int, ...] = (16, 32, 64), dims: int = 2,
+                 first_stride: int = 2):
         super().__init__()
         conv = {1: nn.Conv1d, 2: nn.Conv2d}[dims]
         stages, previous = [], in_channels
-        for width in widths:
+        for i, width in enumerate(widths):
+            stride = first_stride if i == 0 else 2
             stages += [
-                conv(previous, width, 3, stride=2, padding=1, bias=False), _norm(width), nn.GELU(),
+                conv(previous, width, 3, stride=stride, padding=1, bias=False), _norm(width), nn.GELU(),
                 conv(width, width, 3, padding=1, bias=False), _norm(width), nn.GELU(),
             ]
             previous = width

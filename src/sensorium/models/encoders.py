@@ -7,6 +7,7 @@ V-JEPA 2 for video, DINOv2 for images, AST for audio). Nothing here downloads an
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,8 +39,10 @@ class EncoderConfig:
     """From scratch: conv stages (video, images, audio) or Transformer layers (sensor)."""
     heads: int = 4
     """Sensor Transformer heads."""
-    patch: int = 8
-    """Sensor Transformer: time steps per token."""
+    patch: int = 4
+    """Sensor Transformer: time steps per token (a power of two: the conv stem halves it per stage)."""
+    first_stride: int = 2
+    """Image CNN: stride of the first stage; 1 keeps full resolution there (small pores survive)."""
 
 
 # --- small from-scratch encoders ------------------------------------------------------------------
@@ -73,9 +76,9 @@ class ConvImageEncoder(nn.Module):
     final feature map becomes tokens, with 2-D sin-cos positions plus a learned per-angle embedding.
     Spatial tokens keep small defects (pores, cracks) addressable by the fusion's cross-attention."""
 
-    def __init__(self, width: int = 64, depth: int = 3, max_angles: int = 16):
+    def __init__(self, width: int = 64, depth: int = 3, max_angles: int = 16, first_stride: int = 2):
         super().__init__()
-        self.stem = ConvStem(3, _widths(width, depth))
+        self.stem = ConvStem(3, _widths(width, depth), first_stride=first_stride)
         self.angle_embed = nn.Parameter(torch.zeros(1, max_angles, 1, width))
         nn.init.normal_(self.angle_embed, std=0.02)
         self.out_dim = width
@@ -112,19 +115,29 @@ class ConvAudioEncoder(nn.Module):
 
 
 class SensorTransformer(nn.Module):
-    """(B, L, channels) standardised sensor series -> (B, L / patch, width): non-overlapping
-    patches of `patch` time steps embedded linearly, sin-cos positions, `depth` Transformer blocks."""
+    """(B, L, channels) standardised sensor series -> (B, L / patch, width): a 1-D convolutional stem
+    that downsamples by `patch` (a power of two) into tokens, sin-cos positions, `depth` Transformer
+    blocks. The stem sees local shape (a step, a spike, a ramp) that a linear patch embedding finds
+    hard to learn from few samples; the Transformer relates the tokens across the whole run.
 
-    def __init__(self, channels: int, width: int = 64, depth: int = 2, heads: int = 4, patch: int = 8):
+    Each channel is seen twice: as given (standardised with dataset statistics, so absolute levels
+    stay comparable between runs) and standardised within the sample (so a step relative to the
+    run's own set-point looks the same whatever the set-point: set-points vary widely between runs)."""
+
+    def __init__(self, channels: int, width: int = 64, depth: int = 2, heads: int = 4, patch: int = 4):
         super().__init__()
-        self.patch = patch
-        self.embed = nn.Conv1d(channels, width, kernel_size=patch, stride=patch)
+        stages = int(math.log2(patch))
+        if 2**stages != patch or stages < 1:
+            raise ValueError(f"sensor patch must be a power of two >= 2, got {patch}")
+        self.stem = ConvStem(2 * channels, _widths(width, stages), dims=1)
         self.blocks = nn.ModuleList(TransformerBlock(width, heads) for _ in range(depth))
         self.norm = nn.LayerNorm(width)
         self.out_dim = width
 
     def forward(self, series: torch.Tensor) -> torch.Tensor:
-        tokens = self.embed(series.transpose(1, 2)).transpose(1, 2)  # (B, L/patch, C)
+        within = (series - series.mean(dim=1, keepdim=True)) / (series.std(dim=1, keepdim=True) + 1e-5)
+        views = torch.cat([series, within], dim=2).transpose(1, 2)  # (B, 2*channels, L)
+        tokens = self.stem(views).transpose(1, 2)  # (B, L/patch, C)
         tokens = tokens + sincos_1d_range(self.out_dim, tokens.shape[1]).to(tokens)
         for block in self.blocks:
             tokens = block(tokens)
@@ -199,7 +212,7 @@ def build_encoder(modality: str, config: EncoderConfig, sensor_channels: int = 6
     if modality == "video":
         return ConvVideoEncoder(config.width, config.depth, config.heads)
     if modality == "images":
-        return ConvImageEncoder(config.width, config.depth)
+        return ConvImageEncoder(config.width, config.depth, first_stride=config.first_stride)
     if modality == "audio":
         return ConvAudioEncoder(config.width, config.depth)
     if modality == "sensor":
