@@ -34,6 +34,11 @@ RECIPES: dict[str, Recipe] = {
         eval="sensorium.eval.welding",
         demo="sensorium.demo.welding",
     ),
+    "tactile": Recipe(
+        synth="sensorium.synth.tactile",
+        eval="sensorium.eval.tactile",
+        demo="sensorium.demo.tactile",
+    ),
 }
 
 # `sensorium eval knn` is the welding recipe's k-NN protocol under its own name.

@@ -223,11 +223,16 @@ class TactileSequenceDataset(Dataset):
     and that size must be `frame_sizes[sensor]` (H, W) when given (synthetic data: synth.json's
     `frame_sizes`). Frames are resized to `image_size` x `image_size` (bilinear), as AnyTouch resizes
     every sensor to the encoder's square input.
+
+    `cache=True` keeps each decoded, resized frame in memory, keyed by its path: overlapping windows
+    share frames (a recording of T frames yields T-3 windows), so every file is decoded once per
+    process instead of once per window and epoch. Only for data that fits in memory (64 px: 12 KiB
+    a frame); with DataLoader workers each worker keeps its own cache.
     """
 
     def __init__(self, windows: Sequence[TactileWindow], image_size: int,
                  frame_sizes: dict[str, tuple[int, int]] | None = None, on_bad_sample: OnBadSample = "error",
-                 skipped: Sequence[DataError] = ()):
+                 skipped: Sequence[DataError] = (), cache: bool = False):
         if on_bad_sample not in ("error", "skip"):
             raise ValueError(f"on_bad_sample must be 'error' or 'skip', got {on_bad_sample!r}")
         unknown = set(frame_sizes or ()) - set(SENSORS)
@@ -238,6 +243,8 @@ class TactileSequenceDataset(Dataset):
         self.frame_sizes = {k: tuple(v) for k, v in (frame_sizes or {}).items()}
         self.on_bad_sample = on_bad_sample
         self.skipped = list(skipped)  # entries dropped while reading the index (under 'skip')
+        self.cache = cache
+        self._frames: dict[str, tuple[tuple[int, int], np.ndarray]] = {}  # path -> (raw H, W), (S, S, 3) uint8
         if self.skipped:
             log.warning("skipped %d bad index entries", len(self.skipped))
 
@@ -245,18 +252,18 @@ class TactileSequenceDataset(Dataset):
     def from_tacquad(cls, root: str | Path, image_size: int, scenes: Sequence[str] = SCENES,
                      labels_csv: str | None = None, reach_before_contact: bool = False,
                      frame_sizes: dict[str, tuple[int, int]] | None = None,
-                     on_bad_sample: OnBadSample = "error") -> TactileSequenceDataset:
+                     on_bad_sample: OnBadSample = "error", cache: bool = False) -> TactileSequenceDataset:
         skipped: list[DataError] = []
         windows = read_tacquad(root, scenes, labels_csv, reach_before_contact, on_bad_sample, skipped)
-        return cls(windows, image_size, frame_sizes, on_bad_sample, skipped)
+        return cls(windows, image_size, frame_sizes, on_bad_sample, skipped, cache)
 
     @classmethod
     def from_index_csv(cls, path: str | Path, image_size: int,
                        frame_sizes: dict[str, tuple[int, int]] | None = None,
-                       on_bad_sample: OnBadSample = "error") -> TactileSequenceDataset:
+                       on_bad_sample: OnBadSample = "error", cache: bool = False) -> TactileSequenceDataset:
         skipped: list[DataError] = []
         windows = read_index_csv(path, on_bad_sample, skipped)
-        return cls(windows, image_size, frame_sizes, on_bad_sample, skipped)
+        return cls(windows, image_size, frame_sizes, on_bad_sample, skipped, cache)
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -277,30 +284,42 @@ class TactileSequenceDataset(Dataset):
 
     def _load(self, window: TactileWindow) -> torch.Tensor:
         expected = self.frame_sizes.get(SENSORS[window.sensor])
-        frames = []
+        frames, first_size = [], None
         for path in window.paths:
-            try:
-                with Image.open(path) as file:
-                    image = file.copy()  # decodes the whole file now, so truncation shows here
-            except FileNotFoundError:
-                raise DataError(path, f"missing frame ({window.source})") from None
-            except (OSError, SyntaxError, ValueError) as e:  # PIL: unidentified or truncated files
-                raise DataError(path, f"unreadable image ({e})") from None
-            if image.mode != "RGB":
-                raise DataError(path, f"image has {len(image.getbands())} channel(s) (mode {image.mode}); "
-                                      "tactile frames must be RGB")
-            size = (image.height, image.width)
+            size, frame = self._frame(path, window)
             if expected is not None and size != expected:
                 raise DataError(path, f"image is {size[0]}x{size[1]} (HxW); {SENSORS[window.sensor]} frames "
                                       f"are {expected[0]}x{expected[1]}")
-            if frames and size != frames[0].shape[:2]:
+            if first_size is not None and size != first_size:
                 raise DataError(path, f"image is {size[0]}x{size[1]} (HxW) but frame {window.paths[0]} of "
-                                      f"the same window is {frames[0].shape[0]}x{frames[0].shape[1]}")
-            frames.append(np.asarray(image))
-        resized = [np.asarray(Image.fromarray(f).resize((self.image_size,) * 2, Image.BILINEAR))
-                   if f.shape[:2] != (self.image_size,) * 2 else f for f in frames]
-        stack = torch.from_numpy(np.stack(resized))  # (4, S, S, 3) uint8
+                                      f"the same window is {first_size[0]}x{first_size[1]}")
+            first_size = first_size or size
+            frames.append(frame)
+        stack = torch.from_numpy(np.stack(frames))  # (4, S, S, 3) uint8
         return stack.permute(0, 3, 1, 2).float().div_(255.0)  # (4, 3, S, S)
+
+    def _frame(self, path: str, window: TactileWindow) -> tuple[tuple[int, int], np.ndarray]:
+        """(raw (H, W), frame resized to (S, S, 3) uint8) of one file; from the cache when enabled."""
+        cached = self._frames.get(path)
+        if cached is not None:
+            return cached
+        try:
+            with Image.open(path) as file:
+                image = file.copy()  # decodes the whole file now, so truncation shows here
+        except FileNotFoundError:
+            raise DataError(path, f"missing frame ({window.source})") from None
+        except (OSError, SyntaxError, ValueError) as e:  # PIL: unidentified or truncated files
+            raise DataError(path, f"unreadable image ({e})") from None
+        if image.mode != "RGB":
+            raise DataError(path, f"image has {len(image.getbands())} channel(s) (mode {image.mode}); "
+                                  "tactile frames must be RGB")
+        size = (image.height, image.width)
+        if size != (self.image_size,) * 2:
+            image = image.resize((self.image_size,) * 2, Image.BILINEAR)
+        entry = (size, np.asarray(image))
+        if self.cache:
+            self._frames[path] = entry
+        return entry
 
 
 # --- augmentation -------------------------------------------------------------------------------------

@@ -12,6 +12,14 @@ Dynamic task, four frames (B, 4, 3, H, W):
     -> decoder over [frames 1-3: visible + mask tokens, frame 4: one query per patch] + positions + time
     -> masked patches of frames 1-3 (reconstruction) and ALL patches of frame 4 (prediction)
 
+Frame 4 as a change of frame 3 (`future_residual`, the default): each frame-4 query starts as the
+decoder token of frame 3 at the same position (what the encoder saw there; a mask token where it
+was masked) instead of a bare mask token, and a head of its own, zero-initialised, outputs a change
+that the loss adds to frame 3's patches in its target space (`DynamicOutput.future_base`). Training
+then starts exactly at the "copy frame 3" predictor and learns the motion; with bare queries and an
+absolute prediction (AnyTouch) a small model stays behind copying for a long time, since it must
+rebuild every fixed detail (markers, gel texture) of the frame before it can move anything.
+
 The model is a pure function of its inputs: it returns predictions, their targets in patch space
 (`patchify` of the input, before any norm_pix) and masks; `sensorium.losses.mae_loss` scores them.
 
@@ -182,9 +190,12 @@ class DynamicOutput:
     recon_pred: torch.Tensor  # (B, 3L, P)
     recon_target: torch.Tensor  # (B, 3L, P)
     recon_mask: torch.Tensor  # (B, 3L) 1 = masked
-    future_pred: torch.Tensor  # (B, L, P)
+    future_pred: torch.Tensor  # (B, L, P) frame 4, or its change from `future_base` when that is set
     future_target: torch.Tensor  # (B, L, P)
     future_mask: torch.Tensor  # (B, L) all ones: every patch of frame 4 is predicted
+    future_base: torch.Tensor | None = None
+    """(B, L, P) patchify(frame 3) when `future_pred` is a change: the prediction is
+    target_space(future_base) + future_pred (`sensorium.eval.tactile.predict_future`)."""
 
 
 # --- model -----------------------------------------------------------------------------------------
@@ -205,6 +216,10 @@ class TactileMAE(nn.Module):
         sensor_tokens: learned tokens per sensor prepended after CLS (AnyTouch: 5); 0 disables.
         tube_mask: dynamic task masks the same patch positions in frames 1-3 (VideoMAE / AnyTouch tube
             masking); with independent masks a patch could be copied from a neighbouring frame.
+        future_residual: predict frame T as a change of frame T-1 from queries that start as frame
+            T-1's decoder tokens, through a zero-initialised head of its own (see the module
+            docstring); False: absolute prediction from mask-token queries through the shared
+            head, as AnyTouch does.
         pretrained: local directory of a CLIP checkpoint for the encoder; None trains a ViT from scratch.
     """
 
@@ -225,6 +240,7 @@ class TactileMAE(nn.Module):
         num_sensors: int = 3,
         sensor_tokens: int = 1,
         tube_mask: bool = True,
+        future_residual: bool = True,
         pretrained: str | None = None,
     ):
         super().__init__()
@@ -245,6 +261,7 @@ class TactileMAE(nn.Module):
         self.grid = self.encoder.grid
         self.num_patches = self.grid[0] * self.grid[1]
         self.mask_ratio, self.num_frames, self.tube_mask = mask_ratio, num_frames, tube_mask
+        self.future_residual = future_residual
         self.num_sensors, self.sensor_tokens = num_sensors, sensor_tokens
 
         # Encoder-side additions (new in both backbones).
@@ -262,6 +279,11 @@ class TactileMAE(nn.Module):
             [TransformerBlock(decoder_embed_dim, decoder_num_heads, mlp_ratio) for _ in range(decoder_depth)])
         self.decoder_norm = nn.LayerNorm(decoder_embed_dim)
         self.decoder_pred = nn.Linear(decoder_embed_dim, patch_size * patch_size * in_chans)
+        # Frame T's queries from the context tokens at their position (all T-1 frames: the trajectory),
+        # and frame T's own head for the change.
+        self.future_query = nn.Linear((num_frames - 1) * decoder_embed_dim, decoder_embed_dim) if future_residual else None
+        self.future_pred = (nn.Linear(decoder_embed_dim, patch_size * patch_size * in_chans)
+                            if future_residual else None)
 
         self.initialize_weights()
 
@@ -284,10 +306,14 @@ class TactileMAE(nn.Module):
         x = torch.cat([prefix, visible], dim=1)  # (B, prefix + K, D)
         return EncoderOutput(self.encoder.forward_tokens(x), mask, ids_restore, prefix.shape[1])
 
-    def forward_decoder(self, encoded: EncoderOutput, pos: torch.Tensor) -> torch.Tensor:
+    def forward_decoder(self, encoded: EncoderOutput, pos: torch.Tensor, context_frames: int = 0) -> torch.Tensor:
         """Decode every token position: the N encoded ones (visible tokens and mask tokens, back in
-        token order) followed by Q extra queries (mask tokens: frame 4 in the dynamic task).
-        pos: (1, N + Q, Dd) decoder positions. Returns predicted pixels (B, N + Q, P)."""
+        token order) followed by Q extra queries (frame T in the dynamic task). The queries are mask
+        tokens, or, with `context_frames` > 0 and `future_residual`, built per position from the N
+        tokens seen as `context_frames` time-major frames: frame T-1's token plus a learned mix of
+        all context frames' tokens at that position.
+        pos: (1, N + Q, Dd) decoder positions. Returns the normalised decoder features (B, N + Q, Dd);
+        the prediction heads map them to pixels."""
         x = self.decoder_embed(encoded.latent)  # (B, prefix + K, Dd)
         prefix, visible = x[:, : encoded.num_prefix], x[:, encoded.num_prefix:]  # (B, prefix, Dd), (B, K, Dd)
         B, N = encoded.ids_restore.shape
@@ -297,18 +323,23 @@ class TactileMAE(nn.Module):
         tokens = torch.cat([visible, hidden], dim=1)  # (B, N, Dd), shuffled order
         index = encoded.ids_restore[..., None].expand(-1, -1, tokens.shape[2])  # (B, N, Dd)
         tokens = torch.gather(tokens, 1, index)  # (B, N, Dd), token order
-        tokens = torch.cat([tokens, mask_token.expand(B, num_queries, -1)], dim=1) + pos  # (B, N + Q, Dd)
+        if context_frames and self.future_query is not None:
+            trajectory = tokens.view(B, context_frames, N // context_frames, -1)  # (B, ctx, L, Dd)
+            queries = trajectory[:, -1] + self.future_query(trajectory.permute(0, 2, 1, 3).flatten(2))  # (B, L, Dd)
+        else:
+            queries = mask_token.expand(B, num_queries, -1)  # (B, Q, Dd)
+        tokens = torch.cat([tokens, queries], dim=1) + pos  # (B, N + Q, Dd)
         x = torch.cat([prefix, tokens], dim=1)  # (B, prefix + N + Q, Dd)
         for block in self.decoder_blocks:
             x = block(x)
-        return self.decoder_pred(self.decoder_norm(x[:, encoded.num_prefix:]))  # (B, N + Q, P)
+        return self.decoder_norm(x[:, encoded.num_prefix:])  # (B, N + Q, Dd)
 
     def forward_static(self, imgs: torch.Tensor, sensor: torch.Tensor | None = None,
                        noise: torch.Tensor | None = None, mask_ratio: float | None = None) -> StaticOutput:
         """imgs (B, C, H, W), sensor (B,) int64 or None, noise (B, L) to fix the mask (tests),
         mask_ratio to override the model's."""
         encoded = self.forward_encoder(self.encoder.embed_patches(imgs), sensor, noise, mask_ratio)
-        pred = self.forward_decoder(encoded, self.decoder_pos_embed)  # (B, L, P)
+        pred = self.decoder_pred(self.forward_decoder(encoded, self.decoder_pos_embed))  # (B, L, P)
         return StaticOutput(pred, patchify(imgs, self.patch_size), encoded.mask)
 
     def forward_dynamic(self, frames: torch.Tensor, sensor: torch.Tensor | None = None,
@@ -329,15 +360,17 @@ class TactileMAE(nn.Module):
             noise = noise[:, None].expand(B, ctx, L).flatten(1)  # (B, ctx*L): one draw per patch position
         encoded = self.forward_encoder(tokens.flatten(1, 2), sensor, noise, mask_ratio)  # over (B, ctx*L, D)
         pos = self.decoder_pos_embed[:, None] + self.decoder_temporal_embed[None, :T, None]  # (1, T, L, Dd)
-        pred = self.forward_decoder(encoded, pos.flatten(1, 2))  # (B, T*L, P)
+        hidden = self.forward_decoder(encoded, pos.flatten(1, 2), ctx)  # (B, T*L, Dd)
+        future_head = self.future_pred if self.future_residual else self.decoder_pred
         target = patchify(frames, self.patch_size)  # (B, T, L, P)
         return DynamicOutput(
-            recon_pred=pred[:, : ctx * L],
+            recon_pred=self.decoder_pred(hidden[:, : ctx * L]),  # (B, ctx*L, P)
             recon_target=target[:, :ctx].flatten(1, 2),
             recon_mask=encoded.mask,
-            future_pred=pred[:, ctx * L:],
+            future_pred=future_head(hidden[:, ctx * L:]),  # (B, L, P)
             future_target=target[:, -1],
             future_mask=torch.ones(B, L, device=frames.device, dtype=encoded.mask.dtype),
+            future_base=target[:, -2] if self.future_residual else None,
         )
 
     def forward(self, x: torch.Tensor, sensor: torch.Tensor | None = None) -> StaticOutput | DynamicOutput:
@@ -360,6 +393,12 @@ class TactileMAE(nn.Module):
         self.encoder.initialize_weights()  # from-scratch ViT only; a CLIP tower keeps its weights
         for module in (self.decoder_embed, self.decoder_blocks, self.decoder_norm, self.decoder_pred):
             module.apply(_init_linear_and_norm)
+        if self.future_pred is not None:
+            self.future_query.apply(_init_linear_and_norm)
+            # Zero change at the start: the frame-T prediction begins as "copy frame T-1", the
+            # baseline it is measured against, and moves away from it only where it learns motion.
+            nn.init.zeros_(self.future_pred.weight)
+            nn.init.zeros_(self.future_pred.bias)
         # normal(0.02) for every learned token and embedding (MAE's mask token, AnyTouch's sensor
         # tokens); small, so a pretrained encoder's inputs barely move at the start.
         nn.init.normal_(self.mask_token, std=0.02)
