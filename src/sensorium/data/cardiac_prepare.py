@@ -19,7 +19,9 @@ Per case (`prepare_case`), with the geometry of `sensorium.data.sdf`:
   (small structures get as much supervision near their surface as large ones) plus isotropic
   Gaussian offsets, half at each of two scales, clipped to [-1, 1]^3;
 - `*_sdf`: (N, C) signed distance of every point to every structure, **negative inside** (the
-  convention of `sensorium.data.sdf`), in normalised units.
+  convention of `sensorium.data.sdf`), in normalised units;
+- `grid_sdf`: the same on a regular R^3 grid over [-1, 1]^3 (R = `grid_resolution`, 0 for none):
+  a coarse picture of the case, from which the evaluation builds the mean-shape baseline.
 
 Output: `OUT/<case_id>.npz` (written atomically), `OUT/split.csv` (case_id,split; a case's split
 depends only on its id and the seed, so adding cases never moves old ones), `OUT/prepare.json`
@@ -30,6 +32,7 @@ npz arrays (float32 unless noted; Ns, Nv, Nn points; C structures):
     surface_points (Ns, 3)   surface_normals (Ns, 3) unit, outward   surface_labels (Ns,) int64
     vol_points (Nv, 3)       vol_sdf (Nv, C)
     near_points (Nn, 3)      near_sdf (Nn, C)      near_labels (Nn,) int64 (structure sampled)
+    grid_sdf (R, R, R, C)    indexed [i, j, k] along x, y, z at linspace(-1, 1, R) (if R > 0)
     scale () float64         offset (3,) float64   (world_mm = points * scale + offset)
     class_names (C,) str     label_values (C,) int64    case_id () str
     spacing (3,) float64 mm  affine (4, 4) float64      shape (3,) int64    near_sigmas (2,) float64
@@ -116,6 +119,9 @@ class PrepareConfig:
     """The surfaces' bounding box is scaled into [-margin, margin]^3, leaving room for near points."""
     min_voxels: int = 20
     """Fewer voxels than this for a structure is bad input: no meaningful surface."""
+    grid_resolution: int = 32
+    """SDF grid per case (R^3 points over [-1, 1]^3; 0: none). The mean-shape baseline averages the
+    training cases' grids; 32^3 costs about as much as 32k volume points."""
     candidates: int = 6
     """Triangles tried per point by the SDF labeller (see sensorium.data.sdf.MaskSdf)."""
     seed: int = 0
@@ -266,7 +272,7 @@ def prepare_case(path: str | Path, config: PrepareConfig = PrepareConfig()) -> d
     def label(points: np.ndarray) -> np.ndarray:  # normalised (N, 3) -> (N, C) normalised SDF
         return (sdf(denormalise(points, scale, offset)) / scale).astype(np.float32)
 
-    return {
+    arrays = {
         "surface_points": surface_points.astype(np.float32),
         "surface_normals": normals.astype(np.float32),
         "surface_labels": surface_labels.astype(np.int64),
@@ -285,6 +291,12 @@ def prepare_case(path: str | Path, config: PrepareConfig = PrepareConfig()) -> d
         "shape": np.array(labels.shape, dtype=np.int64),
         "near_sigmas": np.array(config.near_sigmas, dtype=np.float64),
     }
+    if config.grid_resolution:
+        R = config.grid_resolution
+        axis = np.linspace(-1.0, 1.0, R)
+        grid = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1).reshape(-1, 3)  # (R^3, 3) x-major
+        arrays["grid_sdf"] = label(grid).reshape(R, R, R, -1)  # (R, R, R, C)
+    return arrays
 
 
 def write_npz_atomic(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
@@ -429,11 +441,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--surface-points", type=int, default=PrepareConfig.surface_points)
     parser.add_argument("--volume-points", type=int, default=PrepareConfig.volume_points)
     parser.add_argument("--near-points", type=int, default=PrepareConfig.near_points)
+    parser.add_argument("--grid-resolution", type=int, default=PrepareConfig.grid_resolution,
+                        help="SDF grid per case for the mean-shape baseline (R^3 points; 0: none)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
     config = PrepareConfig(surface_points=args.surface_points, volume_points=args.volume_points,
-                           near_points=args.near_points, seed=args.seed)
+                           near_points=args.near_points, grid_resolution=args.grid_resolution, seed=args.seed)
     label_map = Path(args.labels) if args.labels else Path(args.input) / "labels.json"
     if args.labels or label_map.exists():
         names, values = read_label_map(label_map)

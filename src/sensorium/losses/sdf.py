@@ -18,17 +18,25 @@ import torch
 from torch import nn
 
 
-def sdf_l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def sdf_l1_loss(pred: torch.Tensor, target: torch.Tensor, clamp: float | None = None) -> torch.Tensor:
     """Mean over structures of each structure's mean absolute SDF error.
 
     Args:
         pred, target: (..., C) predicted and true SDF at the same points (volume or near-surface).
+        clamp: truncation distance delta (DeepSDF, Park et al. CVPR 2019): both sides are clamped to
+            [-delta, delta] first, so a channel whose point lies beyond delta from its surface only
+            has to get the sign (and at least delta) right. The capacity then goes to the surfaces,
+            which is what the inside/outside metrics measure. None: plain L1 (VecSetX).
 
     Every channel has the same number of points here, so this equals the mean over all entries;
     it is written per class to say what it weighs: each structure counts the same, however small.
     """
     if pred.shape != target.shape:
         raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ")
+    if clamp is not None:
+        if clamp <= 0:
+            raise ValueError(f"clamp must be positive, got {clamp}")
+        pred, target = pred.clamp(-clamp, clamp), target.clamp(-clamp, clamp)
     per_class = (pred - target).abs().flatten(0, -2).mean(dim=0)  # (C,)
     return per_class.mean()
 
@@ -96,6 +104,7 @@ class SdfLoss(nn.Module):
         surface: weight of the surface term (own channel at 0 on each structure's surface).
         eikonal: weight of (|grad| - 1)^2; needs gradients from a double-backward-capable decode.
         kl: weight of the KL term of a KL bottleneck (3DShape2VecSet uses 1e-3).
+        clamp: truncation distance of the volume and near L1 terms (see `sdf_l1_loss`); None: none.
 
     Example:
         >>> loss = SdfLoss()
@@ -105,8 +114,11 @@ class SdfLoss(nn.Module):
     """
 
     def __init__(self, volume: float = 1.0, near: float = 10.0, surface: float = 1.0, eikonal: float = 0.001,
-                 kl: float = 0.0):
+                 kl: float = 0.0, clamp: float | None = None):
         super().__init__()
+        if clamp is not None and clamp <= 0:
+            raise ValueError(f"clamp must be positive (or None), got {clamp}")
+        self.clamp = clamp
         weights = {"volume": volume, "near": near, "surface": surface, "eikonal": eikonal, "kl": kl}
         for name, value in weights.items():
             if value < 0:
@@ -125,9 +137,9 @@ class SdfLoss(nn.Module):
         raw: dict[str, torch.Tensor] = {}
         w = self.weights
         if w["volume"]:
-            raw["volume"] = sdf_l1_loss(vol_pred, vol_sdf)
+            raw["volume"] = sdf_l1_loss(vol_pred, vol_sdf, self.clamp)
         if w["near"]:
-            raw["near"] = sdf_l1_loss(near_pred, near_sdf)
+            raw["near"] = sdf_l1_loss(near_pred, near_sdf, self.clamp)
         if w["surface"]:
             if surface_pred is None or surface_labels is None:
                 raise ValueError("surface weight > 0 needs surface_pred and surface_labels")

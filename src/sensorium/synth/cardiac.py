@@ -1,6 +1,7 @@
 """Synthetic cardiac segmentations in the real on-disk layout: one NIfTI label volume per case.
 
     sensorium synth cardiac --out DIR [--seed S] [--cases N] [--shape X Y Z] [--spacing SX SY SZ]
+                            [--variation default|mild] [--workers W]
 
 writes
 
@@ -18,7 +19,8 @@ encloses the LV, as in manual segmentations.
 
 Per case: overall size (x0.88-1.12), each structure's radii (+-8%), pose (rotation up to +-12
 degrees per axis, +-6 mm shift) and a smooth random deformation (three sinusoidal modes of 60-140 mm
-wavelength, ~2.5 mm amplitude) vary. The affine runs voxel x and y towards world -x and -y (an
+wavelength, ~2.5 mm amplitude) vary; the `mild` preset (the CPU demo's) halves every amount
+(`HeartVariation`). The affine runs voxel x and y towards world -x and -y (an
 LPS-acquired scan stored in RAS), and voxels are anisotropic (default 1 x 1 x 2 mm), so a reader
 that ignores the affine or the spacing produces visibly wrong geometry. Everything is vectorised
 numpy on the voxel grid and deterministic for a seed.
@@ -29,7 +31,9 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +80,30 @@ def below_plane(p: np.ndarray, origin, normal) -> np.ndarray:
 
 # --- one heart ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class HeartVariation:
+    """How much cases differ: each amount is the half-width of a uniform draw (deformation: the
+    standard deviation of each mode's amplitude)."""
+
+    scale: float = 0.12
+    """Overall size: x(1 - scale) .. x(1 + scale)."""
+    radius: float = 0.08
+    """Each structure's radii: x(1 - radius) .. x(1 + radius)."""
+    rotation_deg: float = 12.0
+    """Rotation about each axis."""
+    shift_mm: float = 6.0
+    deform_mm: float = 2.5
+    """Amplitude of the smooth deformation's three sinusoidal modes."""
+
+
+VARIATIONS = {
+    "default": HeartVariation(),
+    # The CPU demo's: half of every amount, so a few dozen training cases cover the family well
+    # enough for a 10-minute fit; cases still differ in size, pose and shape.
+    "mild": HeartVariation(scale=0.06, radius=0.04, rotation_deg=6.0, shift_mm=3.0, deform_mm=1.25),
+}
+
+
+@dataclass(frozen=True)
 class HeartParams:
     """Random variation of one case (see the module docstring)."""
 
@@ -88,8 +116,9 @@ class HeartParams:
     mode_phase: np.ndarray  # (3,)
 
     @classmethod
-    def draw(cls, rng: np.random.Generator) -> "HeartParams":
-        angles = np.deg2rad(rng.uniform(-12, 12, size=3))
+    def draw(cls, rng: np.random.Generator, variation: HeartVariation = HeartVariation()) -> "HeartParams":
+        v = variation
+        angles = np.deg2rad(rng.uniform(-v.rotation_deg, v.rotation_deg, size=3))
         cx, cy, cz = np.cos(angles)
         sx, sy, sz = np.sin(angles)
         rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
@@ -99,12 +128,12 @@ class HeartParams:
         directions /= np.linalg.norm(directions, axis=1, keepdims=True)
         wavelengths = rng.uniform(60, 140, size=3)
         return cls(
-            scale=float(rng.uniform(0.88, 1.12)),
-            radius_jitter=rng.uniform(0.92, 1.08, size=len(CARDIAC_STRUCTURES)),
+            scale=float(rng.uniform(1 - v.scale, 1 + v.scale)),
+            radius_jitter=rng.uniform(1 - v.radius, 1 + v.radius, size=len(CARDIAC_STRUCTURES)),
             rotation=rz @ ry @ rx,
-            shift=rng.uniform(-6, 6, size=3),
+            shift=rng.uniform(-v.shift_mm, v.shift_mm, size=3),
             mode_k=directions * (2 * np.pi / wavelengths)[:, None],
-            mode_amp=rng.normal(0.0, 2.5, size=(3, 3)),
+            mode_amp=rng.normal(0.0, v.deform_mm, size=(3, 3)),
             mode_phase=rng.uniform(0, 2 * np.pi, size=3),
         )
 
@@ -207,23 +236,39 @@ def _save_nifti(labels: np.ndarray, affine: np.ndarray, path: Path) -> None:
             os.unlink(tmp)
 
 
+def write_case(out: Path, seed: int, case: int, shape: tuple[int, int, int], affine: np.ndarray,
+               variation: HeartVariation) -> Path:
+    """One case's volume: out/case_<case>.nii.gz, from its own random stream (case i is the same
+    for any number of cases and workers)."""
+    rng = np.random.default_rng([seed, case])
+    path = out / f"case_{case:04d}.nii.gz"
+    _save_nifti(label_volume(shape, affine, HeartParams.draw(rng, variation)), affine, path)
+    return path
+
+
 def generate(out: str | Path, seed: int = 0, cases: int = 8, shape: tuple[int, int, int] = (128, 128, 64),
-             spacing: tuple[float, float, float] = (1.0, 1.0, 2.0)) -> list[Path]:
-    """Write `cases` label volumes and labels.json into `out`; returns the volume paths."""
+             spacing: tuple[float, float, float] = (1.0, 1.0, 2.0), variation: str | HeartVariation = "default",
+             workers: int = 1) -> list[Path]:
+    """Write `cases` label volumes and labels.json into `out`; returns the volume paths.
+
+    variation: a `HeartVariation` or the name of one in `VARIATIONS`. workers: processes.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     shape = tuple(int(n) for n in shape)
     spacing = tuple(float(s) for s in spacing)
+    if isinstance(variation, str):
+        if variation not in VARIATIONS:
+            raise ValueError(f"unknown variation {variation!r}; known: {sorted(VARIATIONS)}")
+        variation = VARIATIONS[variation]
     affine = volume_affine(shape, spacing)
     write_label_map(out / "labels.json", CARDIAC_STRUCTURES)
-    paths = []
-    for case in range(cases):
-        rng = np.random.default_rng([seed, case])  # one stream per case: case i is the same for any N
-        labels = label_volume(shape, affine, HeartParams.draw(rng))
-        path = out / f"case_{case:04d}.nii.gz"
-        _save_nifti(labels, affine, path)
-        paths.append(path)
-    return paths
+    if workers <= 1 or cases <= 1:
+        return [write_case(out, seed, case, shape, affine, variation) for case in range(cases)]
+    # spawn: the parent may hold torch / OpenMP threads, which fork does not copy safely.
+    with ProcessPoolExecutor(min(workers, cases), mp_context=get_context("spawn")) as pool:
+        return list(pool.map(write_case, *zip(*[(out, seed, case, shape, affine, variation)
+                                               for case in range(cases)])))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -235,8 +280,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="voxels per axis")
     parser.add_argument("--spacing", type=float, nargs=3, default=(1.0, 1.0, 2.0),
                         metavar=("SX", "SY", "SZ"), help="voxel size in mm (anisotropic like CT/MR stacks)")
+    parser.add_argument("--variation", choices=sorted(VARIATIONS), default="default",
+                        help="how much size, pose and shape vary between cases (HeartVariation)")
+    parser.add_argument("--workers", type=int, default=1, help="cases written in parallel (processes)")
     args = parser.parse_args(argv)
-    paths = generate(args.out, args.seed, args.cases, tuple(args.shape), tuple(args.spacing))
+    paths = generate(args.out, args.seed, args.cases, tuple(args.shape), tuple(args.spacing), args.variation,
+                     args.workers)
     print(f"wrote {len(paths)} cardiac label volumes {tuple(args.shape)} at {tuple(args.spacing)} mm "
           f"to {args.out}")
     return 0
