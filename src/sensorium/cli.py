@@ -39,6 +39,12 @@ RECIPES: dict[str, Recipe] = {
         eval="sensorium.eval.tactile",
         demo="sensorium.demo.tactile",
     ),
+    "cardiac": Recipe(
+        synth="sensorium.synth.cardiac",
+        eval="sensorium.eval.cardiac",
+        demo="sensorium.demo.cardiac",
+        prepare="sensorium.data.cardiac_prepare",
+    ),
 }
 
 # `sensorium eval knn` is the welding recipe's k-NN protocol under its own name.
