@@ -47,6 +47,9 @@ def test_anchors_without_positive_are_excluded_not_nan():
     assert only_pair.item() == pytest.approx(-(lp[0] + lp[1]).item() / 2, rel=1e-5)
     none = supcon_loss(F.normalize(torch.randn(3, 1, 4), dim=-1).requires_grad_(), torch.tensor([0, 1, 2]))
     assert none.item() == 0.0 and none.requires_grad
+    # An empty selection (e.g. no sample of the batch has a modality) is 0 as well, not an error.
+    empty = supcon_loss(torch.zeros(0, 1, 4, requires_grad=True), torch.zeros(0, dtype=torch.long))
+    assert empty.item() == 0.0 and empty.requires_grad
 
 
 def test_unsupervised_mode_is_simclr():

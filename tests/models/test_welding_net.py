@@ -102,3 +102,26 @@ def test_pretrained_backbones_load_from_local_directories_and_stay_frozen(tmp_pa
 def test_pretrained_path_must_be_a_local_checkpoint(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a local transformers checkpoint"):
         PretrainedEncoder(tmp_path / "facebook" / "dinov2-base", "images")
+
+
+def test_unimodal_terms_train_each_encoder_and_skip_samples_lacking_the_modality():
+    from sensorium.tasks.welding import WeldingTask
+
+    torch.manual_seed(0)
+    task = WeldingTask(net=_tiny(), loss={"unimodal_weight": 0.5, "temperature": 0.1, "base_temperature": 0.1})
+    batch = dict(_batch(B=6), label=torch.tensor([0, 0, 1, 1, 2, 2]))
+    terms = task.training_losses(batch)
+    assert set(terms) == {"supcon", "unimodal"} and torch.isfinite(terms["unimodal"])
+    terms["unimodal"].backward()
+    for modality in MODALITIES:  # the auxiliary term alone reaches every encoder and its head
+        assert task.net.encoders[modality].out_dim and any(
+            p.grad is not None and p.grad.abs().sum() > 0 for p in task.net.encoders[modality].parameters())
+        assert task.unimodal_heads[modality].weight.grad.abs().sum() > 0
+    # A modality missing from every sample contributes 0 and changes nothing else.
+    tokens = task.net.encode(batch)
+    present = batch["present"].clone()
+    present[:, MODALITIES.index("audio")] = False
+    with_audio = task.unimodal_loss(tokens, batch["present"], batch["label"])
+    without = task.unimodal_loss(tokens, present, batch["label"])
+    assert torch.isfinite(without) and not torch.isclose(with_audio, without)
+    assert WeldingTask(net=_tiny()).unimodal_heads is None  # off by default

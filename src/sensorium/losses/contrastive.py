@@ -34,12 +34,14 @@ def supcon_loss(features: torch.Tensor, labels: torch.Tensor | None = None, temp
 
 def _supcon(features: torch.Tensor, labels: torch.Tensor | None, temperature: float,
             base_temperature: float) -> torch.Tensor:
-    B, V, _ = features.shape
+    B, V, D = features.shape
     if labels is None:
         labels = torch.arange(B, device=features.device)
     elif labels.shape != (B,):
         raise ValueError(f"labels must be ({B},), got shape {tuple(labels.shape)}")
-    contrast = features.transpose(0, 1).reshape(B * V, -1)  # (V*B, D), view-major
+    if B * V < 2:  # nothing to contrast (e.g. no sample of the batch has a modality)
+        return features.sum() * 0.0
+    contrast = features.transpose(0, 1).reshape(B * V, D)  # (V*B, D), view-major
     anchor_labels = labels.repeat(V)  # (V*B,)
     logits = contrast @ contrast.T / temperature  # (V*B, V*B)
     self_mask = torch.eye(B * V, dtype=torch.bool, device=features.device)

@@ -92,7 +92,7 @@ class SensoriumTask(L.LightningModule):
     def gather(self, x: torch.Tensor, sync_grads: bool = False) -> torch.Tensor:
         """Concatenate `x` (B, ...) from all ranks -> (world * B, ...). With `sync_grads` the result
         carries gradients back to each rank's own slice (for losses over the global batch)."""
-        if self.trainer is None or self.trainer.world_size == 1:
+        if self._trainer is None or self._trainer.world_size == 1:  # also usable outside a Trainer
             return x
         return self.all_gather(x, sync_grads=sync_grads).flatten(0, 1)
 
@@ -126,7 +126,7 @@ class SensoriumTask(L.LightningModule):
         """Concatenate per-batch results of this rank, then of all ranks (variable lengths allowed:
         evaluation shards are not padded). Returns CPU tensors, identical on every rank."""
         local = {key: torch.cat([p[key].detach().cpu() for p in parts]) for key in parts[0]} if parts else {}
-        if self.trainer is None or self.trainer.world_size == 1:
+        if self._trainer is None or self._trainer.world_size == 1:  # also usable outside a Trainer
             return local
         import torch.distributed as dist
 

@@ -33,6 +33,12 @@ class WeldingLossConfig:
     supcon_weight: float = 1.0
     ce_weight: float = 0.0
     """Weight of the cross-entropy head on the fused features; 0 disables the head."""
+    unimodal_weight: float = 0.0
+    """Weight of auxiliary per-modality supervised contrastive terms (their mean): each encoder's
+    mean-pooled tokens go through a linear head of their own and are clustered by class. Without
+    them the fused network fits the training set through whichever modalities fit it first and
+    leaves the others half-learned (the imbalance Gradient-Blending, Wang et al. 2020, measures);
+    0 disables the heads."""
     temperature: float = 0.07
     base_temperature: float = 0.07
 
@@ -80,6 +86,9 @@ class WeldingTask(SensoriumTask):
         self.augment = WeldingAugment(self.augment_config)
         self.classifier = (nn.Linear(self.net_config.embed_dim, len(WELDING_LABELS))
                            if self.loss_config.ce_weight > 0 else None)
+        self.unimodal_heads = (nn.ModuleDict({m: nn.Linear(self.net.encoders[m].out_dim, self.net_config.embed_dim)
+                                              for m in MODALITIES})
+                               if self.loss_config.unimodal_weight > 0 else None)
         self._eval_parts: dict[int, list[dict[str, torch.Tensor]]] = {}
 
     def forward(self, batch: dict[str, torch.Tensor], present: torch.Tensor | None = None) -> torch.Tensor:
@@ -93,7 +102,8 @@ class WeldingTask(SensoriumTask):
     def training_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         batch = self.augment(batch)
         present = drop_modalities(batch["present"], self.modality_dropout)
-        out = self.net(batch, present)
+        tokens = self.net.encode(batch)
+        out = self.net.fuse(tokens, present)
         # The loss sees every rank's embeddings (gathered with gradients) and runs in fp32: bf16
         # logits at temperature 0.07 lose the small differences the loss is made of.
         features = self.gather(out.embedding.float(), sync_grads=True)  # (world*B, D)
@@ -104,7 +114,22 @@ class WeldingTask(SensoriumTask):
         if self.classifier is not None:
             logits = self.classifier(out.features).float()
             terms["ce"] = cfg.ce_weight * F.cross_entropy(logits, batch["label"])
+        if self.unimodal_heads is not None:
+            terms["unimodal"] = cfg.unimodal_weight * self.unimodal_loss(tokens, batch["present"], labels)
         return terms
+
+    def unimodal_loss(self, tokens: dict[str, torch.Tensor], present: torch.Tensor,
+                      labels: torch.Tensor) -> torch.Tensor:
+        """Mean over modalities of SupCon on each encoder's own pooled embedding. A sample lacking a
+        modality (in the data, not by dropout: every encoder is trained on every sample it has) is
+        left out of that modality's term. `labels` are the gathered labels of all ranks."""
+        cfg, losses = self.loss_config, []
+        for i, modality in enumerate(MODALITIES):
+            pooled = self.unimodal_heads[modality](tokens[modality].mean(dim=1))  # (B, D)
+            embedding = self.gather(F.normalize(pooled.float(), dim=-1), sync_grads=True)  # (world*B, D)
+            has = self.gather(present[:, i])
+            losses.append(supcon_loss(embedding[has][:, None], labels[has], cfg.temperature, cfg.base_temperature))
+        return torch.stack(losses).mean()
 
     # --- validation: k-NN of the val split against the training embeddings ----------------------
     def on_validation_epoch_start(self) -> None:
