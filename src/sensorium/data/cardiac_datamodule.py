@@ -66,7 +66,10 @@ def npz_memmap(path: str | Path) -> dict[str, np.ndarray]:
                 name_len, extra_len = struct.unpack("<HH", local[26:30])
                 f.seek(info.header_offset + 30 + name_len + extra_len)
                 version = np.lib.format.read_magic(f)
-                shape, fortran, dtype = np.lib.format._read_array_header(f, version)
+                # The public readers: versions 2.0 and 3.0 share the 4-byte header length.
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, fortran, dtype = read_header(f)
                 if dtype.hasobject:
                     raise DataError(path, f"member {info.filename} holds Python objects (pickle); not supported")
                 arrays[info.filename[:-4]] = np.memmap(f.name, dtype=dtype, mode="r", offset=f.tell(), shape=shape,
