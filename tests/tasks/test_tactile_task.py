@@ -89,7 +89,7 @@ def test_balanced_mode_moves_the_weights_towards_the_target_share():
     batch = _batch()
     for _ in range(6):
         terms = task.training_losses(batch)
-    static, dynamic = float(terms["static"]), float(terms["dynamic"])
+    static, dynamic = float(terms["static"].detach()), float(terms["dynamic"].detach())
     assert static / (static + dynamic) == pytest.approx(0.5, abs=0.1)
 
 
