@@ -57,6 +57,23 @@ def test_stages_compose_and_chunks_decode_independently():
     torch.testing.assert_close(chunks, full)  # eval: the bottleneck returns its mean, deterministic
 
 
+def test_sdf_scale_scales_the_output_and_its_gradient():
+    """The head works in units of sdf_scale: same weights, outputs and spatial gradients scaled."""
+    plain = vecset_tiny(C).eval()
+    torch.nn.init.normal_(plain.head.weight, std=0.1)
+    scaled = vecset_tiny(C).eval()
+    scaled.load_state_dict(plain.state_dict())
+    scaled.sdf_scale = 0.1
+    surface, queries = _batch()
+    torch.testing.assert_close(scaled(surface, queries).sdf, 0.1 * plain(surface, queries).sdf)
+    context = plain.decode_context(plain.encode(surface).latents)
+    _, grad = plain.sdf_with_gradient(context, queries, torch.zeros(2, 48, dtype=torch.long))
+    _, grad_scaled = scaled.sdf_with_gradient(context, queries, torch.zeros(2, 48, dtype=torch.long))
+    torch.testing.assert_close(grad_scaled, 0.1 * grad)
+    with pytest.raises(ValueError, match="sdf_scale"):
+        VecSetAutoEncoder(C, dim=32, head_dim=16, sdf_scale=0.0)
+
+
 def test_fps_latents_depend_on_the_input_points_learned_do_not():
     surface, _ = _batch()
     fps = vecset_tiny(C, latent_init="fps")

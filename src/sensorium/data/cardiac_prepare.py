@@ -1,7 +1,7 @@
 """`sensorium prepare cardiac`: NIfTI label volumes -> one `.npz` of surface and SDF samples per case.
 
     sensorium prepare cardiac --input DIR --out DIR [--workers N] [--val-fraction F] [--seed S]
-                              [--on-bad-case error|skip] [--labels labels.json]
+                              [--on-bad-case error|skip] [--labels labels.json] [--near-sigmas S1 S2]
 
 Input: `DIR/*.nii.gz` and `DIR/*.nii`, integer label volumes (0 = background). Which label value
 is which structure comes from `--labels`, else `DIR/labels.json`, else the default: the structures
@@ -441,13 +441,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--surface-points", type=int, default=PrepareConfig.surface_points)
     parser.add_argument("--volume-points", type=int, default=PrepareConfig.volume_points)
     parser.add_argument("--near-points", type=int, default=PrepareConfig.near_points)
+    parser.add_argument("--near-sigmas", type=float, nargs=2, default=PrepareConfig.near_sigmas,
+                        metavar=("S1", "S2"),
+                        help="Gaussian offsets of near-surface points, normalised units (half the points each)")
     parser.add_argument("--grid-resolution", type=int, default=PrepareConfig.grid_resolution,
                         help="SDF grid per case for the mean-shape baseline (R^3 points; 0: none)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
     config = PrepareConfig(surface_points=args.surface_points, volume_points=args.volume_points,
-                           near_points=args.near_points, grid_resolution=args.grid_resolution, seed=args.seed)
+                           near_points=args.near_points, near_sigmas=tuple(args.near_sigmas),
+                           grid_resolution=args.grid_resolution, seed=args.seed)
     label_map = Path(args.labels) if args.labels else Path(args.input) / "labels.json"
     if args.labels or label_map.exists():
         names, values = read_label_map(label_map)

@@ -43,6 +43,8 @@ class CardiacNetConfig:
     learned query vectors (VecSetX). The model logs which."""
     kl_dim: int | None = None
     """Width of a KL bottleneck per latent; None: a plain autoencoder."""
+    sdf_scale: float = 1.0
+    """The head predicts SDF / sdf_scale (see VecSetAutoEncoder): 0.1 at a CPU demo's high lr."""
 
 
 @dataclass
@@ -112,7 +114,8 @@ class CardiacTask(SensoriumTask):
         n = self.net_config
         self.net = VecSetAutoEncoder(len(self.structures), dim=n.dim, num_latents=n.num_latents, depth=n.depth,
                                      head_dim=n.head_dim, mlp_ratio=n.mlp_ratio, num_freqs=n.num_freqs,
-                                     latent_init=n.latent_init, kl_dim=n.kl_dim)
+                                     latent_init=n.latent_init, kl_dim=n.kl_dim,
+                                     sdf_scale=n.sdf_scale)
         l = self.loss_config
         self.loss = SdfLoss(l.volume, l.near, l.surface, l.eikonal, l.kl, l.clamp)
         self._parts: list[dict[str, torch.Tensor]] = []
