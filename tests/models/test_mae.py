@@ -103,6 +103,18 @@ def test_mask_ratio_override_shows_whole_frames():
     assert (model.forward_static(torch.rand(2, 3, 32, 32), mask_ratio=0.5).mask.sum(1) == 8).all()
 
 
+def test_dynamic_mask_ratio_masks_the_context_frames_only():
+    model = mae_tiny(dynamic_mask_ratio=0.5)
+    frames = torch.rand(2, 4, 3, 32, 32)
+    out = model.forward_dynamic(frames)
+    assert (out.recon_mask.sum(1) == 24).all()  # half of 3 x 16 context patches (tube: 8 per frame)
+    assert (model.forward_static(frames[:, -1]).mask.sum(1) == 12).all()  # the static task keeps 0.75
+    assert (model.forward_dynamic(frames, mask_ratio=0.0).recon_mask == 0).all()  # an override still wins
+    assert mae_tiny().dynamic_mask_ratio == 0.75  # default: the model's mask_ratio
+    with pytest.raises(ValueError, match="dynamic_mask_ratio"):
+        mae_tiny(dynamic_mask_ratio=1.0)
+
+
 def test_encode_features_pools_patch_tokens_without_masking():
     model = mae_tiny()
     imgs = torch.rand(4, 3, 32, 32)

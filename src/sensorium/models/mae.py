@@ -211,6 +211,10 @@ class TactileMAE(nn.Module):
             it only serves pretraining).
         mlp_ratio: MLP width of every block / width.
         mask_ratio: fraction of patch tokens hidden from the encoder (MAE: 0.75).
+        dynamic_mask_ratio: the dynamic task's ratio over frames 1..T-1 when it should differ
+            (None: `mask_ratio`, as AnyTouch). Under a 0.75 tube mask three quarters of frame T's
+            positions were never seen in any context frame, so most of the frame-T loss only
+            teaches "no change"; a lower ratio trains the motion at more positions.
         num_frames: frames of a dynamic sample; the last is predicted from the others.
         num_sensors: sensor ids 0..num_sensors-1 (sensorium.data.tactile.SENSORS).
         sensor_tokens: learned tokens per sensor prepended after CLS (AnyTouch: 5); 0 disables.
@@ -236,6 +240,7 @@ class TactileMAE(nn.Module):
         decoder_num_heads: int = 4,
         mlp_ratio: float = 4.0,
         mask_ratio: float = 0.75,
+        dynamic_mask_ratio: float | None = None,
         num_frames: int = 4,
         num_sensors: int = 3,
         sensor_tokens: int = 1,
@@ -244,8 +249,9 @@ class TactileMAE(nn.Module):
         pretrained: str | None = None,
     ):
         super().__init__()
-        if not 0.0 <= mask_ratio < 1.0:
-            raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
+        for name, ratio in (("mask_ratio", mask_ratio), ("dynamic_mask_ratio", dynamic_mask_ratio)):
+            if ratio is not None and not 0.0 <= ratio < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {ratio}")
         if num_frames < 2:
             raise ValueError(f"the dynamic task needs at least 2 frames, got num_frames={num_frames}")
         if pretrained is None:
@@ -261,6 +267,7 @@ class TactileMAE(nn.Module):
         self.grid = self.encoder.grid
         self.num_patches = self.grid[0] * self.grid[1]
         self.mask_ratio, self.num_frames, self.tube_mask = mask_ratio, num_frames, tube_mask
+        self.dynamic_mask_ratio = mask_ratio if dynamic_mask_ratio is None else dynamic_mask_ratio
         self.future_residual = future_residual
         self.num_sensors, self.sensor_tokens = num_sensors, sensor_tokens
 
@@ -346,8 +353,8 @@ class TactileMAE(nn.Module):
                         noise: torch.Tensor | None = None, mask_ratio: float | None = None) -> DynamicOutput:
         """frames (B, T, C, H, W) with T = num_frames; frames 1..T-1 are seen (masked), frame T is
         predicted. noise: (B, L) with tube masking, (B, (T-1) L) without; None draws it.
-        mask_ratio overrides the model's: 0.0 shows frames 1..T-1 whole, the fair setting for
-        comparing frame-T prediction with copying frame T-1 (which sees frame T-1 whole)."""
+        mask_ratio overrides the model's `dynamic_mask_ratio`: 0.0 shows frames 1..T-1 whole, the
+        fair setting for comparing frame-T prediction with copying frame T-1 (which sees it whole)."""
         B, T = frames.shape[:2]
         if T != self.num_frames:
             raise ValueError(f"forward_dynamic expects {self.num_frames} frames, got {T}")
@@ -358,7 +365,8 @@ class TactileMAE(nn.Module):
         if self.tube_mask:
             noise = torch.rand(B, L, device=frames.device) if noise is None else noise
             noise = noise[:, None].expand(B, ctx, L).flatten(1)  # (B, ctx*L): one draw per patch position
-        encoded = self.forward_encoder(tokens.flatten(1, 2), sensor, noise, mask_ratio)  # over (B, ctx*L, D)
+        ratio = self.dynamic_mask_ratio if mask_ratio is None else mask_ratio
+        encoded = self.forward_encoder(tokens.flatten(1, 2), sensor, noise, ratio)  # over (B, ctx*L, D)
         pos = self.decoder_pos_embed[:, None] + self.decoder_temporal_embed[None, :T, None]  # (1, T, L, Dd)
         hidden = self.forward_decoder(encoded, pos.flatten(1, 2), ctx)  # (B, T*L, Dd)
         future_head = self.future_pred if self.future_residual else self.decoder_pred

@@ -90,6 +90,8 @@ class TactileModelConfig:
     decoder_num_heads: int = 4
     mlp_ratio: float = 4.0
     mask_ratio: float = 0.75
+    dynamic_mask_ratio: float | None = None
+    """Mask ratio of frames 1-3 in the dynamic task; None: `mask_ratio` (AnyTouch)."""
     sensor_tokens: int = 1
     tube_mask: bool = True
     future_residual: bool = True
@@ -312,6 +314,7 @@ class TactileTask(SensoriumTask):
             return
         report = tactile_eval.summarize(queries)
         report["mask_ratio"] = self.net.mask_ratio
+        report["dynamic_mask_ratio"] = self.net.dynamic_mask_ratio
         report["norm_pix"] = self.loss_config.norm_pix
         e = self.eval_config
         if bank and (queries["label"] >= 0).any() and (bank["label"] >= 0).any():
