@@ -125,3 +125,15 @@ def test_unimodal_terms_train_each_encoder_and_skip_samples_lacking_the_modality
     without = task.unimodal_loss(tokens, present, batch["label"])
     assert torch.isfinite(without) and not torch.isclose(with_audio, without)
     assert WeldingTask(net=_tiny()).unimodal_heads is None  # off by default
+
+
+def test_modality_dropout_ramps_up_from_zero_over_training():
+    from types import SimpleNamespace
+
+    from sensorium.tasks.welding import WeldingTask
+
+    task = WeldingTask(net=_tiny(), modality_dropout=0.2)
+    assert task.current_modality_dropout() == 0.2  # outside a Trainer: the configured value
+    for step, expected in ((0, 0.0), (50, 0.1), (100, 0.2), (150, 0.2)):
+        task._trainer = SimpleNamespace(estimated_stepping_batches=100, global_step=step)
+        assert task.current_modality_dropout() == pytest.approx(expected)
