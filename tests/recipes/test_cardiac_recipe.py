@@ -94,3 +94,31 @@ def test_prepared_data_reads_as_memory_maps(prepared):
     assert isinstance(mapped["near_sdf"], np.memmap)
     for name in ("surface_points", "surface_labels", "near_sdf", "grid_sdf", "class_names"):
         np.testing.assert_array_equal(np.asarray(mapped[name]), loaded[name])
+
+
+def test_augmentation_is_a_rotation_and_scale_of_points_and_sdf(prepared):
+    """Rotation and scaling move every point of a sample together and scale its SDF values by the
+    same factor (distances are rigid-invariant), so the labels stay exact."""
+    import torch
+
+    from sensorium.data.cardiac_datamodule import CardiacCases, CardiacSampling
+
+    path = next(prepared.glob("*.npz"))
+    torch.manual_seed(0)
+    plain = CardiacCases([path], CardiacSampling(64, 64, 64))[0]
+    torch.manual_seed(0)  # the same rows are drawn; only the augmentation differs
+    moved = CardiacCases([path], CardiacSampling(64, 64, 64, rotate_deg=40.0, scale=0.2))[0]
+    factor = moved["vol_sdf"] / plain["vol_sdf"]
+    k = float(factor.flatten()[0])
+    assert 0.8 <= k <= 1.2
+    torch.testing.assert_close(factor, torch.full_like(factor, k), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(moved["near_sdf"], plain["near_sdf"] * k)
+    points = torch.cat([plain["surface_points"], plain["vol_points"], plain["near_points"]])
+    moved_points = torch.cat([moved["surface_points"], moved["vol_points"], moved["near_points"]])
+    # A rotation about the origin times k: norms and pairwise distances scale by k, directions turn.
+    torch.testing.assert_close(moved_points.norm(dim=1), points.norm(dim=1) * k, rtol=1e-4, atol=1e-5)
+    exact = "donot_use_mm_for_euclid_dist"  # cdist's matmul shortcut is inexact on the diagonal
+    torch.testing.assert_close(torch.cdist(moved_points, moved_points, compute_mode=exact),
+                               torch.cdist(points, points, compute_mode=exact) * k, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(moved_points / k, points, atol=1e-3)
+    torch.testing.assert_close(moved["surface_labels"], plain["surface_labels"])

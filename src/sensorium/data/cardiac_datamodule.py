@@ -88,6 +88,25 @@ class CardiacSampling:
     """Encoder input per shape (the paper config: 8192)."""
     volume_points: int = 1024
     near_points: int = 1024
+    rotate_deg: float = 0.0
+    """Augmentation: every point of a training sample rotated about a random axis through the
+    origin by up to this angle. Distances are invariant under rotation, so the labels stay exact;
+    0: off."""
+    scale: float = 0.0
+    """Augmentation: points and SDF values multiplied by one factor in 1 -+ scale (distances scale
+    with the points: still exact); 0: off."""
+
+
+def random_rotation(max_deg: float) -> torch.Tensor:
+    """(3, 3) rotation about a uniformly random axis by an angle uniform in [-max_deg, max_deg]
+    (Rodrigues' formula; torch's RNG, so DataLoader workers draw differently)."""
+    axis = torch.randn(3, dtype=torch.float64)
+    axis = axis / axis.norm()
+    angle = torch.deg2rad((torch.rand((), dtype=torch.float64) * 2 - 1) * max_deg)
+    k = torch.zeros(3, 3, dtype=torch.float64)  # cross-product matrix of the axis
+    k[0, 1], k[0, 2], k[1, 2] = -axis[2], axis[1], -axis[0]
+    k = k - k.T
+    return torch.eye(3, dtype=torch.float64) + angle.sin() * k + (1 - angle.cos()) * (k @ k)
 
 
 def _take(array: np.ndarray, index: np.ndarray) -> torch.Tensor:
@@ -157,6 +176,14 @@ class CardiacCases(Dataset):
             rows, back = self._draw(len(arrays[names[0]]), count, path, f"{prefix} points")
             for name in names:
                 out[name] = _take(arrays[name], rows)[back]
+        if s.rotate_deg or s.scale:
+            # One rigid rotation and scale for the whole sample: encoder input and queries agree.
+            rotation = random_rotation(s.rotate_deg).float()
+            factor = 1.0 + (float(torch.rand(())) * 2 - 1) * s.scale
+            for name in ("surface_points", "vol_points", "near_points"):
+                out[name] = out[name] @ rotation.T * factor  # (N, 3) row vectors
+            for name in ("vol_sdf", "near_sdf"):
+                out[name] = out[name] * factor
         return out
 
     def _eval_sample(self, arrays: dict[str, np.ndarray], case: int) -> dict[str, torch.Tensor]:
