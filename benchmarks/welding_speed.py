@@ -128,6 +128,9 @@ def loading_rate(data: Path, workers: int, batch_size: int, batches: int = 6) ->
     dataset = WeldingDataset(records, WeldingPreprocess(), compute_sensor_stats(records), cache=False)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
                         collate_fn=collate_skipping, persistent_workers=workers > 0)
+    batches = min(batches, len(loader) - 1)  # the first batch only starts the workers
+    if batches < 1:
+        raise SystemExit(f"{data}: {len(dataset)} samples are too few to time loading at batch {batch_size}")
     iterator = iter(loader)
     next(iterator)  # start the workers
     start = time.perf_counter()
@@ -177,7 +180,7 @@ def main() -> None:
             from sensorium.synth.welding import generate
 
             data = Path(tmp) / "welding"
-            generate(data, seed=0, samples_per_class=8)
+            generate(data, seed=0, samples_per_class=24)  # 288 runs: 5 timed batches of 48
         for workers in (0, 2):
             rate = loading_rate(data, workers, args.welding_batch)
             fastest = max(welding_rate.values())
