@@ -18,7 +18,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="sensorium demo welding", description=__doc__)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--samples-per-class", type=int, default=40)
+    parser.add_argument("--samples-per-class", type=int, default=120)
     parser.add_argument("--config", type=Path, default=None, help="default: recipes/welding/demo.yaml")
     parser.add_argument("overrides", nargs="*", help="extra LightningCLI arguments, e.g. --trainer.max_epochs=5")
     args, unknown = parser.parse_known_args(argv)
