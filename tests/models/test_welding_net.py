@@ -137,3 +137,5 @@ def test_modality_dropout_ramps_up_from_zero_over_training():
     for step, expected in ((0, 0.0), (50, 0.1), (100, 0.2), (150, 0.2)):
         task._trainer = SimpleNamespace(estimated_stepping_batches=100, global_step=step)
         assert task.current_modality_dropout() == pytest.approx(expected)
+    task._trainer = SimpleNamespace(estimated_stepping_batches=float("inf"), global_step=10)
+    assert task.current_modality_dropout() == 0.2  # open-ended training: the configured value

@@ -9,6 +9,8 @@ RUN/eval/knn.json (+ confusion matrix PNG and the TEST embeddings for the report
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -130,8 +132,10 @@ class WeldingTask(SensoriumTask):
         trainer = self._trainer
         if trainer is None or not self.modality_dropout:
             return self.modality_dropout
-        total = max(1, int(trainer.estimated_stepping_batches))
-        return self.modality_dropout * min(1.0, self.global_step / total)
+        total = float(trainer.estimated_stepping_batches)
+        if not math.isfinite(total):  # open-ended training (max_epochs -1): no end to ramp towards
+            return self.modality_dropout
+        return self.modality_dropout * min(1.0, self.global_step / max(1.0, total))
 
     def unimodal_loss(self, tokens: dict[str, torch.Tensor], present: torch.Tensor,
                       labels: torch.Tensor) -> torch.Tensor:
