@@ -11,13 +11,11 @@ config.yaml rebuilds the model; `--config` names another.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from sensorium.engine.run import run_dir_of_checkpoint
 from sensorium.errors import DataError
 
 
@@ -92,23 +90,13 @@ def mean_shape_baseline(root: str | Path, split: str | None = None, fscore_thres
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="sensorium eval cardiac", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", type=Path, required=True)
-    parser.add_argument("--config", type=Path, default=None, help="default: RUN/config.yaml of the checkpoint")
+    from sensorium.engine.checkpoint import atomic_write_json
+    from sensorium.eval.checkpoint import eval_parser, test_checkpoint
+
+    parser = eval_parser("sensorium eval cardiac", __doc__)
     parser.add_argument("--no-mean-shape", action="store_true", help="skip the mean-shape baseline")
     args, overrides = parser.parse_known_args(argv)
-    if not args.ckpt.is_file():
-        raise FileNotFoundError(f"{args.ckpt}: no such checkpoint")
-    run_dir = run_dir_of_checkpoint(args.ckpt)
-    config = args.config or (run_dir / "config.yaml" if run_dir else None)
-    if config is None or not config.is_file():
-        raise FileNotFoundError(f"no config for {args.ckpt}: pass --config (the YAML the model was trained with)")
-
-    from sensorium.engine.checkpoint import atomic_write_json
-    from sensorium.engine.lightning_cli import SensoriumCLI
-
-    cli = SensoriumCLI(args=["test", "--config", str(config), "--ckpt_path", str(args.ckpt), *overrides])
+    cli = test_checkpoint(args.ckpt, args.config, overrides)
     print(f"[eval] wrote {cli.run_dir / 'eval' / 'cardiac.json'}")
     if not args.no_mean_shape:
         baseline = mean_shape_baseline(cli.datamodule.root, cli.datamodule.eval_split,

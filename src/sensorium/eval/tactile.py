@@ -26,7 +26,6 @@ What is measured (all on held-out objects):
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -207,25 +206,13 @@ def evaluate_untrained(cli, out_dir: Path) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="sensorium eval tactile", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", type=Path, required=True)
-    parser.add_argument("--config", type=Path, default=None, help="default: RUN/config.yaml of the checkpoint")
+    from sensorium.eval.checkpoint import eval_parser, test_checkpoint
+
+    parser = eval_parser("sensorium eval tactile", __doc__)
     parser.add_argument("--untrained", action="store_true",
                         help="also evaluate the same config at initialisation -> eval/tactile_untrained.json")
     args, overrides = parser.parse_known_args(argv)
-    from sensorium.engine.run import run_dir_of_checkpoint
-
-    if not args.ckpt.is_file():
-        raise FileNotFoundError(f"{args.ckpt}: no such checkpoint")
-    run_dir = run_dir_of_checkpoint(args.ckpt)
-    config = args.config or (run_dir / "config.yaml" if run_dir else None)
-    if config is None or not config.is_file():
-        raise FileNotFoundError(f"no config for {args.ckpt}: pass --config (the YAML the model was trained with)")
-
-    from sensorium.engine.lightning_cli import SensoriumCLI
-
-    cli = SensoriumCLI(args=["test", "--config", str(config), "--ckpt_path", str(args.ckpt), *overrides])
+    cli = test_checkpoint(args.ckpt, args.config, overrides)
     eval_dir = cli.run_dir / "eval"
     print(f"[eval] wrote {eval_dir / 'tactile.json'}")
     if args.untrained:
