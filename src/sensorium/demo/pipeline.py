@@ -44,7 +44,8 @@ def test_untrained(cli, out_dir: Path) -> Path:
     evaluated on the same data; writes <out_dir>/eval/ and returns out_dir."""
     import lightning as L
 
-    seed = cli.config["fit"]["seed_everything"]
+    config = cli.config[cli.subcommand] if cli.subcommand else cli.config  # fit (demo) or test (eval)
+    seed = config.get("seed_everything")
     L.seed_everything(seed if isinstance(seed, int) else 0, verbose=False)
     model = type(cli.model)(**dict(cli.model.hparams))
     trainer = L.Trainer(accelerator=cli.trainer.accelerator, devices=1, precision=cli.trainer.precision_plugin.precision,

@@ -188,24 +188,8 @@ def save_grid(columns: dict[str, torch.Tensor], path: str | Path, title: str = "
 
 
 # --- CLI ----------------------------------------------------------------------------------------------------
-def evaluate_untrained(cli, out_dir: Path) -> Path:
-    """The test pass of the same config with the model at initialisation (the config's seed),
-    on the same datamodule; writes <out_dir>/eval/ and returns out_dir."""
-    import lightning as L
-
-    config = cli.config[cli.subcommand] if cli.subcommand else cli.config
-    seed = config.get("seed_everything")
-    L.seed_everything(seed if isinstance(seed, int) else 0, verbose=False)
-    model = type(cli.model)(**dict(cli.model.hparams))
-    trainer = L.Trainer(accelerator=cli.trainer.accelerator, devices=1,
-                        precision=cli.trainer.precision_plugin.precision, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False,
-                        default_root_dir=str(out_dir))
-    trainer.test(model, datamodule=cli.datamodule)
-    return out_dir
-
-
 def main(argv: list[str]) -> int:
+    from sensorium.demo.pipeline import test_untrained
     from sensorium.eval.checkpoint import eval_parser, test_checkpoint
 
     parser = eval_parser("sensorium eval tactile", __doc__)
@@ -217,7 +201,7 @@ def main(argv: list[str]) -> int:
     print(f"[eval] wrote {eval_dir / 'tactile.json'}")
     if args.untrained:
         with tempfile.TemporaryDirectory() as tmp:
-            evaluate_untrained(cli, Path(tmp))
+            test_untrained(cli, Path(tmp))
             shutil.copyfile(Path(tmp) / "eval" / "tactile.json", eval_dir / "tactile_untrained.json")
         print(f"[eval] wrote {eval_dir / 'tactile_untrained.json'}")
     return 0
