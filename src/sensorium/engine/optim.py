@@ -8,6 +8,7 @@ so a YAML written for one GPU keeps its meaning on many.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -65,8 +66,14 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, peak_lr: float
 
 
 def build_optimizer(module: nn.Module, config: OptimConfig, peak_lr: float, total_steps: int,
-                    steps_per_epoch: float) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW + a LambdaLR stepped once per optimiser step."""
+                    steps_per_epoch: float, time_fraction: Callable[[], float] | None = None,
+                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW + a LambdaLR stepped once per optimiser step.
+
+    time_fraction: the share of a time budget used so far (e.g. of the Trainer's max_time). With
+    it, the cosine runs to whichever ends first, `total_steps` or the budget: the decay's progress
+    is the larger of the two fractions. A fit stopped by max_time then still ends at min_lr, as
+    a schedule sized for a faster machine would not."""
     optimizer = torch.optim.AdamW(param_groups(module, config.weight_decay), lr=peak_lr, betas=config.betas)
     warmup_steps = max(1, round(config.warmup_epochs * steps_per_epoch)) if config.warmup_epochs > 0 else 0
     warmup_steps = min(warmup_steps, max(0, total_steps - 1))
@@ -74,6 +81,10 @@ def build_optimizer(module: nn.Module, config: OptimConfig, peak_lr: float, tota
     min_lr = min(config.min_lr, peak_lr)  # a tiny peak lr must not make the "decay" climb to min_lr
 
     def factor(step: int) -> float:
+        if time_fraction is not None and step >= warmup_steps:
+            # The step at which the cosine would stand where the clock says it should.
+            by_time = warmup_steps + time_fraction() * (total_steps - warmup_steps)
+            step = max(step, min(total_steps, math.ceil(by_time)))
         return warmup_cosine(step, warmup_steps, total_steps, peak_lr, min_lr) / peak_lr
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import lightning as L
+from lightning.pytorch.callbacks import Timer
 import torch
 from torch import nn
 
@@ -106,7 +107,16 @@ class SensoriumTask(L.LightningModule):
                                       trainer.world_size)
         total_steps = max(1, int(trainer.estimated_stepping_batches))
         epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
-        optimizer, scheduler = build_optimizer(self, self.optim, self.resolved_lr, total_steps, total_steps / epochs)
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+        time_fraction = None
+        if timer is not None and timer.time_remaining("train") is not None:  # the Trainer has a max_time
+
+            def time_fraction() -> float:
+                elapsed, remaining = timer.time_elapsed("train"), timer.time_remaining("train")
+                return elapsed / max(elapsed + remaining, 1e-9)
+
+        optimizer, scheduler = build_optimizer(self, self.optim, self.resolved_lr, total_steps, total_steps / epochs,
+                                               time_fraction)
         if self.optim.base_lr is not None:
             rule = (f"base_lr {self.optim.base_lr:g} x batch {batch_size} x accumulate "
                     f"{trainer.accumulate_grad_batches} x world {trainer.world_size} / 256")
@@ -114,7 +124,8 @@ class SensoriumTask(L.LightningModule):
             rule = "optim.lr"
         if trainer.is_global_zero:
             print(f"[sensorium] lr = {self.resolved_lr:.3g} ({rule}); {total_steps} optimiser steps, "
-                  f"warmup {self.optim.warmup_epochs:g} epochs, cosine to {self.optim.min_lr:g}")
+                  f"warmup {self.optim.warmup_epochs:g} epochs, cosine to {self.optim.min_lr:g}"
+                  + (" (or by max_time, whichever comes first)" if time_fraction else ""))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_train_start(self) -> None:
