@@ -137,6 +137,10 @@ def test_eval_writes_tactile_json_and_a_grid_per_sensor_then_report(tiny_data, t
         assert isinstance(report[key], float), key
     assert report["pred_mse_ratio"] == pytest.approx(report["pred_mse"] / report["copy_mse"], rel=1e-5)
     assert 0.0 <= report["knn_accuracy"] <= 1.0 and report["num_samples"] > 0
+    # the headline k-NN is the configured protocol's entry of the table of all protocols
+    assert set(report["knn_protocols"]) == {f"{pool}/{std}" for pool in ("mean", "cls")
+                                            for std in ("none", "bank", "sensor")}
+    assert report["knn_accuracy"] == report["knn_protocols"][f"{report['pool']}/{report['standardize']}"]
     untrained = json.loads((run / "eval" / "tactile_untrained.json").read_text())
     # untrained residual model = the copy-frame-3 predictor (zero-initialised change head)
     assert untrained["pred_mse_ratio"] == pytest.approx(1.0)

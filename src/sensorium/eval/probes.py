@@ -8,6 +8,12 @@ Two protocols on the same (bank, query) split, both fitted on the bank only:
   standardised by the bank's per-dimension mean and std, MAE's linear-probing recipe (a
   BatchNorm without affine before the linear head) with a convex solver instead of SGD.
 
+A caller may first standardise the features for both (`standardize`): per dimension with the
+bank's statistics, or per group (e.g. per sensor: the statistics of each sensor's bank rows applied
+to that sensor's queries, a BatchNorm with per-domain statistics as in AdaBN, Li et al. 2016). When
+the features separate the groups completely, cosine similarity inside a group is dominated by the
+group's mean vector; per-group statistics remove it.
+
 Samples with label -1 (unknown) are left out of both sides. Compare an encoder with itself at
 initialisation under the same protocol, pooling and split; that difference is the point.
 
@@ -26,6 +32,24 @@ from sensorium.eval.knn import knn_predict
 def _labelled(features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     keep = labels >= 0
     return features[keep].float(), labels[keep].long()
+
+
+def standardize(bank_x: torch.Tensor, query_x: torch.Tensor, bank_groups: torch.Tensor | None = None,
+                query_groups: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bank (N_b, D) and query (N_q, D) features with every dimension standardised by the bank's
+    mean and std; per group when `bank_groups` (N_b,) and `query_groups` (N_q,) are given (each
+    query by its own group's bank statistics). Nothing of the queries is fitted."""
+    bank_x, query_x = bank_x.float(), query_x.float()
+    if bank_groups is None or query_groups is None:
+        mean, std = bank_x.mean(0), bank_x.std(0).clamp_min(1e-6)
+        return (bank_x - mean) / std, (query_x - mean) / std
+    bank_out, query_out = torch.empty_like(bank_x), torch.empty_like(query_x)
+    for group in torch.unique(torch.cat([bank_groups, query_groups])).tolist():
+        in_bank, in_query = bank_groups == group, query_groups == group
+        if int(in_bank.sum()) < 2:
+            raise ValueError(f"group {group}: {int(in_bank.sum())} bank rows; per-group statistics need at least 2")
+        bank_out[in_bank], query_out[in_query] = standardize(bank_x[in_bank], query_x[in_query])
+    return bank_out, query_out
 
 
 def knn_accuracy(bank_x: torch.Tensor, bank_y: torch.Tensor, query_x: torch.Tensor, query_y: torch.Tensor,

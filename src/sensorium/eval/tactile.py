@@ -20,8 +20,11 @@ What is measured (all on held-out objects):
    masked patches (`psnr_masked`). Under norm_pix the prediction is mapped back to pixels with
    the target patch's own mean and std, as MAE's figures do, so the PSNR scores structure inside
    patches; `psnr_masked_flat` is the same for a flat patch at that true mean (the reference).
-3. Frozen encoder features of the static frame (no masking; mean of the patch tokens, or CLS):
-   weighted k-NN and a linear probe on the indenter class (`sensorium.eval.probes`).
+3. Frozen encoder features of the static frame (no masking; mean of the patch tokens, or CLS),
+   standardised per dimension with statistics fitted on the bank (per sensor by default,
+   `evaluation.standardize`): weighted k-NN and a linear probe on the indenter class
+   (`sensorium.eval.probes`); `knn_protocols` holds the k-NN under every pooling and
+   standardisation, so the chosen protocol can be read against the others.
 """
 
 from __future__ import annotations

@@ -88,7 +88,10 @@ def _evaluation(run_dir: Path) -> Section:
         probes = trained.get(f"probes_{pool}")
         if probes:
             base = untrained.get(f"probes_{pool}", {})
-            section.text(f"{pool} pooling: k-NN {probes['knn_accuracy']:.3f} (untrained "
+            protocol = {"none": "raw", "bank": "standardised on the bank",
+                        "sensor": "standardised per sensor"}[probes.get("standardize", "none")]
+            section.text(f"{pool} pooling ({protocol}): k-NN "
+                         f"{probes['knn_accuracy']:.3f} (untrained "
                          f"{base.get('knn_accuracy', float('nan')):.3f}), linear probe "
                          f"{probes['linear_probe_accuracy']:.3f} (untrained "
                          f"{base.get('linear_probe_accuracy', float('nan')):.3f}); bank {probes['bank_size']}, "

@@ -28,7 +28,7 @@ from sensorium.data.tactile import IMAGENET_MEAN, IMAGENET_STD, SENSORS, STATIC_
 from sensorium.engine.checkpoint import atomic_write_json
 from sensorium.engine.optim import OptimConfig
 from sensorium.eval import tactile as tactile_eval
-from sensorium.eval.probes import knn_accuracy, probe_report
+from sensorium.eval.probes import knn_accuracy, probe_report, standardize
 from sensorium.losses.masked import mae_loss
 from sensorium.models.mae import TactileMAE
 from sensorium.tasks.base import SensoriumTask
@@ -138,6 +138,12 @@ class AugmentConfig:
 class TactileEvalConfig:
     pool: Literal["mean", "cls"] = "mean"
     """Frozen features for the probes: mean of the patch tokens (MAE's choice) or CLS."""
+    standardize: Literal["none", "bank", "sensor"] = "sensor"
+    """Feature standardisation before the probes, fitted on the bank only: "bank" per dimension
+    (MAE's linear-probe BatchNorm without affine), "sensor" the same with each sensor's own
+    statistics (per-domain BatchNorm, AdaBN). Features cluster by sensor first (a k-NN on the
+    sensor id is 100% accurate, trained or not), so inside a cluster cosine similarity is dominated
+    by the sensor's mean vector unless it is removed. The sensor id is a model input already."""
     knn_k: int = 20
     knn_temperature: float = 0.07
     probe_c: float = 1.0
@@ -263,9 +269,16 @@ class TactileTask(SensoriumTask):
         part |= {"label": batch["label"], "sensor": batch["sensor"]}
         self._parts.setdefault(dataloader_idx, []).append(part)
 
-    def _probe_features(self, queries: dict, bank: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        key = f"feature_{self.eval_config.pool}"
-        return bank[key], queries[key]
+    def _probe_features(self, queries: dict, bank: dict, pool: str | None = None,
+                        protocol: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(bank, query) features of `pool` under the standardisation `protocol` (default: the config's)."""
+        key = f"feature_{pool or self.eval_config.pool}"
+        protocol = protocol or self.eval_config.standardize
+        if protocol == "none":
+            return bank[key], queries[key]
+        if protocol == "bank":
+            return standardize(bank[key], queries[key])
+        return standardize(bank[key], queries[key], bank["sensor"], queries["sensor"])
 
     def on_validation_epoch_start(self) -> None:
         self._parts, self._generators = {}, {}
@@ -319,11 +332,19 @@ class TactileTask(SensoriumTask):
         e = self.eval_config
         if bank and (queries["label"] >= 0).any() and (bank["label"] >= 0).any():
             for pool in ("mean", "cls"):
-                probes = probe_report(bank[f"feature_{pool}"], bank["label"], queries[f"feature_{pool}"],
-                                      queries["label"], e.knn_k, e.knn_temperature, e.probe_c)
-                report[f"probes_{pool}"] = probes
+                bank_x, query_x = self._probe_features(queries, bank, pool)
+                probes = probe_report(bank_x, bank["label"], query_x, queries["label"], e.knn_k, e.knn_temperature,
+                                      e.probe_c)
+                report[f"probes_{pool}"] = probes | {"standardize": e.standardize}
+            # Every pooling x standardisation, so a protocol choice can be checked against the others.
+            report["knn_protocols"] = {}
+            for pool in ("mean", "cls"):
+                for protocol in ("none", "bank", "sensor"):
+                    bank_x, query_x = self._probe_features(queries, bank, pool, protocol)
+                    report["knn_protocols"][f"{pool}/{protocol}"] = knn_accuracy(
+                        bank_x, bank["label"], query_x, queries["label"], e.knn_k, e.knn_temperature)
             report |= {k: report[f"probes_{e.pool}"][k] for k in ("knn_accuracy", "linear_probe_accuracy")}
-            report["pool"] = e.pool
+            report["pool"], report["standardize"] = e.pool, e.standardize
         for key in ("pred_mse_ratio", "pixel_pred_mse_ratio", "psnr_masked", "knn_accuracy",
                     "linear_probe_accuracy"):
             if key in report:
