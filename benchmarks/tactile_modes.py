@@ -82,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--seed", type=int, default=0, help="synthetic data seed")
-    parser.add_argument("--items-indoor", type=int, default=150)
-    parser.add_argument("--items-outdoor", type=int, default=50)
+    parser.add_argument("--items-indoor", type=int, default=300)
+    parser.add_argument("--items-outdoor", type=int, default=100)
     args, overrides = parser.parse_known_args(argv)
 
     import torch

@@ -24,8 +24,8 @@ def main(argv: list[str]) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--items-indoor", type=int, default=150)
-    parser.add_argument("--items-outdoor", type=int, default=50)
+    parser.add_argument("--items-indoor", type=int, default=300)
+    parser.add_argument("--items-outdoor", type=int, default=100)
     parser.add_argument("--config", type=Path, default=None, help="default: recipes/tactile/demo.yaml")
     parser.add_argument("overrides", nargs="*", help="extra LightningCLI arguments, e.g. --trainer.max_epochs=5")
     args, unknown = parser.parse_known_args(argv)
@@ -59,17 +59,20 @@ def main(argv: list[str]) -> int:
 
     metrics = {key: trained[key] for key in ("pred_mse_ratio", "psnr_masked", "knn_accuracy")}
     extra = {key: trained[key] for key in ("pixel_pred_mse_ratio", "pred_mse_ratio_masked", "pred_mse", "copy_mse",
-                                          "psnr_masked_flat", "linear_probe_accuracy")}
+                                          "psnr_masked_flat", "linear_probe_accuracy", "standardize",
+                                          "knn_protocols")}
     baseline = {"knn_accuracy": untrained["knn_accuracy"]}
     gain = metrics["knn_accuracy"] - baseline["knn_accuracy"]
     targets = {"pred_mse_ratio_at_most": TARGET_RATIO, "knn_gain_at_least": TARGET_KNN_GAIN,
                "met": metrics["pred_mse_ratio"] <= TARGET_RATIO and gain >= TARGET_KNN_GAIN}
     summary = write_summary(out, "tactile", clock, metrics, baseline, metrics_more=extra,
                             baseline_more={"linear_probe_accuracy": untrained["linear_probe_accuracy"],
-                                           "pred_mse_ratio": untrained["pred_mse_ratio"]},
+                                           "pred_mse_ratio": untrained["pred_mse_ratio"],
+                                           "knn_protocols": untrained["knn_protocols"]},
                             targets=targets, run_dir=str(run_dir), report=str(run_dir / "report.html"))
     print(f"[demo] tactile: frame-4 MSE / copy-frame-3 MSE {metrics['pred_mse_ratio']:.3f} (target <= {TARGET_RATIO}), "
-          f"masked PSNR {metrics['psnr_masked']:.2f} dB, k-NN {metrics['knn_accuracy']:.3f} vs untrained "
+          f"masked PSNR {metrics['psnr_masked']:.2f} dB, k-NN ({trained['pool']} pooling, standardize "
+          f"{trained['standardize']}) {metrics['knn_accuracy']:.3f} vs untrained "
           f"{baseline['knn_accuracy']:.3f} ({gain:+.3f}, target >= +{TARGET_KNN_GAIN}), linear probe "
           f"{extra['linear_probe_accuracy']:.3f} vs {untrained['linear_probe_accuracy']:.3f}; "
           f"{summary['seconds']:.0f} s -> {out / 'summary.json'}")
