@@ -102,3 +102,15 @@ def test_doctor_command_reports_problems_without_training(tmp_path):
     assert "checked 2 training batch(es)" in result.stdout
     assert not (tmp_path / "runs").exists()  # nothing written
     del env_path
+
+
+def test_oversubscription_warns_when_threads_exceed_free_cores():
+    from sensorium.engine.doctor import oversubscription_message, runnable_processes
+
+    assert oversubscription_message(threads=2, cores=2, others=0) is None
+    assert oversubscription_message(threads=1, cores=2, others=1) is None
+    assert oversubscription_message(threads=1, cores=2, others=3) is None  # one thread is all one can ask for
+    message = oversubscription_message(threads=2, cores=2, others=1)
+    assert message is not None and "2 threads" in message and "1 of 2 cores" in message
+    running = runnable_processes(samples=2, interval=0.0)
+    assert running is None or running >= 1  # this process is running while it reads the count
