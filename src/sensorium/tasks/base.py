@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import lightning as L
-from lightning.pytorch.callbacks import Timer
 import torch
+from lightning.pytorch.callbacks import Timer
 from torch import nn
 
 from sensorium.config import as_config, to_plain
@@ -109,7 +109,9 @@ class SensoriumTask(L.LightningModule):
         epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
         timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
         time_fraction = None
-        if timer is not None and timer.time_remaining("train") is not None:  # the Trainer has a max_time
+        # With a max_time the decay also follows the clock; on one process only, since ranks reading
+        # their own clocks could step with different lrs and drift apart.
+        if timer is not None and timer.time_remaining("train") is not None and trainer.world_size == 1:
 
             def time_fraction() -> float:
                 elapsed, remaining = timer.time_elapsed("train"), timer.time_remaining("train")
