@@ -99,14 +99,12 @@ class CardiacSampling:
 
 def random_rotation(max_deg: float) -> torch.Tensor:
     """(3, 3) rotation about a uniformly random axis by an angle uniform in [-max_deg, max_deg]
-    (Rodrigues' formula; torch's RNG, so DataLoader workers draw differently)."""
+    (torch's RNG, so DataLoader workers draw differently)."""
+    from kornia.geometry.conversions import axis_angle_to_rotation_matrix
+
     axis = torch.randn(3, dtype=torch.float64)
-    axis = axis / axis.norm()
     angle = torch.deg2rad((torch.rand((), dtype=torch.float64) * 2 - 1) * max_deg)
-    k = torch.zeros(3, 3, dtype=torch.float64)  # cross-product matrix of the axis
-    k[0, 1], k[0, 2], k[1, 2] = -axis[2], axis[1], -axis[0]
-    k = k - k.T
-    return torch.eye(3, dtype=torch.float64) + angle.sin() * k + (1 - angle.cos()) * (k @ k)
+    return axis_angle_to_rotation_matrix((axis / axis.norm() * angle)[None])[0]
 
 
 def _take(array: np.ndarray, index: np.ndarray) -> torch.Tensor:

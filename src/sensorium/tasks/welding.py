@@ -10,7 +10,6 @@ RUN/eval/knn.json (+ confusion matrix PNG and the TEST embeddings for the report
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 
 import numpy as np
