@@ -25,8 +25,35 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(B, N, H * d)  # (B, N, C)
 
 
+CPU_BF16_MAX_HEAD_DIM_FP32 = 32
+"""Heads this narrow or narrower run attention in fp32 on CPU when a backward pass follows (see
+`attention_dtype`)."""
+
+
+def attention_dtype(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.dtype:
+    """The dtype SDPA runs in for these (B, heads, N, d) inputs.
+
+    The inputs' own, except under bf16 on CPU with narrow heads (d <= 32) and autograd on: there
+    PyTorch's CPU flash-attention backward in bf16 measured 2-8x slower than in fp32 for sequences
+    of 64-1024 tokens (`python benchmarks/cpu_attention.py`), and attention took 80% of a cardiac
+    demo step. Wider heads and long sequences gain from bf16, and so does every forward pass; they
+    keep it. The projections around attention stay in bf16 either way.
+    """
+    needs_backward = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+    if (q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.shape[-1] <= CPU_BF16_MAX_HEAD_DIM_FP32
+            and needs_backward):
+        return torch.float32
+    return q.dtype
+
+
 def masked_sdpa(q, k, v, key_mask: torch.Tensor | None = None, dropout_p: float = 0.0) -> torch.Tensor:
-    """SDPA over (B, heads, N, d) tensors with an optional (B, N_kv) key mask (True = keep)."""
+    """SDPA over (B, heads, N, d) tensors with an optional (B, N_kv) key mask (True = keep).
+    The result has q's dtype; the computation runs in `attention_dtype(q, k, v)`."""
+    dtype = attention_dtype(q, k, v)
+    if dtype != q.dtype:
+        # Autocast would cast the inputs straight back to bf16: off for this call only.
+        with torch.autocast(q.device.type, enabled=False):
+            return masked_sdpa(q.to(dtype), k.to(dtype), v.to(dtype), key_mask, dropout_p).to(q.dtype)
     if key_mask is None:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
     attn_mask = key_mask[:, None, None, :]  # (B, 1, 1, N_kv), broadcast over heads and queries
