@@ -18,6 +18,11 @@ from sensorium.models.vecset import (
 C = 10
 
 
+def _context(model, surface):
+    encoding = model.encode(surface)
+    return model.decode_context(encoding.latents, encoding.positions)
+
+
 def _batch(B=2, N=64, Q=48, seed=0):
     g = torch.Generator().manual_seed(seed)
     points = torch.rand(B, N, 3, generator=g) * 2 - 1
@@ -25,10 +30,13 @@ def _batch(B=2, N=64, Q=48, seed=0):
     return surface_input(points, labels, C), torch.rand(B, Q, 3, generator=g) * 2 - 1
 
 
-@pytest.mark.parametrize("latent_init", ["learned", "fps"])
+CONFIGS = [("learned", "global"), ("fps", "global"), ("fps", "local")]
+
+
+@pytest.mark.parametrize("latent_init, attention", CONFIGS)
 @pytest.mark.parametrize("kl_dim", [None, 4])
-def test_output_shapes_and_finite(latent_init, kl_dim):
-    model = vecset_tiny(C, latent_init=latent_init, kl_dim=kl_dim)
+def test_output_shapes_and_finite(latent_init, attention, kl_dim):
+    model = vecset_tiny(C, latent_init=latent_init, kl_dim=kl_dim, attention=attention)
     surface, queries = _batch()
     out = model(surface, queries)
     assert out.sdf.shape == (2, 48, C) and torch.isfinite(out.sdf).all()
@@ -46,15 +54,37 @@ def test_zero_initialised_head_starts_every_structure_at_zero():
     assert vecset_tiny(C)(surface, queries).sdf.abs().max() == 0
 
 
-def test_stages_compose_and_chunks_decode_independently():
-    model = vecset_tiny(C, latent_init="fps", kl_dim=4).eval()
+@pytest.mark.parametrize("attention", ["global", "local"])
+def test_stages_compose_and_chunks_decode_independently(attention):
+    model = vecset_tiny(C, latent_init="fps", kl_dim=4, attention=attention).eval()
     torch.nn.init.normal_(model.head.weight, std=0.1)
     surface, queries = _batch()
     full = model(surface, queries).sdf
-    context = model.decode_context(model.encode(surface).latents)
+    context = _context(model, surface)
     first, rest = model.query_sdf(context, queries[:, :20]), model.query_sdf(context, queries[:, 20:])
     chunks = torch.cat([first, rest], dim=1)
     torch.testing.assert_close(chunks, full)  # eval: the bottleneck returns its mean, deterministic
+    torch.testing.assert_close(model.query_sdf(context.shape(1), queries[1:]), full[1:])
+
+
+def test_local_latents_sit_on_their_fps_points_and_queries_read_only_their_nearest():
+    model = vecset_tiny(C, latent_init="fps", attention="local").eval()
+    torch.nn.init.normal_(model.head.weight, std=0.1)
+    surface, queries = _batch()
+    encoding = model.encode(surface)
+    idx = farthest_point_sample(surface[..., :3], model.num_latents)
+    torch.testing.assert_close(encoding.positions, surface[..., :3].gather(1, idx[..., None].expand(-1, -1, 3)))
+    context = _context(model, surface)
+    sdf = model.query_sdf(context, queries[:, :1])  # the first query of each shape
+    distance = (context.positions - queries[:, :1]).norm(dim=-1)  # (B, M)
+    far = distance > distance.topk(model.decoder_neighbours, dim=1, largest=False).values[:, -1:]
+    noise = torch.randn(context.tokens.shape, generator=torch.Generator().manual_seed(3))
+    moved = context._replace(tokens=context.tokens + noise * far[..., None])  # change every latent it does not read
+    torch.testing.assert_close(model.query_sdf(moved, queries[:, :1]), sdf)
+    nearest = context._replace(tokens=context.tokens + noise * (~far)[..., None])
+    assert not torch.allclose(model.query_sdf(nearest, queries[:, :1]), sdf)
+    with pytest.raises(ValueError, match="positions"):
+        model.decode_context(encoding.latents)
 
 
 def test_sdf_scale_scales_the_output_and_its_gradient():
@@ -113,28 +143,33 @@ def test_farthest_point_sample_spreads_out():
         farthest_point_sample(points, 1000)
 
 
-def test_eikonal_double_backward_through_math_kernel():
-    model = vecset_tiny(C, latent_init="fps")
+@pytest.mark.parametrize("attention", ["global", "local"])
+def test_eikonal_double_backward_through_math_kernel(attention):
+    model = vecset_tiny(C, latent_init="fps", attention=attention)
     torch.nn.init.normal_(model.head.weight, std=0.5)  # a non-flat field, so the gradient is non-trivial
     surface, queries = _batch()
-    context = model.decode_context(model.encode(surface).latents)
+    context = _context(model, surface)
     channels = torch.randint(0, C, queries.shape[:2])
     sdf, grad = model.sdf_with_gradient(context, queries, channels)
     assert sdf.shape == (2, 48, C) and grad.shape == (2, 48, 3)
     loss = eikonal_loss(grad)
     loss.backward()  # gradient of a gradient: needs the MATH SDPA kernel in the decoder
     # Reaches the decoder's attention and, through the context, the encoder and the latent blocks.
-    for module in (model.decoder.attn.q, model.blocks[0].attn.qkv, model.encoder.attn.kv):
+    attn = (lambda block: block) if attention == "local" else (lambda block: block.attn)
+    for module in (attn(model.decoder).q, model.blocks[0].attn.qkv, attn(model.encoder).kv):
         assert module.weight.grad is not None and module.weight.grad.abs().sum() > 0
         assert torch.isfinite(module.weight.grad).all()
 
 
-def test_gradient_matches_finite_differences_and_channel_selection():
-    model = vecset_tiny(C, latent_init="learned").double().eval()
+@pytest.mark.parametrize("latent_init, attention", [("learned", "global"), ("fps", "local")])
+def test_gradient_matches_finite_differences_and_channel_selection(latent_init, attention):
+    # Local: the nearest latents change only where a query crosses a Voronoi boundary, which
+    # steps of 1e-6 around random points do not.
+    model = vecset_tiny(C, latent_init=latent_init, attention=attention).double().eval()
     torch.nn.init.normal_(model.head.weight, std=0.5)
     surface, queries = _batch(B=1, Q=5)
     surface, queries = surface.double(), queries.double()
-    context = model.decode_context(model.encode(surface).latents)
+    context = _context(model, surface)
     _, all_grads = model.sdf_with_gradient(context, queries)  # (1, 5, C, 3)
     eps = 1e-6
     for axis in range(3):
@@ -152,6 +187,12 @@ def test_invalid_configuration():
         VecSetAutoEncoder(latent_init="random")  # no silent fallback to random sampling
     with pytest.raises(ValueError, match="head_dim"):
         VecSetAutoEncoder(dim=100, head_dim=64)
+    with pytest.raises(ValueError, match="local attention needs latent_init 'fps'"):
+        VecSetAutoEncoder(latent_init="learned", attention="local")
+    with pytest.raises(ValueError, match="attention"):
+        VecSetAutoEncoder(attention="sparse")
+    with pytest.raises(ValueError, match="decoder_neighbours"):
+        VecSetAutoEncoder(num_latents=8, attention="local", decoder_neighbours=9)
 
 
 def test_size_table():
@@ -168,5 +209,8 @@ def test_the_log_says_which_latent_queries(caplog):
     with caplog.at_level("INFO", logger="sensorium.models.vecset"):
         vecset_tiny(C, latent_init="fps")
         vecset_tiny(C, latent_init="learned", kl_dim=4)
-    assert "8 latents from farthest-point samples of the input surface, no bottleneck" in caplog.text
-    assert "8 latents from learned query vectors, KL bottleneck of 4" in caplog.text
+        vecset_tiny(C, latent_init="fps", attention="local")
+    assert "8 latents from farthest-point samples of the input surface, global attention, no bottleneck" in caplog.text
+    assert "8 latents from learned query vectors, global attention, KL bottleneck of 4" in caplog.text
+    assert ("local attention (8 nearest points per latent, 4 nearest latents per query), no bottleneck"
+            in caplog.text)

@@ -11,6 +11,17 @@ autoencoder.py`), extended to C structures:
       -> `depth` self-attention blocks over the M latents                           [= the context]
     queries (B, Q, 3) xyz only -> Fourier embedding -> cross-attention to the context -> (B, Q, C) SDF
 
+`attention` chooses how the two cross-attentions look: `global` (3DShape2VecSet) lets every latent
+read every input point and every query read every latent; `local` lets each latent read only its
+`encoder_neighbours` nearest input points and each query only its `decoder_neighbours` nearest
+latents, each seen with its offset as a relative position (`sensorium.layers.neighbours`). Local
+latents are FPS points and keep their positions (`Encoding.positions`, `LatentContext.positions`);
+the self-attention blocks over the latents stay global. Why local: the network then learns how
+nearby surface points fix the SDF, which is the same everywhere on every shape, instead of each
+shape's layout as a whole. With a few dozen training hearts it generalised where the global model
+memorised them (val mean IoU 0.717 vs 0.594 after 900 steps, train 0.735 vs 0.663; see
+`vecset_demo`).
+
 The SDF channels follow sensorium's convention (negative inside, see `sensorium.data.sdf`); the
 model itself only regresses numbers. Stages: `encode` (surface -> latents), `decode_context`
 (latents -> context), `query_sdf` (context, queries -> SDF), `decode` = the last two, `forward` =
@@ -35,9 +46,11 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from sensorium.layers.attention import CrossAttentionBlock, TransformerBlock
+from sensorium.layers.neighbours import NeighbourCrossAttentionBlock, gather_neighbours, knn_indices
 from sensorium.layers.pos_embed import PointFourierEmbed
 
 LatentInit = Literal["learned", "fps"]
+AttentionKind = Literal["global", "local"]
 log = logging.getLogger("sensorium.models.vecset")
 
 
@@ -81,11 +94,24 @@ def double_backward_attention() -> Iterator[None]:
 
 class Encoding(NamedTuple):
     """`encode`'s result. mean / logvar are None without a KL bottleneck; the KL term is
-    `sensorium.losses.kl_loss(mean, logvar)`."""
+    `sensorium.losses.kl_loss(mean, logvar)`. positions: where each latent sits (local attention
+    only; None otherwise)."""
 
     latents: torch.Tensor  # (B, M, kl_dim or dim)
     mean: torch.Tensor | None  # (B, M, kl_dim)
     logvar: torch.Tensor | None  # (B, M, kl_dim)
+    positions: torch.Tensor | None = None  # (B, M, 3)
+
+
+class LatentContext(NamedTuple):
+    """`decode_context`'s result: what every query of one batch of shapes attends to."""
+
+    tokens: torch.Tensor  # (B, M, dim)
+    positions: torch.Tensor | None  # (B, M, 3) for local attention, else None
+
+    def shape(self, b: int) -> "LatentContext":
+        """The context of shape b alone (a batch of one)."""
+        return LatentContext(self.tokens[b:b + 1], None if self.positions is None else self.positions[b:b + 1])
 
 
 class VecSetOutput(NamedTuple):
@@ -133,6 +159,12 @@ class VecSetAutoEncoder(nn.Module):
         num_freqs: Fourier frequencies per coordinate, 2^0..2^(F-1) times pi (inputs in [-1, 1]).
         latent_init: "learned" M learned query vectors; "fps" the embeddings of M farthest-point
             samples of the input surface (3DShape2VecSet). No fallback: fps is always FPS.
+        attention: "global" or "local" cross-attention in encoder and decoder (see the module
+            docstring); local needs fps latents (they give the positions).
+        encoder_neighbours, decoder_neighbours: k of the local cross-attentions: input points per
+            latent, latents per query.
+        rel_freqs, rel_scale: the offsets' Fourier embedding in local attention
+            (`NeighbourCrossAttentionBlock`).
         kl_dim: width of the KL bottleneck per latent; None for a plain autoencoder.
         sdf_scale: the head predicts SDF / sdf_scale. Normalised SDFs near a surface are
             hundredths, and Adam moves every weight by about lr per step whatever its size, so at a
@@ -143,7 +175,9 @@ class VecSetAutoEncoder(nn.Module):
 
     def __init__(self, num_classes: int = 10, dim: int = 256, num_latents: int = 64, depth: int = 4,
                  head_dim: int = 64, mlp_ratio: float = 4.0, num_freqs: int = 8,
-                 latent_init: LatentInit = "fps", kl_dim: int | None = None, sdf_scale: float = 1.0):
+                 latent_init: LatentInit = "fps", kl_dim: int | None = None, sdf_scale: float = 1.0,
+                 attention: AttentionKind = "global", encoder_neighbours: int = 16, decoder_neighbours: int = 8,
+                 rel_freqs: int = 4, rel_scale: float = 4.0):
         super().__init__()
         if sdf_scale <= 0:
             raise ValueError(f"sdf_scale must be positive, got {sdf_scale}")
@@ -151,22 +185,38 @@ class VecSetAutoEncoder(nn.Module):
             raise ValueError(f"latent_init must be 'learned' or 'fps', got {latent_init!r}")
         if dim % head_dim:
             raise ValueError(f"dim {dim} is not a multiple of head_dim {head_dim}")
+        if attention not in ("global", "local"):
+            raise ValueError(f"attention must be 'global' or 'local', got {attention!r}")
+        if attention == "local" and latent_init != "fps":
+            raise ValueError("local attention needs latent_init 'fps': the latents' positions are the FPS points")
+        if attention == "local" and not 0 < decoder_neighbours <= num_latents:
+            raise ValueError(f"decoder_neighbours must be in 1..num_latents ({num_latents}), got {decoder_neighbours}")
         self.num_classes = num_classes
         self.num_latents = num_latents
         self.latent_init = latent_init
         self.sdf_scale = sdf_scale
+        self.local = attention == "local"
+        self.encoder_neighbours = encoder_neighbours
+        self.decoder_neighbours = decoder_neighbours
         heads = dim // head_dim
 
         # Encoder: points carry xyz + one-hot; queries of the decoder carry xyz only.
         self.surface_embed = PointFourierEmbed(3 + num_classes, dim, num_freqs=num_freqs, fourier_dims=3)
         learned = latent_init == "learned"
         self.latent_queries = nn.Parameter(torch.zeros(num_latents, dim)) if learned else None
-        self.encoder = CrossAttentionBlock(dim, dim, heads, mlp_ratio)
+        if self.local:
+            self.encoder = NeighbourCrossAttentionBlock(dim, heads, mlp_ratio, rel_freqs, rel_scale)
+            # Re-marks each latent with its position after the bottleneck, as learned queries are
+            # re-added below (a narrow KL bottleneck need not keep where a latent sits).
+            self.position_embed = PointFourierEmbed(3, dim, num_freqs=num_freqs, fourier_dims=3)
+        else:
+            self.encoder = CrossAttentionBlock(dim, dim, heads, mlp_ratio)
         self.bottleneck = KLBottleneck(dim, kl_dim) if kl_dim else None
         # Decoder trunk over the latents, then queries cross-attend to it.
         self.blocks = nn.ModuleList([TransformerBlock(dim, heads, mlp_ratio) for _ in range(depth)])
         self.query_embed = PointFourierEmbed(3, dim, num_freqs=num_freqs, fourier_dims=3)
-        self.decoder = CrossAttentionBlock(dim, dim, heads, mlp_ratio)
+        self.decoder = (NeighbourCrossAttentionBlock(dim, heads, mlp_ratio, rel_freqs, rel_scale) if self.local
+                        else CrossAttentionBlock(dim, dim, heads, mlp_ratio))
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
         self.initialize_weights()
@@ -177,55 +227,76 @@ class VecSetAutoEncoder(nn.Module):
                    else "farthest-point samples of the input surface")
         bottleneck = (f"KL bottleneck of {self.bottleneck.mean.out_features}" if self.bottleneck is not None
                       else "no bottleneck")
-        return f"{self.num_latents} latents from {queries}, {bottleneck}, {self.num_classes} SDF channels"
+        attention = (f"local attention ({self.encoder_neighbours} nearest points per latent, "
+                     f"{self.decoder_neighbours} nearest latents per query)" if self.local else "global attention")
+        return (f"{self.num_latents} latents from {queries}, {attention}, {bottleneck}, "
+                f"{self.num_classes} SDF channels")
 
     # -- stages -----------------------------------------------------------------------------------
     def encode(self, surface: torch.Tensor) -> Encoding:
         """surface (B, N, 3 + C) -> latents (B, M, kl_dim or dim) (+ the posterior's mean, logvar)."""
+        xyz = surface[..., :3]
         tokens = self.surface_embed(surface)  # (B, N, dim)
+        positions = None
         if self.latent_queries is not None:
             queries = self.latent_queries.expand(surface.shape[0], -1, -1)  # (B, M, dim)
         else:
-            idx = farthest_point_sample(surface[..., :3], self.num_latents)  # (B, M); xyz part of the input
+            idx = farthest_point_sample(xyz, self.num_latents)  # (B, M)
             queries = tokens.gather(1, idx[..., None].expand(-1, -1, tokens.shape[-1]))  # (B, M, dim)
-        x = self.encoder(queries, tokens)  # (B, M, dim): latents attend to the N points
+        if self.local:
+            positions = xyz.gather(1, idx[..., None].expand(-1, -1, 3))  # (B, M, 3) the FPS points
+            near = knn_indices(positions, xyz, self.encoder_neighbours)  # (B, M, k) input points per latent
+            offsets = gather_neighbours(xyz, near) - positions[:, :, None]  # (B, M, k, 3)
+            x = self.encoder(queries, tokens, near, offsets)  # (B, M, dim): each latent reads its neighbourhood
+        else:
+            x = self.encoder(queries, tokens)  # (B, M, dim): latents attend to the N points
         if self.bottleneck is None:
-            return Encoding(x, None, None)
+            return Encoding(x, None, None, positions)
         z, mean, logvar = self.bottleneck.pre(x)  # each (B, M, kl_dim)
-        return Encoding(z, mean, logvar)
+        return Encoding(z, mean, logvar, positions)
 
-    def decode_context(self, latents: torch.Tensor) -> torch.Tensor:
-        """latents (B, M, kl_dim or dim) -> context (B, M, dim), computed once per shape."""
+    def decode_context(self, latents: torch.Tensor, positions: torch.Tensor | None = None) -> LatentContext:
+        """latents (B, M, kl_dim or dim) (+ their positions (B, M, 3) for local attention) -> the
+        context, computed once per shape."""
+        if self.local and positions is None:
+            raise ValueError("local attention decodes latents together with their positions (Encoding.positions)")
         x = self.bottleneck.post(latents) if self.bottleneck is not None else latents
         if self.latent_queries is not None:
             x = x + self.latent_queries  # re-identifies each learned slot after the bottleneck (VecSetX)
+        if self.local:
+            x = x + self.position_embed(positions)
         for block in self.blocks:
             x = block(x)  # (B, M, dim)
-        return x
+        return LatentContext(x, positions if self.local else None)
 
-    def query_sdf(self, context: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    def query_sdf(self, context: LatentContext, queries: torch.Tensor) -> torch.Tensor:
         """SDF (B, Q, C) at query points (B, Q, 3). Queries never attend to each other, so chunks
         of queries decode independently (and each output depends only on its own point)."""
         q = self.query_embed(queries)  # (B, Q, dim)
-        q = self.decoder(q, context)  # (B, Q, dim): each query attends to the M latents
+        if self.local:
+            near = knn_indices(queries, context.positions, self.decoder_neighbours)  # (B, Q, k) latents per query
+            offsets = gather_neighbours(context.positions, near) - queries[:, :, None]  # (B, Q, k, 3)
+            q = self.decoder(q, context.tokens, near, offsets)  # (B, Q, dim)
+        else:
+            q = self.decoder(q, context.tokens)  # (B, Q, dim): each query attends to the M latents
         return self.head(self.norm(q)) * self.sdf_scale  # (B, Q, C)
 
-    def decode(self, latents: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
-        """latents (B, M, .) and queries (B, Q, 3) -> SDF (B, Q, C)."""
-        return self.query_sdf(self.decode_context(latents), queries)
+    def decode(self, encoding: Encoding, queries: torch.Tensor) -> torch.Tensor:
+        """An encoding's latents (and positions) and queries (B, Q, 3) -> SDF (B, Q, C)."""
+        return self.query_sdf(self.decode_context(encoding.latents, encoding.positions), queries)
 
     def forward(self, surface: torch.Tensor, queries: torch.Tensor) -> VecSetOutput:
         encoding = self.encode(surface)
-        sdf = self.decode(encoding.latents, queries)
-        return VecSetOutput(sdf, *encoding)
+        sdf = self.decode(encoding, queries)
+        return VecSetOutput(sdf, encoding.latents, encoding.mean, encoding.logvar)
 
-    def sdf_with_gradient(self, context: torch.Tensor, queries: torch.Tensor,
+    def sdf_with_gradient(self, context: LatentContext, queries: torch.Tensor,
                           channels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """SDF and its gradient with respect to the query points, differentiable again (for the
         eikonal loss).
 
         Args:
-            context: (B, M, dim) from `decode_context`.
+            context: from `decode_context`.
             queries: (B, Q, 3).
             channels: (B, Q) long, the structure whose SDF is differentiated at each point (for
                 example the structure a near-surface point was sampled from): one backward pass.
@@ -268,21 +339,25 @@ class VecSetAutoEncoder(nn.Module):
 
 
 # --- size factories -------------------------------------------------------------------------------
-def vecset_tiny(num_classes: int = 10, latent_init: LatentInit = "fps",
-                kl_dim: int | None = None) -> VecSetAutoEncoder:
+def vecset_tiny(num_classes: int = 10, latent_init: LatentInit = "fps", kl_dim: int | None = None,
+                attention: AttentionKind = "global") -> VecSetAutoEncoder:
     """For tests: a few thousand parameters."""
     return VecSetAutoEncoder(num_classes, dim=32, num_latents=8, depth=1, head_dim=16, num_freqs=4,
-                             latent_init=latent_init, kl_dim=kl_dim)
+                             latent_init=latent_init, kl_dim=kl_dim, attention=attention, encoder_neighbours=8,
+                             decoder_neighbours=4)
 
 
-def vecset_demo(num_classes: int = 10, latent_init: LatentInit = "fps",
-                kl_dim: int | None = None) -> VecSetAutoEncoder:
-    """CPU demo (recipes/cardiac/demo.yaml): ~1.0 M parameters. Heads of 16 (8 heads) with lr 4e-3
-    fitted a synthetic heart faster than heads of 32 with lr 2e-3 (IoU 0.60 vs 0.54 after 300
-    steps); 5 Fourier frequencies and sdf_scale 0.1 beat 8 and 1.0 after 300 steps (0.45 vs 0.42,
-    0.40 vs 0.31 val IoU on 39 mild synthetic hearts)."""
-    return VecSetAutoEncoder(num_classes, dim=128, num_latents=64, depth=3, head_dim=16, num_freqs=5,
-                             latent_init=latent_init, kl_dim=kl_dim, sdf_scale=0.1)
+def vecset_demo(num_classes: int = 10, kl_dim: int | None = None) -> VecSetAutoEncoder:
+    """CPU demo (recipes/cardiac/demo.yaml): ~1 M parameters, local attention over 256 FPS latents.
+
+    Measured on 39-75 mild synthetic hearts (val mean IoU, one thread): local attention 0.717 vs
+    global 0.594 after 900 steps at lr 2e-3 (global with 64 latents; 256 global latents did not
+    help: 0.552 vs 0.565); heads of 16 (8 heads) with lr 4e-3 fitted a heart faster than heads of 32
+    (0.60 vs 0.54 after 300 steps); 5 Fourier frequencies and sdf_scale 0.1 beat 8 and 1.0 (0.45 vs
+    0.42, 0.40 vs 0.31 after 300 steps)."""
+    return VecSetAutoEncoder(num_classes, dim=128, num_latents=256, depth=2, head_dim=16, num_freqs=5,
+                             latent_init="fps", kl_dim=kl_dim, sdf_scale=0.1, attention="local",
+                             encoder_neighbours=16, decoder_neighbours=8)
 
 
 def vecset_paper(num_classes: int = 10, latent_init: LatentInit = "learned",

@@ -24,7 +24,7 @@ from sensorium.data.cardiac_prepare import CARDIAC_STRUCTURES
 from sensorium.engine.optim import OptimConfig
 from sensorium.eval.shapes import class_iou, decode_grid, export_meshes, grid_meshes, mesh_metrics, render_comparison
 from sensorium.losses.sdf import SdfLoss
-from sensorium.models.vecset import LatentInit, VecSetAutoEncoder, surface_input
+from sensorium.models.vecset import AttentionKind, LatentContext, LatentInit, VecSetAutoEncoder, surface_input
 from sensorium.tasks.base import SensoriumTask
 
 
@@ -45,6 +45,17 @@ class CardiacNetConfig:
     """Width of a KL bottleneck per latent; None: a plain autoencoder."""
     sdf_scale: float = 1.0
     """The head predicts SDF / sdf_scale (see VecSetAutoEncoder): 0.1 at a CPU demo's high lr."""
+    attention: AttentionKind = "global"
+    """global: every latent reads every input point, every query every latent (3DShape2VecSet);
+    local: each reads only its nearest ones, with relative positions (needs latent_init fps)."""
+    encoder_neighbours: int = 16
+    """Local attention: input points each latent reads."""
+    decoder_neighbours: int = 8
+    """Local attention: latents each query reads."""
+    rel_freqs: int = 4
+    rel_scale: float = 4.0
+    """Local attention: Fourier frequencies of the offsets' embedding, and the factor on the offsets
+    (normalised units) before it."""
 
 
 @dataclass
@@ -114,8 +125,10 @@ class CardiacTask(SensoriumTask):
         n = self.net_config
         self.net = VecSetAutoEncoder(len(self.structures), dim=n.dim, num_latents=n.num_latents, depth=n.depth,
                                      head_dim=n.head_dim, mlp_ratio=n.mlp_ratio, num_freqs=n.num_freqs,
-                                     latent_init=n.latent_init, kl_dim=n.kl_dim,
-                                     sdf_scale=n.sdf_scale)
+                                     latent_init=n.latent_init, kl_dim=n.kl_dim, sdf_scale=n.sdf_scale,
+                                     attention=n.attention, encoder_neighbours=n.encoder_neighbours,
+                                     decoder_neighbours=n.decoder_neighbours, rel_freqs=n.rel_freqs,
+                                     rel_scale=n.rel_scale)
         l = self.loss_config
         self.loss = SdfLoss(l.volume, l.near, l.surface, l.eikonal, l.kl, l.clamp)
         self._parts: list[dict[str, torch.Tensor]] = []
@@ -135,12 +148,12 @@ class CardiacTask(SensoriumTask):
 
     # --- the network's stages -------------------------------------------------------------------
     def encode(self, batch: dict[str, torch.Tensor]):
-        """(Encoding, context (B, M, dim)) of a batch's surface samples."""
+        """(Encoding, LatentContext) of a batch's surface samples."""
         surface = surface_input(batch["surface_points"], batch["surface_labels"], len(self.structures))  # (B, N, 3 + C)
         encoding = self.net.encode(surface)
-        return encoding, self.net.decode_context(encoding.latents)
+        return encoding, self.net.decode_context(encoding.latents, encoding.positions)
 
-    def predict(self, context: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    def predict(self, context: LatentContext, points: torch.Tensor) -> torch.Tensor:
         """SDF (B, P, C) float32 at points (B, P, 3), decoded in chunks of queries."""
         chunk = self.eval_config.query_chunk
         return torch.cat([self.net.query_sdf(context, points[:, i:i + chunk]).float()
@@ -171,7 +184,7 @@ class CardiacTask(SensoriumTask):
         return out.terms
 
     # --- IoU on every volume + near point of each case --------------------------------------------
-    def iou_part(self, batch: dict[str, torch.Tensor], context: torch.Tensor) -> dict[str, torch.Tensor]:
+    def iou_part(self, batch: dict[str, torch.Tensor], context: LatentContext) -> dict[str, torch.Tensor]:
         vol = self.predict(context, batch["vol_points"])  # (B, Nv, C)
         near = self.predict(context, batch["near_points"])  # (B, Nn, C)
         return {
@@ -221,7 +234,7 @@ class CardiacTask(SensoriumTask):
         eval_dir = self.run_dir / "eval"
         chamfer, fscore = [], []
         for b, index in enumerate(batch["index"].tolist()):
-            grid = decode_grid(lambda q: self.net.query_sdf(context[b:b + 1], q), cfg.grid_resolution,
+            grid = decode_grid(lambda q: self.net.query_sdf(context.shape(b), q), cfg.grid_resolution,
                                chunk=cfg.query_chunk, device=context.device)  # (R, R, R, C)
             meshes = grid_meshes(grid)
             gt_points = batch["gt_surface_points"][b].cpu().numpy()
