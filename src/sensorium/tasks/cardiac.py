@@ -235,7 +235,7 @@ class CardiacTask(SensoriumTask):
         chamfer, fscore = [], []
         for b, index in enumerate(batch["index"].tolist()):
             grid = decode_grid(lambda q: self.net.query_sdf(context.shape(b), q), cfg.grid_resolution,
-                               chunk=cfg.query_chunk, device=context.device)  # (R, R, R, C)
+                               chunk=cfg.query_chunk, device=context.tokens.device)  # (R, R, R, C)
             meshes = grid_meshes(grid)
             gt_points = batch["gt_surface_points"][b].cpu().numpy()
             gt_labels = batch["gt_surface_labels"][b].cpu().numpy()
