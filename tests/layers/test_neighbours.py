@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from sensorium.layers.neighbours import NeighbourCrossAttentionBlock, gather_neighbours, knn_indices
+from sensorium.layers.neighbours import NeighbourCrossAttentionBlock, gather_neighbours, knn_indices, neighbourhood
 
 
 def _cloud(B=2, N=40, Q=7, seed=0):
@@ -35,8 +35,9 @@ def _block_inputs(seed=0):
     g = torch.Generator().manual_seed(seed + 1)
     tokens = torch.randn(2, points.shape[1], 32, generator=g)
     x = torch.randn(2, queries.shape[1], 32, generator=g)
-    index = knn_indices(queries, points, 6)
-    offsets = gather_neighbours(points, index) - queries[:, :, None]
+    index, offsets = neighbourhood(queries, points, 6)
+    torch.testing.assert_close(index, knn_indices(queries, points, 6))
+    torch.testing.assert_close(queries[:, :, None] + offsets, gather_neighbours(points, index))
     return x, tokens, index, offsets
 
 

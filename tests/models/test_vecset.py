@@ -64,7 +64,7 @@ def test_stages_compose_and_chunks_decode_independently(attention):
     first, rest = model.query_sdf(context, queries[:, :20]), model.query_sdf(context, queries[:, 20:])
     chunks = torch.cat([first, rest], dim=1)
     torch.testing.assert_close(chunks, full)  # eval: the bottleneck returns its mean, deterministic
-    torch.testing.assert_close(model.query_sdf(context.shape(1), queries[1:]), full[1:])
+    torch.testing.assert_close(model.query_sdf(context.select(1), queries[1:]), full[1:])
 
 
 def test_local_latents_sit_on_their_fps_points_and_queries_read_only_their_nearest():

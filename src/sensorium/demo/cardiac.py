@@ -21,7 +21,8 @@ from sensorium.demo.pipeline import (
 # The demo's data: small volumes of a mildly varied heart (the synthetic generator's defaults vary
 # more) and fewer stored points than `sensorium prepare cardiac`'s defaults, so that synth + prepare
 # leave most of the budget to fitting. Many cases with few points: generalising from the training
-# hearts is the hard part (val IoU after 900 steps: 0.549 with 39 training hearts, 0.582 with 112).
+# hearts is the hard part (global-attention model, val IoU after 900 steps: 0.549 with 39 training
+# hearts, 0.582 with 112).
 # The volume's voxels are 1.5 x 1.5 x 2 mm: anisotropic, as real stacks. Near-surface offsets of
 # about 1 and 3 of these voxels (normalised units: a voxel is ~0.022): the default 0.01 is under
 # half a voxel here, where the labels' own staircase decides inside or outside. The SDF grid (only

@@ -47,6 +47,13 @@ def gather_neighbours(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x.reshape(B * N, D).index_select(0, flat).view(*index.shape, D)
 
 
+def neighbourhood(queries: torch.Tensor, points: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k points (B, N, 3) nearest to each query (B, Q, 3): their indices (B, Q, k) and their
+    offsets from the query (B, Q, k, 3), differentiable with respect to both positions."""
+    index = knn_indices(queries, points, k)
+    return index, gather_neighbours(points, index) - queries[:, :, None]
+
+
 class NeighbourCrossAttentionBlock(nn.Module):
     """Pre-norm block: queries attend to their k nearest tokens, then an MLP.
 

@@ -46,7 +46,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from sensorium.layers.attention import CrossAttentionBlock, TransformerBlock
-from sensorium.layers.neighbours import NeighbourCrossAttentionBlock, gather_neighbours, knn_indices
+from sensorium.layers.neighbours import NeighbourCrossAttentionBlock, neighbourhood
 from sensorium.layers.pos_embed import PointFourierEmbed
 
 LatentInit = Literal["learned", "fps"]
@@ -109,7 +109,7 @@ class LatentContext(NamedTuple):
     tokens: torch.Tensor  # (B, M, dim)
     positions: torch.Tensor | None  # (B, M, 3) for local attention, else None
 
-    def shape(self, b: int) -> "LatentContext":
+    def select(self, b: int) -> "LatentContext":
         """The context of shape b alone (a batch of one)."""
         return LatentContext(self.tokens[b:b + 1], None if self.positions is None else self.positions[b:b + 1])
 
@@ -245,8 +245,7 @@ class VecSetAutoEncoder(nn.Module):
             queries = tokens.gather(1, idx[..., None].expand(-1, -1, tokens.shape[-1]))  # (B, M, dim)
         if self.local:
             positions = xyz.gather(1, idx[..., None].expand(-1, -1, 3))  # (B, M, 3) the FPS points
-            near = knn_indices(positions, xyz, self.encoder_neighbours)  # (B, M, k) input points per latent
-            offsets = gather_neighbours(xyz, near) - positions[:, :, None]  # (B, M, k, 3)
+            near, offsets = neighbourhood(positions, xyz, self.encoder_neighbours)  # (B, M, k), (B, M, k, 3)
             x = self.encoder(queries, tokens, near, offsets)  # (B, M, dim): each latent reads its neighbourhood
         else:
             x = self.encoder(queries, tokens)  # (B, M, dim): latents attend to the N points
@@ -274,8 +273,7 @@ class VecSetAutoEncoder(nn.Module):
         of queries decode independently (and each output depends only on its own point)."""
         q = self.query_embed(queries)  # (B, Q, dim)
         if self.local:
-            near = knn_indices(queries, context.positions, self.decoder_neighbours)  # (B, Q, k) latents per query
-            offsets = gather_neighbours(context.positions, near) - queries[:, :, None]  # (B, Q, k, 3)
+            near, offsets = neighbourhood(queries, context.positions, self.decoder_neighbours)  # latents per query
             q = self.decoder(q, context.tokens, near, offsets)  # (B, Q, dim)
         else:
             q = self.decoder(q, context.tokens)  # (B, Q, dim): each query attends to the M latents

@@ -14,7 +14,7 @@ written to RUN/eval/ (cardiac.json, meshes/, render_<case>.png).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -122,13 +122,7 @@ class CardiacTask(SensoriumTask):
         self.structures = list(structures or CARDIAC_STRUCTURES)
         self.save_config(net=self.net_config, loss=self.loss_config, evaluation=self.eval_config,
                          structures=self.structures, optim=self.optim)
-        n = self.net_config
-        self.net = VecSetAutoEncoder(len(self.structures), dim=n.dim, num_latents=n.num_latents, depth=n.depth,
-                                     head_dim=n.head_dim, mlp_ratio=n.mlp_ratio, num_freqs=n.num_freqs,
-                                     latent_init=n.latent_init, kl_dim=n.kl_dim, sdf_scale=n.sdf_scale,
-                                     attention=n.attention, encoder_neighbours=n.encoder_neighbours,
-                                     decoder_neighbours=n.decoder_neighbours, rel_freqs=n.rel_freqs,
-                                     rel_scale=n.rel_scale)
+        self.net = VecSetAutoEncoder(len(self.structures), **asdict(self.net_config))
         l = self.loss_config
         self.loss = SdfLoss(l.volume, l.near, l.surface, l.eikonal, l.kl, l.clamp)
         self._parts: list[dict[str, torch.Tensor]] = []
@@ -234,7 +228,7 @@ class CardiacTask(SensoriumTask):
         eval_dir = self.run_dir / "eval"
         chamfer, fscore = [], []
         for b, index in enumerate(batch["index"].tolist()):
-            grid = decode_grid(lambda q: self.net.query_sdf(context.shape(b), q), cfg.grid_resolution,
+            grid = decode_grid(lambda q: self.net.query_sdf(context.select(b), q), cfg.grid_resolution,
                                chunk=cfg.query_chunk, device=context.tokens.device)  # (R, R, R, C)
             meshes = grid_meshes(grid)
             gt_points = batch["gt_surface_points"][b].cpu().numpy()
