@@ -91,8 +91,8 @@ def bench_shapes(num_points: int, threads: int) -> None:
 
 
 def bench_prepare() -> None:
-    from sensorium.data.cardiac_prepare import prepare_case
-    from sensorium.synth.cardiac import generate
+    from sensorium.recipes.cardiac.prepare import prepare_case
+    from sensorium.recipes.cardiac.synth import generate
 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()

@@ -5,7 +5,7 @@ with automatic balancing (the PhysioTouch note's question, answered by measureme
                                        [--threads 1] [overrides ...]
 
 One synthetic TacQuad dataset (the demo's: `sensorium synth tactile`, seed 0) is written once;
-each mode then trains its recipes/tactile/<mode>.yaml (same model, data, epochs and lr schedule;
+each mode then trains its packaged config tactile/<mode> (same model, data, epochs and lr schedule;
 only the `loss` block differs) into DIR/runs/tactile/<mode>, and its best checkpoint is tested
 as the demo does. The untrained encoder is evaluated once (all modes start from the same
 initialisation: same seed, same model config). Printed: one table with the final unweighted
@@ -26,7 +26,7 @@ import os
 import time
 from pathlib import Path
 
-# mode name -> YAML under recipes/tactile/ (demo.yaml is joint with automatic balancing)
+# mode name -> packaged config tactile/<name> (demo is joint with automatic balancing)
 MODES = {
     "alternating": "alternating",
     "joint_fixed": "joint_fixed",
@@ -55,7 +55,7 @@ def _final_epoch_value(run_dir: Path, key: str) -> float:
 
 
 def run_mode(name: str, config: Path, data: Path, runs: Path, overrides: list[str]) -> tuple[dict, object]:
-    from sensorium.demo.pipeline import fit, test_checkpoint
+    from sensorium.engine.demo import fit, test_checkpoint
 
     start = time.perf_counter()
     cli = fit(config, runs, name, "--data.root", str(data), *overrides)
@@ -90,9 +90,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from sensorium.demo.pipeline import read_json, recipe_config, test_untrained
+    from sensorium.engine.demo import read_json, test_untrained
     from sensorium.report.compare import write_comparison
-    from sensorium.synth.tactile import generate
+    from sensorium.recipes.tactile.synth import generate
 
     data = args.out / "data"
     if not (data / "synth.json").is_file():
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, untrained = [], None
     for name in args.modes:
         os.environ.pop("SENSORIUM_RUN_DIR", None)
-        row, cli = run_mode(name, recipe_config("tactile", MODES[name]), data, args.out / "runs", overrides)
+        row, cli = run_mode(name, f"tactile/{MODES[name]}", data, args.out / "runs", overrides)
         if untrained is None:  # the same initialisation for every mode: evaluate it once
             untrained = read_json(test_untrained(cli, args.out / "untrained") / "eval" / "tactile.json")
         row["knn_gain"] = row["knn_accuracy"] - untrained["knn_accuracy"]

@@ -64,8 +64,8 @@ def flops_of(step) -> float:
 
 # --- the models ---------------------------------------------------------------------------------
 def welding_model_and_batch(batch_size: int):
-    from sensorium.data.welding import WeldingPreprocess
-    from sensorium.models.welding import WeldingNet, welding_demo
+    from sensorium.recipes.welding.reader import WeldingPreprocess
+    from sensorium.recipes.welding.model import WeldingNet, welding_demo
 
     p = WeldingPreprocess()
     net = WeldingNet(welding_demo())
@@ -122,7 +122,7 @@ def loading_rate(data: Path, workers: int, batch_size: int, batches: int = 6) ->
     from torch.utils.data import DataLoader
 
     from sensorium.data.bad_samples import collate_skipping
-    from sensorium.data.welding import WeldingDataset, WeldingPreprocess, compute_sensor_stats, read_manifest
+    from sensorium.recipes.welding.reader import WeldingDataset, WeldingPreprocess, compute_sensor_stats, read_manifest
 
     records = read_manifest(data)
     dataset = WeldingDataset(records, WeldingPreprocess(), compute_sensor_stats(records), cache=False)
@@ -177,7 +177,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data
         if data is None:
-            from sensorium.synth.welding import generate
+            from sensorium.recipes.welding.synth import generate
 
             data = Path(tmp) / "welding"
             generate(data, seed=0, samples_per_class=24)  # 288 runs: 5 timed batches of 48

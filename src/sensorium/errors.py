@@ -5,21 +5,31 @@ class SensoriumError(Exception):
     """Base class: the CLI prints the message and exits non-zero."""
 
 
-class DataError(SensoriumError):
-    """A dataset file is missing, unreadable or malformed: `DataError(path, problem)`.
+class _Located(SensoriumError):
+    """`Error(where, problem)` -> "where: problem".
 
     Also constructible from one message, because DataLoader re-raises a worker's exception as
     `type(exc)(message)`; `user_message` then recovers the original one-line message from the
     worker's traceback text.
     """
 
-    def __init__(self, path, problem: str | None = None):
+    def __init__(self, where, problem: str | None = None):
         if problem is None:
-            self.path, self.problem = None, str(path)
-            super().__init__(str(path))
+            self.path, self.problem = None, str(where)
+            super().__init__(str(where))
         else:
-            self.path, self.problem = str(path), problem
+            self.path, self.problem = str(where), problem
             super().__init__(f"{self.path}: {problem}")
+
+
+class DataError(_Located):
+    """A dataset file is missing, unreadable or malformed, or a dataset cannot serve the run as
+    configured: `DataError(path, problem)`."""
+
+
+class ConfigError(_Located):
+    """A configuration value or command-line flag that cannot run: `ConfigError(where, problem)`,
+    where `where` names the option (`data.batch_size`), the YAML or the command."""
 
 
 class DoctorError(SensoriumError):

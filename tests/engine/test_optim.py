@@ -81,7 +81,7 @@ def test_fit_with_max_time_sizes_the_decay_by_the_clock(tmp_path):
     import lightning as L
     from torch.utils.data import DataLoader
 
-    from sensorium.tasks.base import SensoriumTask
+    from sensorium.engine.task import SensoriumTask
 
     class Tiny(SensoriumTask):
         recipe = "test"

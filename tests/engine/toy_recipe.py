@@ -18,7 +18,7 @@ from sensorium.data.splits import rank_shard
 from sensorium.engine.optim import OptimConfig
 from sensorium.eval.knn import knn_predict
 from sensorium.losses.contrastive import supcon_loss
-from sensorium.tasks.base import SensoriumTask
+from sensorium.engine.task import SensoriumTask
 
 
 class _Blobs(TensorDataset):

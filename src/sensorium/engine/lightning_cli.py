@@ -18,7 +18,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from sensorium.engine.callbacks import AtomicCheckpointIO, ExportFinalWeights
 from sensorium.engine.doctor import Doctor
 from sensorium.engine.run import RunConfig, build_loggers, resolve_run_dir, run_dir_of_checkpoint
-from sensorium.tasks.base import SensoriumTask
+from sensorium.engine.task import SensoriumTask
 
 TRAINER_DEFAULTS = {
     # Each datamodule builds its own rank-aware samplers (class-balanced batches must not be
@@ -34,6 +34,7 @@ class SensoriumCLI(LightningCLI):
         # `args` is how sensorium passes its own command lines; LightningCLI warns whenever
         # sys.argv also holds arguments, which is always the case behind the `sensorium` command.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        args = resolve_config_args(args)
         self.run_dir: Path | None = None
         self.doctor_batches = doctor_batches
         self.doctor: Doctor | None = None
@@ -88,6 +89,25 @@ class SensoriumCLI(LightningCLI):
             accumulate_grad_batches=1, callbacks=[], enable_model_summary=False)
         self.doctor = Doctor(run.doctor, collect=True)
         return L.Trainer(**{**trainer_config, "callbacks": [self.doctor, KeepWeights()]})
+
+
+def resolve_config_args(args: list[str] | None) -> list[str] | None:
+    """Each `--config VALUE` (or `--config=VALUE`) with VALUE a YAML path or a packaged name such
+    as `welding/demo` -> the YAML's path (see `sensorium.recipes.resolve_config`)."""
+    from sensorium.recipes import resolve_config
+
+    if args is None:
+        return None
+    resolved, args = [], list(args)
+    while args:
+        arg = args.pop(0)
+        if arg == "--config" and args:
+            resolved += [arg, str(resolve_config(args.pop(0)))]
+        elif arg.startswith("--config="):
+            resolved.append(f"--config={resolve_config(arg.split('=', 1)[1])}")
+        else:
+            resolved.append(arg)
+    return resolved
 
 
 class KeepWeights(L.Callback):

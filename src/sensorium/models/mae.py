@@ -195,7 +195,7 @@ class DynamicOutput:
     future_mask: torch.Tensor  # (B, L) all ones: every patch of frame 4 is predicted
     future_base: torch.Tensor | None = None
     """(B, L, P) patchify(frame 3) when `future_pred` is a change: the prediction is
-    target_space(future_base) + future_pred (`sensorium.eval.tactile.predict_future`)."""
+    target_space(future_base) + future_pred (`sensorium.recipes.tactile.evaluate.predict_future`)."""
 
 
 # --- model -----------------------------------------------------------------------------------------
@@ -216,7 +216,7 @@ class TactileMAE(nn.Module):
             positions were never seen in any context frame, so most of the frame-T loss only
             teaches "no change"; a lower ratio trains the motion at more positions.
         num_frames: frames of a dynamic sample; the last is predicted from the others.
-        num_sensors: sensor ids 0..num_sensors-1 (sensorium.data.tactile.SENSORS).
+        num_sensors: sensor ids 0..num_sensors-1 (sensorium.recipes.tactile.reader.SENSORS).
         sensor_tokens: learned tokens per sensor prepended after CLS (AnyTouch: 5); 0 disables.
         tube_mask: dynamic task masks the same patch positions in frames 1-3 (VideoMAE / AnyTouch tube
             masking); with independent masks a patch could be copied from a neighbouring frame.

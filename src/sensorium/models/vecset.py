@@ -346,7 +346,7 @@ def vecset_tiny(num_classes: int = 10, latent_init: LatentInit = "fps", kl_dim: 
 
 
 def vecset_demo(num_classes: int = 10, kl_dim: int | None = None) -> VecSetAutoEncoder:
-    """CPU demo (recipes/cardiac/demo.yaml): ~1 M parameters, local attention over 256 FPS latents.
+    """CPU demo (cardiac/demo): ~1 M parameters, local attention over 256 FPS latents.
 
     Measured on 39-75 mild synthetic hearts (val mean IoU, one thread, batch 16): local attention
     0.745 vs global 0.603 after 1200 steps at lr 2e-3 (global: 64 latents, 3 blocks). At lr 4e-3

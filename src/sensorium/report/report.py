@@ -1,8 +1,9 @@
 """`sensorium report RUN_DIR`: RUN_DIR/report.html, self-contained (figures inline).
 
 Every run gets its training curves (loss, loss terms and their shares, lr, validation metrics);
-a recipe adds its own sections through `sensorium.report.<recipe>.sections(run_dir)` when that
-module exists (welding: confusion matrix, TEST embeddings, attention share per modality, ablation).
+a recipe adds its own sections through the `sections(run_dir)` of the report module its registry
+entry names (`sensorium.recipes.RECIPES`; welding: confusion matrix, TEST embeddings, attention share
+per modality, ablation).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import json
 from pathlib import Path
 
 from sensorium.engine.checkpoint import atomic_write_text
+from sensorium.errors import ConfigError
+from sensorium.recipes import RECIPES
 from sensorium.report.curves import curves_png, read_metrics
 from sensorium.report.html import Section, page
 
@@ -53,15 +56,12 @@ def training_sections(run_dir: Path) -> list[Section]:
 def write_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"{run_dir}: no such run directory")
+        raise ConfigError(run_dir, "no such run directory")
     recipe = run_recipe(run_dir)
     sections = training_sections(run_dir)
-    try:
-        recipe_module = importlib.import_module(f"sensorium.report.{recipe}")
-    except ModuleNotFoundError:
-        recipe_module = None
-    if recipe_module is not None:
-        sections += recipe_module.sections(run_dir)
+    entry = RECIPES.get(recipe)
+    if entry is not None and entry.report is not None:
+        sections += importlib.import_module(entry.report).sections(run_dir)
     html = page(f"sensorium · {recipe} · {run_dir.name}", sections, subtitle=str(run_dir.resolve()))
     path = atomic_write_text(run_dir / "report.html", html)
     print(f"[report] wrote {path}")

@@ -1,0 +1,72 @@
+"""The stages every recipe's demo shares: fit, test a checkpoint (or the untrained model), time the
+stages, and write summary.json with the measured numbers."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from sensorium.engine.checkpoint import atomic_write_json
+
+
+def fit(config: str | Path, runs: Path, version: str, *overrides: str):
+    """Train with LightningCLI into <runs>/<recipe>/<version>; returns the CLI (its trainer, model
+    and datamodule stay usable: the demo tests on the same datamodule, decoded data included)."""
+    from sensorium.engine.lightning_cli import SensoriumCLI
+
+    os.environ.pop("SENSORIUM_RUN_DIR", None)
+    return SensoriumCLI(args=["fit", "--config", str(config), "--run.root", str(runs), "--run.version", version,
+                              *overrides])
+
+
+def test_checkpoint(cli, ckpt: Path) -> Path:
+    """The recipe's test step on `ckpt`, writing <run>/eval/; returns the run directory."""
+    cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=str(ckpt))
+    return cli.run_dir
+
+
+def test_untrained(cli, out_dir: Path) -> Path:
+    """The same pipeline with the model as initialised before training (same seed, same config),
+    evaluated on the same data; writes <out_dir>/eval/ and returns out_dir."""
+    import lightning as L
+
+    config = cli.config[cli.subcommand] if cli.subcommand else cli.config  # fit (demo) or test (eval)
+    seed = config.get("seed_everything")
+    L.seed_everything(seed if isinstance(seed, int) else 0, verbose=False)
+    model = type(cli.model)(**dict(cli.model.hparams))
+    trainer = L.Trainer(accelerator=cli.trainer.accelerator, devices=1, precision=cli.trainer.precision_plugin.precision,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, use_distributed_sampler=False, default_root_dir=str(out_dir))
+    trainer.test(model, datamodule=cli.datamodule)
+    return out_dir
+
+
+class Stopwatch:
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.stages: dict[str, float] = {}
+        self._last = self.start
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.stages[stage] = round(now - self._last, 1)
+        self._last = now
+        print(f"[demo] {stage}: {self.stages[stage]:.1f} s")
+
+    @property
+    def seconds(self) -> float:
+        return round(time.perf_counter() - self.start, 1)
+
+
+def write_summary(out: Path, recipe: str, clock: Stopwatch, metrics: dict, baseline: dict, **extra) -> dict:
+    summary = {"recipe": recipe, "seconds": clock.seconds, "metrics": metrics, "baseline": baseline,
+               "stages_seconds": clock.stages, **extra}
+    atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def read_json(path: Path) -> dict:
+    with open(path) as f:
+        return json.load(f)

@@ -1,0 +1,126 @@
+"""`sensorium demo cardiac --out DIR`: synthetic label volumes -> prepare -> fit -> eval -> report.
+
+Targets (issue 4): val mean IoU >= 0.75 with every structure >= 0.5, within 15 minutes on 2 CPU
+cores; summary.json also gives the Chamfer distance and two baselines on the same val cases: the
+untrained model (its zero-initialised head predicts SDF 0, so nothing is inside: IoU 0) and the mean
+shape (the mean of the training cases' SDF grids). `baseline.mean_iou` is the stronger of the two
+(`baseline.kind` says which).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from sensorium.engine.demo import (
+    Stopwatch, fit, read_json, test_checkpoint, test_untrained, write_summary,
+)
+
+# The demo's data: small volumes of a mildly varied heart (the synthetic generator's defaults vary
+# more) and fewer stored points than `sensorium prepare cardiac`'s defaults, so that synth + prepare
+# leave most of the budget to fitting. Many cases with few points: generalising from the training
+# hearts is the hard part (global-attention model, val IoU after 900 steps: 0.549 with 39 training
+# hearts, 0.582 with 112).
+# The volume's voxels are 1.5 x 1.5 x 2 mm: anisotropic, as real stacks. Near-surface offsets of
+# about 1 and 3 of these voxels (normalised units: a voxel is ~0.022): the default 0.01 is under
+# half a voxel here, where the labels' own staircase decides inside or outside. The SDF grid (only
+# for the mean-shape baseline) is 24^3: at 32^3 it cost more than all the other points together.
+DEMO_DATA = {"cases": 96, "shape": (88, 88, 66), "spacing": (1.5, 1.5, 2.0), "surface_points": 4096,
+             "volume_points": 4096, "near_points": 4096, "near_sigmas": (0.02, 0.06), "grid_resolution": 24,
+             "val_fraction": 0.2}
+BUDGET_S = 15 * 60
+"""The issue's limit for the whole demo on 2 CPU cores."""
+EVAL_RESERVE_S = 105
+"""Kept for test, both baselines and the report after fitting (measured 65 s for 21 val cases on 2
+idle cores with the local-attention model, whose decoded 48^3 grids take about 1 s per case and
+model; the rest covers the fit's own start and a busier machine)."""
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="sensorium demo cardiac", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cases", type=int, default=DEMO_DATA["cases"])
+    parser.add_argument("--workers", type=int, default=2, help="processes for synth and prepare")
+    parser.add_argument("--config", default="cardiac/demo",
+                        help="a YAML path or a packaged name (default: %(default)s)")
+    parser.add_argument("overrides", nargs="*", help="extra LightningCLI arguments, e.g. --trainer.max_epochs=5")
+    args, unknown = parser.parse_known_args(argv)
+    overrides = [*args.overrides, *unknown]
+    config = args.config
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()
+    clock = Stopwatch()
+
+    from sensorium.recipes.cardiac.prepare import PrepareConfig, run
+    from sensorium.recipes.cardiac.synth import generate
+
+    raw, data = out / "raw", out / "data"
+    generate(raw, seed=args.seed, cases=args.cases, shape=DEMO_DATA["shape"], spacing=DEMO_DATA["spacing"],
+             workers=args.workers, variation="mild")
+    clock.lap("synth")
+    prepared = run(raw, data, PrepareConfig(surface_points=DEMO_DATA["surface_points"],
+                                            volume_points=DEMO_DATA["volume_points"],
+                                            near_points=DEMO_DATA["near_points"],
+                                            near_sigmas=DEMO_DATA["near_sigmas"],
+                                            grid_resolution=DEMO_DATA["grid_resolution"], seed=args.seed),
+                   workers=args.workers, val_fraction=DEMO_DATA["val_fraction"], progress=False)
+    clock.lap("prepare")
+
+    # Fit for the rest of the budget at most: the lr schedule ends by max_epochs or by this max_time,
+    # whichever comes first (best.ckpt is kept by val mean IoU).
+    fit_budget = max(60, int(BUDGET_S - clock.seconds - EVAL_RESERVE_S))
+    max_time = f"00:00:{fit_budget // 60:02d}:{fit_budget % 60:02d}"
+    print(f"[demo] fitting for at most {fit_budget} s (--trainer.max_time {max_time})")
+    cli = fit(config, out / "runs", "demo", "--data.root", str(data), "--trainer.max_time", max_time, *overrides)
+    run_dir = cli.run_dir
+    clock.lap("fit")
+    test_checkpoint(cli, run_dir / "checkpoints" / "best.ckpt")
+    report = read_json(run_dir / "eval" / "cardiac.json")
+    untrained = read_json(test_untrained(cli, out / "baseline") / "eval" / "cardiac.json")
+    (run_dir / "eval" / "untrained.json").write_text(json.dumps(untrained, indent=2) + "\n")
+
+    from sensorium.engine.checkpoint import atomic_write_json
+    from sensorium.recipes.cardiac.evaluate import mean_shape_baseline
+
+    evaluation = cli.model.eval_config
+    mean_shape = mean_shape_baseline(data, report["split"], evaluation.fscore_threshold, evaluation.mesh_samples)
+    atomic_write_json(run_dir / "eval" / "mean_shape.json", mean_shape)
+    clock.lap("eval")
+
+    from sensorium.report.report import write_report
+
+    write_report(run_dir)
+    clock.lap("report")
+
+    metrics = {key: report[key] for key in ("mean_iou", "class_iou", "chamfer", "chamfer_mm", "fscore", "iou_volume",
+                                            "iou_near")}
+    kind = "mean shape" if mean_shape["mean_iou"] >= untrained["mean_iou"] else "untrained model"
+    baseline = {"mean_iou": max(mean_shape["mean_iou"], untrained["mean_iou"]), "kind": kind,
+                "untrained_mean_iou": untrained["mean_iou"], "mean_shape_mean_iou": mean_shape["mean_iou"],
+                "mean_shape_class_iou": mean_shape["class_iou"], "mean_shape_chamfer": mean_shape["chamfer"],
+                "untrained_chamfer": untrained["chamfer"]}
+    summary = write_summary(
+        out, "cardiac", clock, metrics, baseline, split=report["split"], num_cases=report["num_cases"],
+        model=report["model"], data={**DEMO_DATA, "prepared": prepared["prepared"], "splits": prepared["splits"],
+                                     "variation": "mild"},
+        best_val_mean_iou=_best_val(cli), load_average={"before": round(load_before[0], 2),
+                                                        "after": round(os.getloadavg()[0], 2)},
+        cpu_count=os.cpu_count(), run_dir=str(run_dir), report=str(run_dir / "report.html"))
+    lowest = min(metrics["class_iou"], key=lambda k: metrics["class_iou"][k] or 0.0)
+    print(f"[demo] cardiac: val mean IoU {metrics['mean_iou']:.3f} (lowest {lowest} "
+          f"{metrics['class_iou'][lowest] or 0.0:.3f}; baseline {kind} {baseline['mean_iou']:.3f}, untrained "
+          f"{untrained['mean_iou']:.3f}), Chamfer {metrics['chamfer'] or float('nan'):.4f} "
+          f"({metrics['chamfer_mm'] or float('nan'):.2f} mm), F-score {metrics['fscore']:.3f}; "
+          f"{summary['seconds']:.0f} s (load average {load_before[0]:.1f} -> {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} cores) -> {out / 'summary.json'}")
+    return 0
+
+
+def _best_val(cli) -> float | None:
+    score = cli.trainer.checkpoint_callback.best_model_score if cli.trainer.checkpoint_callback else None
+    return float(score) if score is not None else None

@@ -1,0 +1,151 @@
+"""The tactile recipe's DataModule: TacQuad (or a generic index CSV) -> 4-frame windows, split by
+object, decoded once into memory, shuffled per rank for training and sharded per rank for
+evaluation.
+
+Batches follow the sample contract of `sensorium.recipes.tactile.reader` (frames (B, 4, 3, S, S) in [0, 1],
+sensor, label, index) plus `skipped`; augmentation and normalisation run on the batch in the task.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler, Subset
+
+from sensorium.data.bad_samples import OnBadSample, collate_skipping
+from sensorium.data.fingerprint import sample_fingerprint
+from sensorium.data.splits import rank_shard
+from sensorium.recipes.tactile.reader import SCENES, TactileSequenceDataset, TactileWindow, read_index_csv, read_tacquad, \
+    split_windows
+from sensorium.errors import DataError
+
+
+class TactileDataModule(L.LightningDataModule):
+    def __init__(self, root: str, layout: Literal["tacquad", "index"] = "tacquad", index_csv: str = "index.csv",
+                 scenes: list[str] | None = None, labels_csv: str | None = None, reach_before_contact: bool = False,
+                 image_size: int = 64, frame_sizes: dict[str, list[int]] | None = None, val_fraction: float = 0.15,
+                 test_fraction: float = 0.15, split_seed: int = 0, batch_size: int = 32, eval_batch_size: int = 64,
+                 num_workers: int = 0, cache: bool = True, on_bad_sample: OnBadSample = "error"):
+        """
+        Args:
+            root: the TacQuad root (contact_{indoor,outdoor}.csv, data_{indoor,outdoor}/), or the
+                folder of the generic index CSV.
+            layout: "tacquad" reads the contact CSVs as AnyTouch does; "index" reads `index_csv`
+                (one row per window: frame_0..frame_3, sensor[, label]).
+            scenes: TacQuad scenes to read (default both).
+            labels_csv: scene,item,label CSV under root giving each item's class (evaluation only:
+                k-NN and linear probes); None leaves labels unknown (-1) and skips the probes.
+            reach_before_contact: windows end at every contact frame and may start before the contact
+                range, exactly as AnyTouch's video dataset builds them (default: inside the range).
+            frame_sizes: expected raw (H, W) of each sensor's frames, checked on load; None reads
+                them from root/synth.json when it exists (synthetic data) and checks nothing otherwise.
+            val_fraction, test_fraction, split_seed: share of OBJECTS (TacQuad items) held out, so the
+                overlapping windows of one recording never sit on both sides of a split.
+            batch_size: windows per training batch and rank (the MAE lr rule scales by it).
+            cache: keep decoded frames in memory (each file is decoded once; the demo's 2,000
+                windows at 64 px take ~100 MB). With num_workers > 0 each worker caches its own copy.
+        """
+        super().__init__()
+        self.root = root
+        self.layout = layout
+        self.index_csv = index_csv
+        self.scenes = list(scenes or SCENES)
+        self.labels_csv = labels_csv
+        self.reach_before_contact = reach_before_contact
+        self.image_size = image_size
+        self.frame_sizes = frame_sizes
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.split_seed = split_seed
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.cache = cache
+        self.on_bad_sample = on_bad_sample
+        self.save_hyperparameters({"root": root, "layout": layout, "image_size": image_size})
+        self.windows: dict[str, list[TactileWindow]] | None = None
+        self.datasets: dict[str, TactileSequenceDataset] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.windows is not None:
+            return
+        skipped: list[DataError] = []
+        root = Path(self.root)
+        if self.layout == "tacquad":
+            windows = read_tacquad(root, self.scenes, self.labels_csv, self.reach_before_contact,
+                                   self.on_bad_sample, skipped)
+        elif self.layout == "index":
+            windows = read_index_csv(root / self.index_csv, self.on_bad_sample, skipped)
+        else:
+            raise ValueError(f"layout must be 'tacquad' or 'index', got {self.layout!r}")
+        if skipped:
+            print(f"[tactile] skipped {len(skipped)} bad index entries under {root}")
+        train, val, test = split_windows(windows, self.val_fraction, self.test_fraction, self.split_seed)
+        self.windows = {"train": train, "val": val, "test": test}
+        if not train:
+            raise DataError(root, f"no training windows ({len(windows)} windows in all)")
+        sizes = self._frame_sizes()
+        for split, items in self.windows.items():
+            self.datasets[split] = TactileSequenceDataset(items, self.image_size, sizes, self.on_bad_sample,
+                                                          cache=self.cache)
+        counts = ", ".join(f"{split} {len(items)}" for split, items in self.windows.items())
+        print(f"[tactile] {len(windows)} windows of {len({w.group for w in windows})} objects: {counts}")
+
+    def _frame_sizes(self) -> dict[str, tuple[int, int]] | None:
+        if self.frame_sizes is not None:
+            return {sensor: tuple(size) for sensor, size in self.frame_sizes.items()}
+        synth = Path(self.root) / "synth.json"
+        if synth.is_file():
+            return {sensor: tuple(size) for sensor, size in json.loads(synth.read_text())["frame_sizes"].items()}
+        return None
+
+    def split_fingerprints(self) -> dict[str, dict[str, str]]:
+        """{split: {window id (its frame paths): content hash of its four frames}} for the doctor."""
+        return {split: {"|".join(w.paths): sample_fingerprint(w.paths) for w in windows}
+                for split, windows in (self.windows or {}).items()}
+
+    def has_labels(self, split: str) -> bool:
+        return any(w.label >= 0 for w in (self.windows or {}).get(split, []))
+
+    # --- loaders --------------------------------------------------------------------------------
+    def _rank(self) -> tuple[int, int]:
+        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+
+    def _loader(self, dataset, **kwargs) -> DataLoader:
+        return DataLoader(dataset, num_workers=self.num_workers, collate_fn=collate_skipping,
+                          persistent_workers=self.num_workers > 0, **kwargs)
+
+    def train_dataloader(self) -> DataLoader:
+        # Lightning does not wrap samplers here (use_distributed_sampler=False), so each rank takes
+        # its own shard; Lightning calls set_epoch, which reshuffles every epoch.
+        rank, world = self._rank()
+        dataset = self.datasets["train"]
+        if len(dataset) < self.batch_size * world:
+            raise DataError(self.root, f"{len(dataset)} training windows do not fill one batch of "
+                                       f"{self.batch_size} on {world} rank(s)")
+        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.split_seed,
+                                     drop_last=True)
+        return self._loader(dataset, sampler=sampler, batch_size=self.batch_size, drop_last=True)
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        rank, world = self._rank()
+        dataset = self.datasets[split]
+        return self._loader(Subset(dataset, rank_shard(len(dataset), rank, world)), batch_size=self.eval_batch_size)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        """[val windows (losses, frame-4 prediction, k-NN queries), train windows (the k-NN bank)]."""
+        if not self.datasets.get("val") or not len(self.datasets["val"]):
+            raise DataError(self.root, f"no validation windows (val_fraction={self.val_fraction})")
+        return [self._eval_loader("val"), self._eval_loader("train")]
+
+    def test_dataloader(self) -> list[DataLoader]:
+        """[test windows (every evaluation), train + val windows (the k-NN / probe bank)]."""
+        if not self.datasets.get("test") or not len(self.datasets["test"]):
+            raise DataError(self.root, f"no test windows (test_fraction={self.test_fraction})")
+        bank = ConcatDataset([self.datasets["train"], self.datasets["val"]])  # frames already decoded
+        rank, world = self._rank()
+        return [self._eval_loader("test"),
+                self._loader(Subset(bank, rank_shard(len(bank), rank, world)), batch_size=self.eval_batch_size)]

@@ -1,0 +1,368 @@
+"""Tactile recipe: MAE pretraining with a static and a dynamic task (AnyTouch stage 1), trained in
+one of the PhysioTouch note's modes:
+
+- `joint`: every batch runs both tasks; loss = alpha * loss_static + beta * loss_dynamic with fixed
+  weights (0.5 / 0.5, 0.75 / 0.25), or with `balance: true` weights recomputed every step from
+  running averages of the two losses so that the static task contributes `target_share` of the
+  weighted total (`balance_weights`);
+- `alternating`: each batch runs ONE task; within an epoch the static batches are an exact shuffled
+  permutation holding `static_ratio` of the batches (`alternating_schedule`), not a coin flip.
+
+loss_dynamic = loss_recon (masked patches of frames 1-3) + loss_pred (all patches of frame 4), as in
+the note. Every step logs the note's metrics (train/loss_total, loss_static, loss_dynamic,
+loss_recon, loss_pred, loss_ratio, weighted_*, *_contribution, alpha, beta, grad_norm), per step
+and per epoch. Validation: frame-4 prediction against copying frame 3 (`val/pred_mse_ratio`,
+which picks best.ckpt), masked PSNR and k-NN on the val objects. Test: `sensorium.recipes.tactile.evaluate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from sensorium.config import as_config
+from sensorium.recipes.tactile.reader import IMAGENET_MEAN, IMAGENET_STD, SENSORS, STATIC_FRAME, WINDOW, TactileAugment
+from sensorium.engine.checkpoint import atomic_write_json
+from sensorium.engine.optim import OptimConfig
+from sensorium.recipes.tactile import evaluate as tactile_eval
+from sensorium.eval.probes import knn_accuracy, probe_report, standardize
+from sensorium.losses.masked import mae_loss
+from sensorium.models.mae import TactileMAE
+from sensorium.engine.task import SensoriumTask
+
+
+# --- the two rules of the training modes (pure, tested) ---------------------------------------------------
+def balance_weights(static_avg: float, dynamic_avg: float, target_share: float = 0.5) -> tuple[float, float]:
+    """(alpha, beta) with alpha + beta = 1 such that alpha * S / (alpha * S + beta * D) = target_share
+    for average losses S (static) and D (dynamic): alpha = s D / (s D + (1 - s) S). Summing to 1
+    keeps the total on the scale of the fixed-weight modes."""
+    if not 0.0 < target_share < 1.0:
+        raise ValueError(f"target_share must be in (0, 1), got {target_share}")
+    if static_avg <= 0 or dynamic_avg <= 0:
+        return 1.0 - target_share, target_share  # nothing measured yet: no evidence to reweight
+    alpha = target_share * dynamic_avg / (target_share * dynamic_avg + (1.0 - target_share) * static_avg)
+    return alpha, 1.0 - alpha
+
+
+def alternating_schedule(num_batches: int, static_ratio: float, seed: int = 0) -> torch.Tensor:
+    """(num_batches,) bool, True = static batch: exactly round(static_ratio * num_batches) static
+    batches in a random order (a permutation, so every epoch holds the stated ratio)."""
+    if not 0.0 <= static_ratio <= 1.0:
+        raise ValueError(f"static_ratio must be in [0, 1], got {static_ratio}")
+    num_static = round(static_ratio * num_batches)
+    order = torch.randperm(num_batches, generator=torch.Generator().manual_seed(seed))
+    return order < num_static  # positions whose rank in the permutation falls in the first num_static
+
+
+class LossBalancer(nn.Module):
+    """Bias-corrected exponential running averages of the static and dynamic losses (buffers, so
+    a resumed run continues them) and the weights `balance_weights` derives from them."""
+
+    def __init__(self, target_share: float = 0.5, momentum: float = 0.98):
+        super().__init__()
+        self.target_share, self.momentum = target_share, momentum
+        self.register_buffer("average", torch.zeros(2))  # (static, dynamic), biased towards 0
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def update(self, static: torch.Tensor, dynamic: torch.Tensor) -> tuple[float, float]:
+        self.average.mul_(self.momentum).add_((1 - self.momentum) * torch.stack([static, dynamic]).float())
+        self.steps += 1
+        unbiased = self.average / (1 - self.momentum ** int(self.steps))  # Adam's bias correction
+        return balance_weights(float(unbiased[0]), float(unbiased[1]), self.target_share)
+
+
+# --- configs ------------------------------------------------------------------------------------------------
+@dataclass
+class TactileModelConfig:
+    """TactileMAE's arguments (see `sensorium.models.mae`); defaults: the demo size."""
+
+    img_size: int = 64
+    patch_size: int = 8
+    embed_dim: int = 128
+    depth: int = 4
+    num_heads: int = 4
+    decoder_embed_dim: int = 96
+    decoder_depth: int = 2
+    decoder_num_heads: int = 4
+    mlp_ratio: float = 4.0
+    mask_ratio: float = 0.75
+    dynamic_mask_ratio: float | None = None
+    """Mask ratio of frames 1-3 in the dynamic task; None: `mask_ratio` (AnyTouch)."""
+    sensor_tokens: int = 1
+    tube_mask: bool = True
+    future_residual: bool = True
+    """Predict frame 4 as a change of frame 3 (False: AnyTouch's absolute prediction)."""
+    pretrained: str | None = None
+    """Local CLIP vision checkpoint directory for the encoder (paper); None: a ViT from scratch."""
+
+
+@dataclass
+class TactileLossConfig:
+    mode: Literal["joint", "alternating"] = "joint"
+    alpha: float = 0.5
+    """Static weight in joint mode with fixed weights."""
+    beta: float = 0.5
+    """Dynamic weight in joint mode with fixed weights."""
+    balance: bool = False
+    """Joint mode: derive alpha, beta each step from running loss averages (alpha + beta = 1)."""
+    target_share: float = 0.5
+    """Static task's share of the weighted total that balancing aims at."""
+    balance_momentum: float = 0.98
+    static_ratio: float = 0.5
+    """Alternating mode: exact fraction of static batches in every epoch."""
+    schedule_seed: int = 0
+    norm_pix: bool = True
+    """MAE's per-patch normalised target (frame-4 prediction is scored in the same space)."""
+
+
+@dataclass
+class AugmentConfig:
+    """Batch augmentation (kornia), identical across the four frames of a window; inputs are
+    normalised by `mean`/`std` in every stage."""
+
+    enabled: bool = True
+    crop_scale: tuple[float, float] = (0.6, 1.0)
+    hflip: float = 0.5
+    vflip: float = 0.0
+    jitter: tuple[float, float, float, float] = (0.3, 0.3, 0.3, 0.05)
+    jitter_p: float = 0.8
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+
+@dataclass
+class TactileEvalConfig:
+    pool: Literal["mean", "cls"] = "mean"
+    """Frozen features for the probes: mean of the patch tokens (MAE's choice) or CLS."""
+    standardize: Literal["none", "bank", "sensor"] = "sensor"
+    """Feature standardisation before the probes, fitted on the bank only: "bank" per dimension
+    (MAE's linear-probe BatchNorm without affine), "sensor" the same with each sensor's own
+    statistics (per-domain BatchNorm, AdaBN). Features cluster by sensor first (a k-NN on the
+    sensor id is 100% accurate, trained or not), so inside a cluster cosine similarity is dominated
+    by the sensor's mean vector unless it is removed. The sensor id is a model input already."""
+    knn_k: int = 20
+    knn_temperature: float = 0.07
+    probe_c: float = 1.0
+    val_knn: bool = True
+    """k-NN of the val objects against the training windows at every validation."""
+    grid_samples: int = 4
+    """Windows per sensor in the test pictures."""
+    mask_seed: int = 0
+
+
+# --- the task -------------------------------------------------------------------------------------------------
+class TactileTask(SensoriumTask):
+    recipe = "tactile"
+    monitor = "val/pred_mse_ratio"
+    monitor_mode = "min"
+
+    def __init__(self, model: TactileModelConfig | dict | None = None, loss: TactileLossConfig | dict | None = None,
+                 augment: AugmentConfig | dict | None = None, evaluation: TactileEvalConfig | dict | None = None,
+                 optim: OptimConfig | dict | None = None):
+        super().__init__(optim)
+        self.model_config = as_config(TactileModelConfig, model)
+        self.loss_config = as_config(TactileLossConfig, loss)
+        self.augment_config = as_config(AugmentConfig, augment)
+        self.eval_config = as_config(TactileEvalConfig, evaluation)
+        self.save_config(model=self.model_config, loss=self.loss_config, augment=self.augment_config,
+                         evaluation=self.eval_config, optim=self.optim)
+        self.net = TactileMAE(**asdict(self.model_config), num_frames=WINDOW, num_sensors=len(SENSORS))
+        a = self.augment_config
+        self.augment = TactileAugment(self.model_config.img_size, a.crop_scale, hflip=a.hflip, vflip=a.vflip,
+                                      jitter=a.jitter, jitter_p=a.jitter_p, mean=a.mean, std=a.std)
+        self.balancer = LossBalancer(self.loss_config.target_share, self.loss_config.balance_momentum)
+        self._schedule = torch.ones(0, dtype=torch.bool)
+        self._batch_idx = 0
+        self._parts: dict[int, list[dict[str, torch.Tensor]]] = {}
+        self._generators: dict[int, torch.Generator] = {}  # fixed masks per evaluation loader
+        self._grid: dict[int, dict[str, torch.Tensor]] = {}
+
+    def export_config(self) -> dict:
+        return {**super().export_config(), "sensors": list(SENSORS), "static_frame": STATIC_FRAME}
+
+    # --- inputs -------------------------------------------------------------------------------------------
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """Augment (training) and normalise the frames (B, 4, 3, S, S) on the batch's device."""
+        if "frames" in batch:
+            training = self._trainer is not None and self.trainer.training and self.augment_config.enabled
+            self.augment.train(training)
+            batch["frames"] = self.augment(batch["frames"])
+        return batch
+
+    def to_pixels(self, patches: torch.Tensor) -> torch.Tensor:
+        """Patches of the normalised input (..., L, p*p*3) -> [0, 1] pixels, same shape."""
+        channels = patches.float().unflatten(-1, (-1, 3))  # (..., L, p*p, 3): MAE's (p, p, C) order
+        return (channels * self.augment.std.view(3) + self.augment.mean.view(3)).flatten(-2)
+
+    # --- training -------------------------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        cfg = self.loss_config
+        if cfg.mode == "alternating":  # the same seed on every rank: all ranks run the same task
+            self._schedule = alternating_schedule(int(self.trainer.num_training_batches), cfg.static_ratio,
+                                                  cfg.schedule_seed * 100_003 + self.current_epoch)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        self._batch_idx = batch_idx
+        return super().training_step(batch, batch_idx)
+
+    def training_losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        cfg = self.loss_config
+        frames, sensor = batch["frames"], batch["sensor"]
+        run_static = run_dynamic = True
+        if cfg.mode == "alternating":
+            run_static = bool(self._schedule[self._batch_idx % len(self._schedule)])
+            run_dynamic = not run_static
+        logs: dict[str, torch.Tensor] = {}
+        if run_static:
+            out = self.net.forward_static(frames[:, STATIC_FRAME], sensor)
+            logs["loss_static"] = mae_loss(out.pred, out.target, out.mask, cfg.norm_pix)
+        if run_dynamic:
+            out = self.net.forward_dynamic(frames, sensor)
+            logs["loss_recon"] = mae_loss(out.recon_pred, out.recon_target, out.recon_mask, cfg.norm_pix)
+            logs["loss_pred"] = mae_loss(tactile_eval.predict_future(out, cfg.norm_pix), out.future_target,
+                                         out.future_mask, cfg.norm_pix)
+            logs["loss_dynamic"] = logs["loss_recon"] + logs["loss_pred"]
+        if cfg.mode == "alternating":
+            terms = {"static": logs["loss_static"]} if run_static else {"dynamic": logs["loss_dynamic"]}
+        else:
+            alpha, beta = self._weights(logs["loss_static"].detach(), logs["loss_dynamic"].detach())
+            terms = {"static": alpha * logs["loss_static"], "dynamic": beta * logs["loss_dynamic"]}
+            total = terms["static"].detach() + terms["dynamic"].detach()
+            logs |= {"alpha": torch.tensor(alpha), "beta": torch.tensor(beta),
+                     "loss_ratio": logs["loss_static"] / logs["loss_dynamic"].clamp_min(1e-12),
+                     "weighted_static": terms["static"], "weighted_dynamic": terms["dynamic"],
+                     "static_contribution": terms["static"].detach() / total.clamp_min(1e-12),
+                     "dynamic_contribution": terms["dynamic"].detach() / total.clamp_min(1e-12)}
+        logs["loss_total"] = sum(terms.values())
+        self.log_dict({f"train/{k}": v.detach().float() for k, v in logs.items()}, on_step=True, on_epoch=True,
+                      batch_size=frames.shape[0])
+        return terms
+
+    def _weights(self, static: torch.Tensor, dynamic: torch.Tensor) -> tuple[float, float]:
+        cfg = self.loss_config
+        if not cfg.balance:
+            return cfg.alpha, cfg.beta
+        if self._trainer is not None and self.trainer.world_size > 1:  # one running average for all ranks
+            static, dynamic = self.trainer.strategy.reduce(torch.stack([static, dynamic]), reduce_op="mean")
+        return self.balancer.update(static, dynamic)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        grads = [p.grad.detach().float().norm() for p in self.parameters() if p.grad is not None]
+        if grads:
+            self.log("train/grad_norm", torch.stack(grads).norm(), on_step=True, on_epoch=True)
+
+    # --- validation and test ------------------------------------------------------------------------------
+    def _evaluate(self, batch: dict, dataloader_idx: int, features_only: bool) -> None:
+        if "frames" not in batch:  # every sample of the batch was skipped as bad
+            return
+        if features_only:
+            part = tactile_eval.encode(self.net, batch["frames"], batch["sensor"])
+        else:
+            generator = self._generators.setdefault(dataloader_idx, torch.Generator().manual_seed(
+                self.eval_config.mask_seed * 1_000 + self.global_rank))
+            part = tactile_eval.evaluate_batch(self.net, batch["frames"], batch["sensor"], self.loss_config.norm_pix,
+                                               self.to_pixels, generator)
+        part |= {"label": batch["label"], "sensor": batch["sensor"]}
+        self._parts.setdefault(dataloader_idx, []).append(part)
+
+    def _probe_features(self, queries: dict, bank: dict, pool: str | None = None,
+                        protocol: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(bank, query) features of `pool` under the standardisation `protocol` (default: the config's)."""
+        key = f"feature_{pool or self.eval_config.pool}"
+        protocol = protocol or self.eval_config.standardize
+        if protocol == "none":
+            return bank[key], queries[key]
+        if protocol == "bank":
+            return standardize(bank[key], queries[key])
+        return standardize(bank[key], queries[key], bank["sensor"], queries["sensor"])
+
+    def on_validation_epoch_start(self) -> None:
+        self._parts, self._generators = {}, {}
+
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if dataloader_idx == 1 and not self.eval_config.val_knn:
+            return
+        self._evaluate(batch, dataloader_idx, features_only=dataloader_idx == 1)
+
+    def on_validation_epoch_end(self) -> None:
+        queries, bank = self.gather_eval(self._parts.get(0, [])), self.gather_eval(self._parts.get(1, []))
+        self._parts = {}
+        if not queries:
+            return
+        numbers = tactile_eval.summarize(queries)
+        for key in ("pred_mse_ratio", "pred_mse_ratio_masked", "pixel_pred_mse_ratio", "psnr_masked"):
+            self.log(f"val/{key}", numbers[key], prog_bar=key == "pred_mse_ratio")
+        if bank and (queries["label"] >= 0).any() and (bank["label"] >= 0).any():
+            bank_x, query_x = self._probe_features(queries, bank)
+            e = self.eval_config
+            self.log("val/knn_accuracy", knn_accuracy(bank_x, bank["label"], query_x, queries["label"], e.knn_k,
+                                                      e.knn_temperature))
+
+    def on_test_epoch_start(self) -> None:
+        self._parts, self._generators, self._grid = {}, {}, {}
+
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._evaluate(batch, dataloader_idx, features_only=dataloader_idx == 1)
+        if dataloader_idx == 0 and "frames" in batch and self.trainer.is_global_zero:
+            self._collect_grid(batch)
+
+    def _collect_grid(self, batch: dict) -> None:
+        """Keep the first `grid_samples` windows of each sensor for the pictures."""
+        for sensor_id in batch["sensor"].unique().tolist():
+            have = len(self._grid.get(sensor_id, {}).get("frames", []))
+            take = (batch["sensor"] == sensor_id).nonzero().flatten()[: self.eval_config.grid_samples - have]
+            if len(take):
+                chosen = {"frames": batch["frames"][take], "sensor": batch["sensor"][take]}
+                old = self._grid.get(sensor_id)
+                self._grid[sensor_id] = chosen if old is None else {k: torch.cat([old[k], v]) for k, v in chosen.items()}
+
+    def on_test_epoch_end(self) -> None:
+        queries, bank = self.gather_eval(self._parts.get(0, [])), self.gather_eval(self._parts.get(1, []))
+        self._parts = {}
+        if not queries:
+            return
+        report = tactile_eval.summarize(queries)
+        report["mask_ratio"] = self.net.mask_ratio
+        report["dynamic_mask_ratio"] = self.net.dynamic_mask_ratio
+        report["norm_pix"] = self.loss_config.norm_pix
+        e = self.eval_config
+        if bank and (queries["label"] >= 0).any() and (bank["label"] >= 0).any():
+            for pool in ("mean", "cls"):
+                bank_x, query_x = self._probe_features(queries, bank, pool)
+                probes = probe_report(bank_x, bank["label"], query_x, queries["label"], e.knn_k, e.knn_temperature,
+                                      e.probe_c)
+                report[f"probes_{pool}"] = probes | {"standardize": e.standardize}
+            # Every pooling x standardisation, so a protocol choice can be checked against the others.
+            report["knn_protocols"] = {}
+            for pool in ("mean", "cls"):
+                for protocol in ("none", "bank", "sensor"):
+                    bank_x, query_x = self._probe_features(queries, bank, pool, protocol)
+                    report["knn_protocols"][f"{pool}/{protocol}"] = knn_accuracy(
+                        bank_x, bank["label"], query_x, queries["label"], e.knn_k, e.knn_temperature)
+            report |= {k: report[f"probes_{e.pool}"][k] for k in ("knn_accuracy", "linear_probe_accuracy")}
+            report["pool"], report["standardize"] = e.pool, e.standardize
+        for key in ("pred_mse_ratio", "pixel_pred_mse_ratio", "psnr_masked", "knn_accuracy",
+                    "linear_probe_accuracy"):
+            if key in report:
+                self.log(f"test/{key}", float(report[key]))
+        if self.trainer.is_global_zero:
+            self._write_eval(report)
+
+    def _write_eval(self, report: dict) -> None:
+        eval_dir = self.run_dir / "eval"
+        atomic_write_json(eval_dir / "tactile.json", report)
+        generator = torch.Generator().manual_seed(self.eval_config.mask_seed)
+        for sensor_id, chosen in sorted(self._grid.items()):
+            columns = tactile_eval.grid_images(self.net, chosen["frames"], chosen["sensor"], self.loss_config.norm_pix,
+                                               self.to_pixels, generator)
+            tactile_eval.save_grid(columns, eval_dir / f"grid_{SENSORS[sensor_id]}.png",
+                                   f"{SENSORS[sensor_id]}: frame-4 prediction MSE ratio "
+                                   f"{report['pred_mse_ratio']:.3f} (all sensors)")
+        knn = f", k-NN {report['knn_accuracy']:.3f}" if "knn_accuracy" in report else ""
+        print(f"[tactile] TEST frame-4 prediction MSE / copy-frame-3 MSE {report['pred_mse_ratio']:.3f} "
+              f"(pixels {report['pixel_pred_mse_ratio']:.3f}), masked PSNR {report['psnr_masked']:.2f} dB{knn}; "
+              f"wrote {eval_dir / 'tactile.json'}")

@@ -1,0 +1,124 @@
+"""The cardiac recipe end to end at tiny scale: each YAML fits through the CLI, `sensorium eval
+cardiac` writes eval/cardiac.json, meshes and renderings, and `sensorium report` shows them."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sensorium.recipes import RECIPES
+from sensorium.recipes.cardiac.prepare import CARDIAC_STRUCTURES, PrepareConfig, run
+from sensorium.recipes.cardiac.synth import generate
+
+CONFIGS = sorted(RECIPES["cardiac"].configs.glob("*.yaml"))
+# Tiny sizes for any cardiac YAML (the paper config's GPU, KL bottleneck and learned latents stay,
+# only smaller): seconds on one CPU thread.
+TINY = [
+    "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.precision", "32-true",
+    "--trainer.max_epochs", "2", "--trainer.accumulate_grad_batches", "1", "--trainer.check_val_every_n_epoch", "1",
+    "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+    "--model.init_args.net.dim", "32", "--model.init_args.net.num_latents", "8", "--model.init_args.net.depth", "1",
+    "--model.init_args.net.head_dim", "16", "--model.init_args.net.num_freqs", "4",
+    "--model.init_args.loss.surface_queries", "64", "--model.init_args.loss.eikonal_points", "32",
+    "--model.init_args.evaluation.grid_resolution", "16", "--model.init_args.evaluation.mesh_samples", "500",
+    "--model.init_args.evaluation.render_cases", "1",
+    "--data.init_args.sampling.surface_points", "256", "--data.init_args.sampling.volume_points", "128",
+    "--data.init_args.sampling.near_points", "128", "--data.init_args.batch_size", "2",
+    "--data.init_args.epoch_repeats", "1", "--data.init_args.eval_batch_size", "2", "--data.init_args.num_workers", "0",
+    "--run.loggers", "[csv]",
+]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """6 tiny hearts (3 mm voxels), prepared with few points; 2 of them in val."""
+    root = tmp_path_factory.mktemp("cardiac")
+    generate(root / "raw", seed=0, cases=6, shape=(44, 44, 33), spacing=(3.0, 3.0, 4.0))
+    result = run(root / "raw", root / "data", PrepareConfig(surface_points=1024, volume_points=512, near_points=600,
+                                                          grid_resolution=12), val_fraction=0.34, progress=False)
+    assert result["splits"]["val"] >= 1 and result["splits"]["train"] >= 2
+    return root / "data"
+
+
+def _sensorium(*args, cwd):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("SENSORIUM_RUN_DIR", None)
+    done = subprocess.run([sys.executable, "-m", "sensorium.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_each_yaml_fits_and_evaluates(config, prepared, tmp_path):
+    _sensorium("fit", "--config", str(config), "--data.root", str(prepared), "--run.root", str(tmp_path / "runs"),
+               "--run.version", "smoke", *TINY, cwd=tmp_path)
+    run_dir = tmp_path / "runs" / "cardiac" / "smoke"
+    best = run_dir / "checkpoints" / "best.ckpt"
+    assert best.is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "export" / "model.safetensors").is_file()
+    header = (run_dir / "metrics.csv").read_text().splitlines()[0]
+    # best.ckpt is picked by val mean IoU; the doctor logs each loss term's share.
+    assert "val/mean_iou" in header and "val/iou/pulmonary_veins" in header and "share/near" in header
+
+    done = _sensorium("eval", "cardiac", "--ckpt", str(best), cwd=tmp_path)
+    assert "mean-shape baseline" in done.stdout
+    report = json.loads((run_dir / "eval" / "cardiac.json").read_text())
+    assert report["split"] == "val" and report["sdf_sign"] == "negative inside"
+    assert list(report["class_iou"]) == list(CARDIAC_STRUCTURES)
+    assert 0.0 <= report["mean_iou"] <= 1.0 and set(report["cases"]) and report["num_cases"] == len(report["cases"])
+    mean_shape = json.loads((run_dir / "eval" / "mean_shape.json").read_text())
+    assert 0.0 < mean_shape["mean_iou"] <= 1.0  # the mean heart overlaps every heart somewhat
+    assert list((run_dir / "eval").glob("render_*.png"))
+    # Meshes exist for every (case, structure) with a reconstructed surface and are valid PLY.
+    for ply in (run_dir / "eval" / "meshes").glob("*.ply"):
+        assert ply.read_bytes().startswith(b"ply")
+    assert report["missing_surfaces"] + len(list((run_dir / "eval" / "meshes").glob("*.ply"))) \
+        == report["num_cases"] * len(CARDIAC_STRUCTURES)
+
+    _sensorium("report", str(run_dir), cwd=tmp_path)
+    html = (run_dir / "report.html").read_text()
+    assert "Shape evaluation" in html and "mean shape" in html and "data:image/png;base64," in html
+
+
+def test_prepared_data_reads_as_memory_maps(prepared):
+    """The datamodule's reader maps npz members without loading them and agrees with np.load."""
+    from sensorium.recipes.cardiac.datamodule import npz_memmap
+
+    path = next(prepared.glob("*.npz"))
+    mapped, loaded = npz_memmap(path), np.load(path)
+    assert isinstance(mapped["near_sdf"], np.memmap)
+    for name in ("surface_points", "surface_labels", "near_sdf", "grid_sdf", "class_names"):
+        np.testing.assert_array_equal(np.asarray(mapped[name]), loaded[name])
+
+
+def test_augmentation_is_a_rotation_and_scale_of_points_and_sdf(prepared):
+    """Rotation and scaling move every point of a sample together and scale its SDF values by the
+    same factor (distances are rigid-invariant), so the labels stay exact."""
+    import torch
+
+    from sensorium.recipes.cardiac.datamodule import CardiacCases, CardiacSampling
+
+    path = next(prepared.glob("*.npz"))
+    torch.manual_seed(0)
+    plain = CardiacCases([path], CardiacSampling(64, 64, 64))[0]
+    torch.manual_seed(0)  # the same rows are drawn; only the augmentation differs
+    moved = CardiacCases([path], CardiacSampling(64, 64, 64, rotate_deg=40.0, scale=0.2))[0]
+    factor = moved["vol_sdf"] / plain["vol_sdf"]
+    k = float(factor.flatten()[0])
+    assert 0.8 <= k <= 1.2
+    torch.testing.assert_close(factor, torch.full_like(factor, k), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(moved["near_sdf"], plain["near_sdf"] * k)
+    points = torch.cat([plain["surface_points"], plain["vol_points"], plain["near_points"]])
+    moved_points = torch.cat([moved["surface_points"], moved["vol_points"], moved["near_points"]])
+    # A rotation about the origin times k: norms and pairwise distances scale by k, directions turn.
+    torch.testing.assert_close(moved_points.norm(dim=1), points.norm(dim=1) * k, rtol=1e-4, atol=1e-5)
+    exact = "donot_use_mm_for_euclid_dist"  # cdist's matmul shortcut is inexact on the diagonal
+    torch.testing.assert_close(torch.cdist(moved_points, moved_points, compute_mode=exact),
+                               torch.cdist(points, points, compute_mode=exact) * k, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(moved_points / k, points, atol=1e-3)
+    torch.testing.assert_close(moved["surface_labels"], plain["surface_labels"])

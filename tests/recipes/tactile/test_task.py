@@ -1,0 +1,138 @@
+"""The tactile task's rules (balancing, alternating schedule), its loss terms per mode, and the
+evaluation's reference points (copy-frame-3, pixel round trip)."""
+
+import pytest
+import torch
+
+from sensorium.recipes.tactile.reader import STATIC_FRAME
+from sensorium.recipes.tactile.evaluate import evaluate_batch, from_target_space, predict_future, summarize, target_space
+from sensorium.layers.patch_embed import patchify
+from sensorium.losses import mae_loss
+from sensorium.models.mae import mae_tiny
+from sensorium.recipes.tactile.task import LossBalancer, TactileTask, alternating_schedule, balance_weights
+
+TINY = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2, "decoder_embed_dim": 16,
+        "decoder_depth": 1, "decoder_num_heads": 2}
+
+
+# --- balancing ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("static,dynamic,share", [(1.0, 1.0, 0.5), (0.3, 0.9, 0.5), (2.0, 0.1, 0.5),
+                                                  (0.4, 0.7, 0.3), (5.0, 5e-3, 0.8)])
+def test_balanced_weights_give_each_task_its_target_share(static, dynamic, share):
+    alpha, beta = balance_weights(static, dynamic, share)
+    assert alpha + beta == pytest.approx(1.0)
+    assert alpha > 0 and beta > 0
+    assert alpha * static / (alpha * static + beta * dynamic) == pytest.approx(share)
+
+
+def test_the_larger_loss_gets_the_smaller_weight_and_equal_losses_keep_the_share():
+    alpha, beta = balance_weights(0.3, 0.6)
+    assert alpha > beta  # the note's case: loss_dynamic ~ 2 x loss_static
+    assert balance_weights(0.7, 0.7, 0.3) == pytest.approx((0.3, 0.7))
+    assert balance_weights(0.0, 0.5) == (0.5, 0.5)  # nothing measured yet
+    with pytest.raises(ValueError, match="target_share"):
+        balance_weights(1.0, 1.0, 1.0)
+
+
+def test_balancer_running_average_is_unbiased_and_follows_a_change():
+    balancer = LossBalancer(target_share=0.5, momentum=0.9)
+    # constant losses: bias correction makes the first step's weights already exact
+    assert balancer.update(torch.tensor(0.2), torch.tensor(0.6)) == pytest.approx(balance_weights(0.2, 0.6))
+    for _ in range(200):
+        alpha, beta = balancer.update(torch.tensor(0.6), torch.tensor(0.2))
+    assert (alpha, beta) == pytest.approx(balance_weights(0.6, 0.2), abs=1e-6)
+    assert "average" in balancer.state_dict() and "steps" in balancer.state_dict()  # resumed runs continue
+
+
+# --- alternating schedule -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("num_batches,ratio", [(10, 0.5), (37, 0.5), (100, 0.3), (7, 0.0), (7, 1.0), (18, 0.75)])
+def test_alternating_schedule_holds_the_exact_ratio(num_batches, ratio):
+    schedule = alternating_schedule(num_batches, ratio, seed=3)
+    assert schedule.shape == (num_batches,) and schedule.dtype == torch.bool
+    assert int(schedule.sum()) == round(ratio * num_batches)
+
+
+def test_alternating_schedule_is_a_seeded_shuffle_not_a_fixed_pattern():
+    a, b = alternating_schedule(64, 0.5, seed=0), alternating_schedule(64, 0.5, seed=1)
+    assert torch.equal(a, alternating_schedule(64, 0.5, seed=0))  # same seed: every rank agrees
+    assert not torch.equal(a, b)
+    assert not torch.equal(a, torch.arange(64) < 32) and not torch.equal(a, torch.arange(64) % 2 == 0)
+    with pytest.raises(ValueError):
+        alternating_schedule(10, 1.5)
+
+
+# --- the task's loss terms --------------------------------------------------------------------------------------
+def _batch(B=4, size=32):
+    torch.manual_seed(0)
+    return {"frames": torch.rand(B, 4, 3, size, size), "sensor": torch.tensor([0, 1, 2, 0][:B]),
+            "label": torch.zeros(B, dtype=torch.long)}
+
+
+def test_joint_fixed_weights_give_the_weighted_terms():
+    task = TactileTask(model=TINY, loss={"mode": "joint", "alpha": 0.75, "beta": 0.25})
+    batch = _batch()
+    torch.manual_seed(1)
+    terms = task.training_losses(batch)
+    assert set(terms) == {"static", "dynamic"}
+    torch.manual_seed(1)  # the same masks again
+    static = task.net.forward_static(batch["frames"][:, STATIC_FRAME], batch["sensor"])
+    dynamic = task.net.forward_dynamic(batch["frames"], batch["sensor"])
+    loss_static = mae_loss(static.pred, static.target, static.mask)
+    loss_dynamic = (mae_loss(dynamic.recon_pred, dynamic.recon_target, dynamic.recon_mask)
+                    + mae_loss(predict_future(dynamic, True), dynamic.future_target, dynamic.future_mask))
+    torch.testing.assert_close(terms["static"], 0.75 * loss_static)
+    torch.testing.assert_close(terms["dynamic"], 0.25 * loss_dynamic)
+
+
+def test_balanced_mode_moves_the_weights_towards_the_target_share():
+    task = TactileTask(model=TINY, loss={"mode": "joint", "balance": True, "balance_momentum": 0.5})
+    batch = _batch()
+    for _ in range(6):
+        terms = task.training_losses(batch)
+    static, dynamic = float(terms["static"].detach()), float(terms["dynamic"].detach())
+    assert static / (static + dynamic) == pytest.approx(0.5, abs=0.1)
+
+
+def test_alternating_mode_runs_one_task_per_batch_following_the_schedule():
+    task = TactileTask(model=TINY, loss={"mode": "alternating", "static_ratio": 0.5})
+    task._schedule = torch.tensor([True, False, False, True])
+    seen = []
+    for batch_idx in range(4):
+        task._batch_idx = batch_idx
+        seen.append(set(task.training_losses(_batch())))
+    assert seen == [{"static"}, {"dynamic"}, {"dynamic"}, {"static"}]
+
+
+# --- evaluation reference points -----------------------------------------------------------------------------
+def test_an_untrained_residual_model_is_exactly_the_copy_predictor():
+    model = mae_tiny().eval()
+    frames = torch.rand(3, 4, 3, 32, 32)
+    out = model.forward_dynamic(frames, mask_ratio=0.0)
+    assert (out.future_pred == 0).all()  # zero-initialised change head
+    torch.testing.assert_close(predict_future(out, True), target_space(patchify(frames[:, 2], 8), True))
+    stats = summarize(evaluate_batch(model, frames, None, True, lambda p: p, torch.Generator().manual_seed(0)))
+    assert stats["pred_mse_ratio"] == pytest.approx(1.0) and stats["pixel_pred_mse_ratio"] == pytest.approx(1.0)
+
+
+def test_pixel_mapping_inverts_the_target_space_with_the_reference_patch():
+    patches = torch.rand(2, 16, 192) * 3 + 1
+    for norm_pix in (True, False):
+        back = from_target_space(target_space(patches, norm_pix), patches, norm_pix)
+        torch.testing.assert_close(back, patches, rtol=1e-4, atol=1e-4)
+
+
+def test_task_to_pixels_undoes_the_input_normalisation():
+    task = TactileTask(model=TINY, augment={"enabled": False})
+    frames = torch.rand(2, 4, 3, 32, 32)
+    normalised = task.augment.eval()(frames)
+    torch.testing.assert_close(task.to_pixels(patchify(normalised, 8)), patchify(frames, 8), rtol=1e-5, atol=1e-5)
+
+
+def test_a_perfect_predictor_scores_zero_and_copy_scores_its_own_error():
+    """Frame 4 = frame 3 makes the copy predictor perfect: its error is 0 and PSNR is finite."""
+    model = mae_tiny().eval()
+    frames = torch.rand(2, 4, 3, 32, 32)
+    frames[:, 3] = frames[:, 2]
+    stats = summarize(evaluate_batch(model, frames, None, False, lambda p: p, torch.Generator().manual_seed(0)))
+    assert stats["copy_mse"] == 0.0 and stats["pred_mse"] == 0.0
+    assert stats["psnr_masked"] > 0 and stats["num_samples"] == 2

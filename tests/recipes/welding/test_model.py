@@ -1,0 +1,141 @@
+import pytest
+import torch
+
+from sensorium.recipes.welding.reader import MODALITIES
+from sensorium.models.encoders import EncoderConfig, PretrainedEncoder
+from sensorium.recipes.welding.model import WeldingNet, WeldingNetConfig, welding_demo
+from sensorium.recipes.welding.task import drop_modalities
+
+
+def _batch(B=4, T=4, N=2, S=32, mels=16, frames=32, L=64, C=6):
+    g = torch.Generator().manual_seed(0)
+    return {"video": torch.rand(B, T, 3, S, S, generator=g), "images": torch.rand(B, N, 3, S, S, generator=g),
+            "audio": torch.randn(B, 1, mels, frames, generator=g), "sensor": torch.randn(B, L, C, generator=g),
+            "present": torch.ones(B, 4, dtype=torch.bool)}
+
+
+def _tiny() -> WeldingNetConfig:
+    small = EncoderConfig(width=16, depth=2, heads=2)
+    return WeldingNetConfig(video=small, images=small, audio=small, sensor=EncoderConfig(width=16, depth=1, heads=2),
+                            fusion_dim=32, fusion_tokens=2, fusion_heads=2, embed_dim=24)
+
+
+@pytest.mark.parametrize("config", [_tiny(), welding_demo()], ids=["tiny", "demo"])
+def test_embedding_shape_norm_and_finiteness(config):
+    net = WeldingNet(config).eval()
+    out = net(_batch())
+    assert out.embedding.shape == (4, config.embed_dim)
+    assert torch.allclose(out.embedding.norm(dim=1), torch.ones(4), atol=1e-5)
+    assert torch.isfinite(out.features).all()
+    assert out.modality_weights.shape == (4, config.fusion_tokens, 4)
+    assert torch.allclose(out.modality_weights.sum(-1), torch.ones(4, config.fusion_tokens))
+
+
+def test_missing_modality_is_masked_out():
+    torch.manual_seed(0)
+    net = WeldingNet(_tiny()).eval()
+    batch = _batch()
+    batch["present"][:, MODALITIES.index("audio")] = False
+    out = net(batch)
+    other = dict(batch, audio=torch.randn_like(batch["audio"]) * 10)  # whatever the missing input holds
+    assert torch.allclose(out.embedding, net(other).embedding, atol=1e-6)
+    assert (out.modality_weights[..., MODALITIES.index("audio")] == 0).all()
+    assert not torch.allclose(out.embedding, net(_batch()).embedding)  # and it does matter when present
+
+
+def test_no_modality_present_stays_finite():
+    net = WeldingNet(_tiny()).eval()
+    batch = _batch()
+    batch["present"][:] = False
+    out = net(batch)
+    assert torch.isfinite(out.embedding).all() and (out.modality_weights == 0).all()
+
+
+def test_modality_dropout_keeps_at_least_one_present_modality():
+    torch.manual_seed(0)
+    present = torch.rand(1000, 4) > 0.3
+    present[0] = False  # a sample with nothing stays with nothing
+    kept = drop_modalities(present, p=0.9)
+    assert not (kept & ~present).any()  # never switches a missing modality on
+    assert kept[present.any(1)].any(1).all()
+    assert not kept[0].any()
+    assert 0.05 < kept.float().sum() / present.float().sum() < 0.4  # most are dropped at p=0.9
+    assert torch.equal(drop_modalities(present, 0.0), present)
+
+
+def test_gradients_reach_every_encoder():
+    net = WeldingNet(_tiny())
+    net(_batch()).embedding.sum().backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None]
+    assert missing == []
+
+
+def _save_tiny_backbones(root):
+    from transformers import ASTConfig, ASTModel, Dinov2Config, Dinov2Model, VJEPA2Config, VJEPA2Model
+
+    VJEPA2Model(VJEPA2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, crop_size=32, patch_size=16,
+                             frames_per_clip=4, tubelet_size=2, pred_hidden_size=32, pred_num_attention_heads=2,
+                             pred_num_hidden_layers=1)).save_pretrained(root / "vjepa2")
+    Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                             image_size=32, patch_size=16)).save_pretrained(root / "dinov2")
+    ASTModel(ASTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                       max_length=32, num_mel_bins=16)).save_pretrained(root / "ast")
+
+
+def test_pretrained_backbones_load_from_local_directories_and_stay_frozen(tmp_path):
+    _save_tiny_backbones(tmp_path)
+    config = _tiny()
+    config.video = EncoderConfig(pretrained=str(tmp_path / "vjepa2"))
+    config.images = EncoderConfig(pretrained=str(tmp_path / "dinov2"))
+    config.audio = EncoderConfig(pretrained=str(tmp_path / "ast"))
+    net = WeldingNet(config).train()
+    assert all(isinstance(net.encoders[m], PretrainedEncoder) for m in ("video", "images", "audio"))
+    assert not net.encoders["video"].backbone.training  # frozen backbones stay in eval mode
+    out = net(_batch())
+    assert out.embedding.shape == (4, config.embed_dim) and torch.isfinite(out.embedding).all()
+    out.embedding.sum().backward()
+    for m in ("video", "images", "audio"):
+        assert all(p.grad is None and not p.requires_grad for p in net.encoders[m].parameters())
+    assert all(p.grad is not None for p in net.fusion.parameters())
+
+
+def test_pretrained_path_must_be_a_local_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a local transformers checkpoint"):
+        PretrainedEncoder(tmp_path / "facebook" / "dinov2-base", "images")
+
+
+def test_unimodal_terms_train_each_encoder_and_skip_samples_lacking_the_modality():
+    from sensorium.recipes.welding.task import WeldingTask
+
+    torch.manual_seed(0)
+    task = WeldingTask(net=_tiny(), loss={"unimodal_weight": 0.5, "temperature": 0.1, "base_temperature": 0.1})
+    batch = dict(_batch(B=6), label=torch.tensor([0, 0, 1, 1, 2, 2]))
+    terms = task.training_losses(batch)
+    assert set(terms) == {"supcon", "unimodal"} and torch.isfinite(terms["unimodal"])
+    terms["unimodal"].backward()
+    for modality in MODALITIES:  # the auxiliary term alone reaches every encoder and its head
+        assert task.net.encoders[modality].out_dim and any(
+            p.grad is not None and p.grad.abs().sum() > 0 for p in task.net.encoders[modality].parameters())
+        assert task.unimodal_heads[modality].weight.grad.abs().sum() > 0
+    # A modality missing from every sample contributes 0 and changes nothing else.
+    tokens = task.net.encode(batch)
+    present = batch["present"].clone()
+    present[:, MODALITIES.index("audio")] = False
+    with_audio = task.unimodal_loss(tokens, batch["present"], batch["label"])
+    without = task.unimodal_loss(tokens, present, batch["label"])
+    assert torch.isfinite(without) and not torch.isclose(with_audio, without)
+    assert WeldingTask(net=_tiny()).unimodal_heads is None  # off by default
+
+
+def test_modality_dropout_ramps_up_from_zero_over_training():
+    from types import SimpleNamespace
+
+    from sensorium.recipes.welding.task import WeldingTask
+
+    task = WeldingTask(net=_tiny(), modality_dropout=0.2)
+    assert task.current_modality_dropout() == 0.2  # outside a Trainer: the configured value
+    for step, expected in ((0, 0.0), (50, 0.1), (100, 0.2), (150, 0.2)):
+        task._trainer = SimpleNamespace(estimated_stepping_batches=100, global_step=step)
+        assert task.current_modality_dropout() == pytest.approx(expected)
+    task._trainer = SimpleNamespace(estimated_stepping_batches=float("inf"), global_step=10)
+    assert task.current_modality_dropout() == 0.2  # open-ended training: the configured value
