@@ -91,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from sensorium.engine.demo import read_json, test_untrained
-    from sensorium.report.compare import write_comparison
     from sensorium.recipes.tactile.synth import generate
+    from sensorium.report.compare import write_comparison
 
     data = args.out / "data"
     if not (data / "synth.json").is_file():

@@ -26,8 +26,14 @@ from scipy import ndimage
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.neighbors import KNeighborsClassifier
 
-from sensorium.recipes.welding.reader import (MODALITIES, WeldingDataset, WeldingPreprocess, compute_sensor_stats,
-                                    read_manifest, select_split)
+from sensorium.recipes.welding.reader import (
+    MODALITIES,
+    WeldingDataset,
+    WeldingPreprocess,
+    compute_sensor_stats,
+    read_manifest,
+    select_split,
+)
 from sensorium.recipes.welding.synth import SIGNATURES, generate
 
 # --- hand-crafted features, one function per modality --------------------------------------------

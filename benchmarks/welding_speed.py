@@ -64,8 +64,8 @@ def flops_of(step) -> float:
 
 # --- the models ---------------------------------------------------------------------------------
 def welding_model_and_batch(batch_size: int):
-    from sensorium.recipes.welding.reader import WeldingPreprocess
     from sensorium.recipes.welding.model import WeldingNet, welding_demo
+    from sensorium.recipes.welding.reader import WeldingPreprocess
 
     p = WeldingPreprocess()
     net = WeldingNet(welding_demo())
@@ -122,7 +122,12 @@ def loading_rate(data: Path, workers: int, batch_size: int, batches: int = 6) ->
     from torch.utils.data import DataLoader
 
     from sensorium.data.bad_samples import collate_skipping
-    from sensorium.recipes.welding.reader import WeldingDataset, WeldingPreprocess, compute_sensor_stats, read_manifest
+    from sensorium.recipes.welding.reader import (
+        WeldingDataset,
+        WeldingPreprocess,
+        compute_sensor_stats,
+        read_manifest,
+    )
 
     records = read_manifest(data)
     dataset = WeldingDataset(records, WeldingPreprocess(), compute_sensor_stats(records), cache=False)

@@ -6,6 +6,8 @@ import dataclasses
 import typing
 from typing import Any, TypeVar
 
+from sensorium.errors import ConfigError
+
 T = TypeVar("T")
 
 
@@ -18,11 +20,12 @@ def as_config(cls: type[T], value: Any) -> T:
     if isinstance(value, cls):
         return value
     if not isinstance(value, dict):
-        raise TypeError(f"expected {cls.__name__} or dict, got {type(value).__name__}")
+        raise ConfigError(cls.__name__, f"expected a mapping of its fields, got {type(value).__name__} {value!r}")
     hints = typing.get_type_hints(cls)
     unknown = set(value) - {f.name for f in dataclasses.fields(cls)}
     if unknown:
-        raise ValueError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
+        known = ", ".join(f.name for f in dataclasses.fields(cls))
+        raise ConfigError(cls.__name__, f"no field(s) {sorted(unknown)}; its fields: {known}")
     kwargs = {}
     for name, raw in value.items():
         sub = _dataclass_in(hints[name])

@@ -27,9 +27,10 @@ class DataError(_Located):
     configured: `DataError(path, problem)`."""
 
 
-class ConfigError(_Located):
+class ConfigError(_Located, ValueError):
     """A configuration value or command-line flag that cannot run: `ConfigError(where, problem)`,
-    where `where` names the option (`data.batch_size`), the YAML or the command."""
+    where `where` names the option (`data.batch_size`), the YAML or the command. A ValueError too,
+    so library callers that catch ValueError for a bad argument keep working."""
 
 
 class DoctorError(SensoriumError):

@@ -68,5 +68,5 @@ def test_samples_used_before_reuse_and_epochs_differ():
 def test_rejects_classes_too_small_for_positive_pairs():
     with pytest.raises(ValueError, match=r"fewer than samples_per_class=4 samples \(class: count\) \{1: 3\}"):
         ClassBalancedBatchSampler(np.array([0] * 5 + [1] * 3), 2, 4)
-    with pytest.raises(ValueError, match="samples_per_class must be >= 2"):
+    with pytest.raises(ValueError, match="samples_per_class: must be >= 2"):
         ClassBalancedBatchSampler(np.array([0, 0, 1, 1]), 2, 1)

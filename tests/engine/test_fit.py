@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from helpers import TOY, toy_cli
 
 from sensorium.engine.checkpoint import load_checkpoint

@@ -16,9 +16,9 @@ from torch.utils.data import DataLoader, Subset, TensorDataset
 from sensorium.data.samplers import ClassBalancedBatchSampler
 from sensorium.data.splits import rank_shard
 from sensorium.engine.optim import OptimConfig
+from sensorium.engine.task import SensoriumTask
 from sensorium.eval.knn import knn_predict
 from sensorium.losses.contrastive import supcon_loss
-from sensorium.engine.task import SensoriumTask
 
 
 class _Blobs(TensorDataset):

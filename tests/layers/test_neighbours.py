@@ -1,7 +1,12 @@
 import pytest
 import torch
 
-from sensorium.layers.neighbours import NeighbourCrossAttentionBlock, gather_neighbours, knn_indices, neighbourhood
+from sensorium.layers.neighbours import (
+    NeighbourCrossAttentionBlock,
+    gather_neighbours,
+    knn_indices,
+    neighbourhood,
+)
 
 
 def _cloud(B=2, N=40, Q=7, seed=0):

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from sensorium.errors import ConfigError
 from sensorium.layers.patch_embed import patchify
 from sensorium.losses import mae_loss
 from sensorium.models.mae import MAE_SIZES, TactileMAE, mae_tiny, num_visible, random_masking
@@ -195,5 +196,5 @@ def test_clip_path_without_masking_matches_the_tower_itself(tiny_clip_dir):
 def test_clip_size_mismatch_and_missing_dir_are_errors(tiny_clip_dir, tmp_path):
     with pytest.raises(ValueError, match="28 px"):
         TactileMAE(img_size=32, patch_size=8, pretrained=str(tiny_clip_dir))
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(ConfigError, match="config.json"):
         TactileMAE(pretrained=str(tmp_path / "nowhere"))

@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from torch.utils.data import default_collate
 
-from sensorium.errors import DataError
+from sensorium.errors import ConfigError, DataError
 
 OnBadSample = Literal["error", "skip"]
 log = logging.getLogger("sensorium.data")
@@ -25,7 +25,7 @@ def handle_bad_sample(error: DataError, policy: OnBadSample) -> None:
     if policy == "error":
         raise error
     if policy != "skip":
-        raise ValueError(f"on_bad_sample must be 'error' or 'skip', got {policy!r}")
+        raise ConfigError("on_bad_sample", f"must be 'error' or 'skip', got {policy!r}")
     log.warning("skipping bad sample: %s", error)
 
 

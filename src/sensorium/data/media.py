@@ -17,11 +17,11 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-from av.video.reformatter import VideoReformatter
 import numpy as np
 import soundfile as sf
 import torch
 import torch.nn.functional as F
+from av.video.reformatter import VideoReformatter
 from PIL import Image, UnidentifiedImageError
 from scipy.signal import resample_poly
 

@@ -13,6 +13,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from torch.utils.data import Sampler
 
+from sensorium.errors import ConfigError
+
 
 class ClassBalancedBatchSampler(Sampler[list[int]]):
     """Yields lists of dataset indices: P classes x m samples.
@@ -31,17 +33,19 @@ class ClassBalancedBatchSampler(Sampler[list[int]]):
                  num_replicas: int = 1, rank: int = 0, seed: int = 0, batches_per_epoch: int | None = None):
         labels = np.asarray(labels, dtype=np.int64)
         if samples_per_class < 2:
-            raise ValueError("samples_per_class must be >= 2: a contrastive batch needs positive pairs")
+            raise ConfigError("samples_per_class", f"must be >= 2, got {samples_per_class}: a contrastive batch "
+                                                   "needs positive pairs")
         if not 0 <= rank < num_replicas:
-            raise ValueError(f"rank {rank} is outside [0, {num_replicas})")
+            raise ConfigError("rank", f"{rank} is outside [0, {num_replicas})")
         classes, counts = np.unique(labels, return_counts=True)
         small = {int(c): int(n) for c, n in zip(classes, counts) if n < samples_per_class}
         if small:
-            raise ValueError(f"classes with fewer than samples_per_class={samples_per_class} samples "
-                             f"(class: count) {small}; lower samples_per_class or drop those classes")
+            raise ConfigError("samples_per_class", f"classes with fewer than samples_per_class={samples_per_class} "
+                                                   f"samples (class: count) {small}; lower samples_per_class or "
+                                                   "drop those classes")
         if not 2 <= classes_per_batch <= len(classes):
-            raise ValueError(f"classes_per_batch={classes_per_batch} must be in [2, {len(classes)}] "
-                             f"(the number of classes present)")
+            raise ConfigError("classes_per_batch", f"{classes_per_batch} must be in [2, {len(classes)}] "
+                                                   "(the number of classes present)")
         self.labels = labels
         self.classes = classes
         self.members = [np.flatnonzero(labels == c) for c in classes]
@@ -55,8 +59,8 @@ class ClassBalancedBatchSampler(Sampler[list[int]]):
         default = max(num_replicas, (len(labels) // batch_size) // num_replicas * num_replicas)
         self.batches_per_epoch = batches_per_epoch or default
         if self.batches_per_epoch % num_replicas:
-            raise ValueError(f"batches_per_epoch={self.batches_per_epoch} is not a multiple of "
-                             f"num_replicas={num_replicas}")
+            raise ConfigError("batches_per_epoch", f"{self.batches_per_epoch} is not a multiple of "
+                                                   f"num_replicas={num_replicas}")
 
     @property
     def batch_size(self) -> int:

@@ -6,13 +6,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from sensorium.errors import ConfigError
+
 
 def stratified_split(labels: Sequence[int], fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Carve `fraction` of every class (rounded, at least 1 for classes with >= 2 samples and
     fraction > 0) into a held-out part. Returns sorted (kept, held_out) positions; depends only on
     the labels and the seed."""
     if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"fraction must be in [0, 1), got {fraction}")
+        raise ConfigError("fraction", f"must be in [0, 1), got {fraction}")
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
     held_out = []

@@ -27,7 +27,6 @@ import os
 import statistics
 import time
 import warnings
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 

@@ -8,10 +8,12 @@ the doctor, atomic checkpoint writes, export of the final weights, per-step lr l
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 
 import lightning as L
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -19,6 +21,21 @@ from sensorium.engine.callbacks import AtomicCheckpointIO, ExportFinalWeights
 from sensorium.engine.doctor import Doctor
 from sensorium.engine.run import RunConfig, build_loggers, resolve_run_dir, run_dir_of_checkpoint
 from sensorium.engine.task import SensoriumTask
+from sensorium.errors import ConfigError, SensoriumError
+
+class _DropAdvertising(logging.Filter):
+    """Lightning logs "💡 Tip: ... try installing [litlogger] / [litmodels]" at every start: the
+    lines a user sees when a fit starts are sensorium's own (lr, parameter counts, the doctor)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+def silence_lightning_tips() -> None:
+    log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropAdvertising) for f in log.filters):
+        log.addFilter(_DropAdvertising())
+
 
 TRAINER_DEFAULTS = {
     # Each datamodule builds its own rank-aware samplers (class-balanced batches must not be
@@ -34,6 +51,12 @@ class SensoriumCLI(LightningCLI):
         # `args` is how sensorium passes its own command lines; LightningCLI warns whenever
         # sys.argv also holds arguments, which is always the case behind the `sensorium` command.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        # Lightning's own deprecation of a torch API it calls, and a model-summary note on bf16
+        # sizes: neither is something a user of sensorium can act on.
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+        warnings.filterwarnings("ignore", message="Precision bf16-mixed is not supported by the model summary")
+        silence_lightning_tips()
+        self.config_sources = _config_values(args)  # as the user named them, for error messages
         args = resolve_config_args(args)
         self.run_dir: Path | None = None
         self.doctor_batches = doctor_batches
@@ -50,6 +73,18 @@ class SensoriumCLI(LightningCLI):
             auto_configure_optimizers=False,
             **kwargs,
         )
+
+    def instantiate_classes(self) -> None:
+        # A model or data class that rejects its YAML values (a width its heads do not divide, an
+        # unknown mode) raises ValueError in its constructor: name the config it came from.
+        try:
+            super().instantiate_classes()
+        except (ValueError, TypeError, MisconfigurationException) as e:
+            cause = _root_cause(e)  # jsonargparse wraps a constructor's error in a multi-line Union report
+            if isinstance(cause, SensoriumError):
+                raise cause from None
+            where = " + ".join(self.config_sources) or "the command line"
+            raise ConfigError(where, f"cannot build the run from this configuration: {cause}") from e
 
     def _parse_ckpt_path(self) -> None:
         # LightningCLI would overwrite the model's config with the checkpoint's hyperparameters.
@@ -108,6 +143,19 @@ def resolve_config_args(args: list[str] | None) -> list[str] | None:
         else:
             resolved.append(arg)
     return resolved
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__
+    return error
+
+
+def _config_values(args: list[str] | None) -> list[str]:
+    """The `--config` values of a command line, in order."""
+    args = list(args or [])
+    return [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--config"] + \
+        [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
 
 
 class KeepWeights(L.Callback):

@@ -20,6 +20,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from sensorium.engine.doctor import DoctorConfig
+from sensorium.errors import ConfigError
 
 # Set by the first process of a run, so that processes started by Lightning's DDP launcher (which
 # re-runs the command) write to the same run directory instead of picking the next free version.
@@ -82,7 +83,7 @@ def build_loggers(run: RunConfig, run_dir: Path, sub_dir: str | None = None) -> 
     `sub_dir` keeps a validate/test pass of an existing run from touching the fit's metrics.csv."""
     unknown = set(run.loggers) - {"csv", "tensorboard", "wandb"}
     if unknown:
-        raise ValueError(f"run.loggers: unknown logger(s) {sorted(unknown)}; use csv, tensorboard, wandb")
+        raise ConfigError("run.loggers", f"unknown logger(s) {sorted(unknown)}; use csv, tensorboard, wandb")
     save_dir, name = str(run_dir.parent), run_dir.name
     version = sub_dir or ""
     loggers = [ResumableCSVLogger(save_dir=save_dir, name=name, version=version)]

@@ -17,6 +17,7 @@ from torch import nn
 
 from sensorium.config import as_config, to_plain
 from sensorium.engine.optim import OptimConfig, build_optimizer, resolve_lr
+from sensorium.errors import ConfigError
 
 
 class SensoriumTask(L.LightningModule):
@@ -102,7 +103,7 @@ class SensoriumTask(L.LightningModule):
         trainer = self.trainer
         batch_size = getattr(trainer.datamodule, "batch_size", None) if trainer.datamodule else None
         if self.optim.base_lr is not None and batch_size is None:
-            raise ValueError("optim.base_lr needs the datamodule to expose `batch_size`")
+            raise ConfigError("optim.base_lr", "needs the datamodule to expose `batch_size` (or set optim.lr)")
         self.resolved_lr = resolve_lr(self.optim, batch_size or 1, trainer.accumulate_grad_batches,
                                       trainer.world_size)
         total_steps = max(1, int(trainer.estimated_stepping_batches))

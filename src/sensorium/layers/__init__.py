@@ -2,7 +2,7 @@
 
 from sensorium.layers.attention import Attention, CrossAttention, CrossAttentionBlock, TransformerBlock
 from sensorium.layers.mlp import Mlp
-from sensorium.layers.pos_embed import fourier_point_embed, sincos_1d, sincos_2d, PointFourierEmbed
+from sensorium.layers.pos_embed import PointFourierEmbed, fourier_point_embed, sincos_1d, sincos_2d
 
 __all__ = [
     "Attention",

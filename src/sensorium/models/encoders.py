@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sensorium.errors import ConfigError
 from sensorium.layers.attention import TransformerBlock
 from sensorium.layers.conv import ConvStem
 from sensorium.layers.pos_embed import sincos_1d_range, sincos_2d
@@ -152,7 +153,7 @@ def load_pretrained(local_dir: str | Path) -> nn.Module:
 
     local_dir = Path(local_dir)
     if not (local_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{local_dir}: not a local transformers checkpoint (no config.json); "
+        raise ConfigError(local_dir, f"not a local transformers checkpoint (no config.json); "
                                 "download the weights once elsewhere and point `pretrained` at that directory")
     return AutoModel.from_pretrained(str(local_dir), local_files_only=True)
 

@@ -44,6 +44,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from sensorium.errors import ConfigError
 from sensorium.layers.attention import TransformerBlock
 from sensorium.layers.patch_embed import PatchEmbed, patchify
 from sensorium.layers.pos_embed import sincos_2d
@@ -130,7 +131,7 @@ class CLIPBackbone(nn.Module):
 
         local_dir = Path(local_dir)
         if not (local_dir / "config.json").is_file():
-            raise FileNotFoundError(f"{local_dir}: not a local transformers checkpoint (no config.json); "
+            raise ConfigError(local_dir, f"not a local transformers checkpoint (no config.json); "
                                     "download the CLIP weights once elsewhere and point `pretrained` here")
         self.tower = CLIPVisionModel.from_pretrained(str(local_dir), local_files_only=True,
                                                      attn_implementation="sdpa")

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from sensorium.engine.checkpoint import atomic_write_text
+from sensorium.errors import ConfigError
 from sensorium.report.curves import overlay_png, read_metrics
 from sensorium.report.html import Section, page
 
@@ -80,6 +81,6 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     missing = [d for d in args.run_dirs if not d.is_dir()]
     if missing:
-        raise FileNotFoundError(f"{missing[0]}: no such run directory")
+        raise ConfigError(missing[0], "no such run directory")
     write_comparison(args.run_dirs, args.out)
     return 0

@@ -11,6 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from sensorium.errors import DataError
 from sensorium.recipes.cardiac.prepare import (
     CARDIAC_STRUCTURES,
     PrepareConfig,
@@ -22,7 +23,6 @@ from sensorium.recipes.cardiac.prepare import (
     prepare_case,
     run,
 )
-from sensorium.errors import DataError
 from sensorium.recipes.cardiac.synth import generate
 
 SMALL = dict(surface_points=2048, volume_points=2048, near_points=2000)

@@ -8,9 +8,16 @@ import torch
 from PIL import Image
 
 from sensorium.data.bad_samples import collate_skipping
-from sensorium.recipes.tactile.reader import (SENSORS, STATIC_FRAME, TactileAugment, TactileSequenceDataset,
-                                    read_index_csv, read_tacquad, split_windows)
 from sensorium.errors import DataError
+from sensorium.recipes.tactile.reader import (
+    SENSORS,
+    STATIC_FRAME,
+    TactileAugment,
+    TactileSequenceDataset,
+    read_index_csv,
+    read_tacquad,
+    split_windows,
+)
 from sensorium.recipes.tactile.synth import generate
 
 

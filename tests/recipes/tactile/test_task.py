@@ -4,11 +4,17 @@ evaluation's reference points (copy-frame-3, pixel round trip)."""
 import pytest
 import torch
 
-from sensorium.recipes.tactile.reader import STATIC_FRAME
-from sensorium.recipes.tactile.evaluate import evaluate_batch, from_target_space, predict_future, summarize, target_space
 from sensorium.layers.patch_embed import patchify
 from sensorium.losses import mae_loss
 from sensorium.models.mae import mae_tiny
+from sensorium.recipes.tactile.evaluate import (
+    evaluate_batch,
+    from_target_space,
+    predict_future,
+    summarize,
+    target_space,
+)
+from sensorium.recipes.tactile.reader import STATIC_FRAME
 from sensorium.recipes.tactile.task import LossBalancer, TactileTask, alternating_schedule, balance_weights
 
 TINY = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2, "decoder_embed_dim": 16,

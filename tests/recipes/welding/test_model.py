@@ -1,9 +1,10 @@
 import pytest
 import torch
 
-from sensorium.recipes.welding.reader import MODALITIES
+from sensorium.errors import ConfigError
 from sensorium.models.encoders import EncoderConfig, PretrainedEncoder
 from sensorium.recipes.welding.model import WeldingNet, WeldingNetConfig, welding_demo
+from sensorium.recipes.welding.reader import MODALITIES
 from sensorium.recipes.welding.task import drop_modalities
 
 
@@ -100,7 +101,7 @@ def test_pretrained_backbones_load_from_local_directories_and_stay_frozen(tmp_pa
 
 
 def test_pretrained_path_must_be_a_local_checkpoint(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not a local transformers checkpoint"):
+    with pytest.raises(ConfigError, match="not a local transformers checkpoint"):
         PretrainedEncoder(tmp_path / "facebook" / "dinov2-base", "images")
 
 

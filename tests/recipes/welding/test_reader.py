@@ -16,12 +16,22 @@ import torch
 from PIL import Image
 
 from sensorium.data import media
+from sensorium.errors import DataError
 from sensorium.recipes.welding.reader import (
-    MODALITIES, SENSOR_COLUMNS, WELDING_LABELS, SensorStats, WeldingDataset, WeldingPreprocess,
-    category_to_label, choose_images, compute_sensor_stats, read_manifest, read_sensor_csv, resample_series,
+    MODALITIES,
+    SENSOR_COLUMNS,
+    WELDING_LABELS,
+    SensorStats,
+    WeldingDataset,
+    WeldingPreprocess,
+    category_to_label,
+    choose_images,
+    compute_sensor_stats,
+    read_manifest,
+    read_sensor_csv,
+    resample_series,
     select_split,
 )
-from sensorium.errors import DataError
 from sensorium.recipes.welding.synth import SynthSizes, generate
 
 SIZES = SynthSizes(video_size=32, video_frames=8, image_size=32, num_images=3, audio_seconds=0.5)

@@ -16,8 +16,8 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from sensorium.recipes.welding.reader import SENSOR_COLUMNS, WELDING_LABELS, category_to_label
 from sensorium.recipes.welding import synth
+from sensorium.recipes.welding.reader import SENSOR_COLUMNS, WELDING_LABELS, category_to_label
 from sensorium.recipes.welding.synth import SIGNATURES, SynthSizes, generate, main
 
 SIZES = SynthSizes(video_size=32, video_frames=8, image_size=32, num_images=3, audio_seconds=0.5)

@@ -15,8 +15,14 @@ import os
 from pathlib import Path
 
 from sensorium.engine.demo import (
-    Stopwatch, fit, read_json, test_checkpoint, test_untrained, write_summary,
+    Stopwatch,
+    fit,
+    read_json,
+    test_checkpoint,
+    test_untrained,
+    write_summary,
 )
+from sensorium.recipes import resolve_config
 
 # The demo's data: small volumes of a mildly varied heart (the synthetic generator's defaults vary
 # more) and fewer stored points than `sensorium prepare cardiac`'s defaults, so that synth + prepare
@@ -50,7 +56,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("overrides", nargs="*", help="extra LightningCLI arguments, e.g. --trainer.max_epochs=5")
     args, unknown = parser.parse_known_args(argv)
     overrides = [*args.overrides, *unknown]
-    config = args.config
+    config = resolve_config(args.config)  # a bad --config fails before minutes of synthesis
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()

@@ -41,8 +41,8 @@ def mean_shape_baseline(root: str | Path, split: str | None = None, fscore_thres
     (interpolating a case's own grid is not exact either); `self_iou` reports that ceiling: the
     IoU of each evaluation case's own grid at its own points.
     """
-    from sensorium.recipes.cardiac.datamodule import npz_memmap, read_split_csv
     from sensorium.eval.shapes import class_iou, grid_meshes, mesh_metrics
+    from sensorium.recipes.cardiac.datamodule import npz_memmap, read_split_csv
 
     root = Path(root)
     splits = read_split_csv(root / "split.csv")

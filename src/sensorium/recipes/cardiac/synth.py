@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sensorium.errors import ConfigError
 from sensorium.recipes.cardiac.prepare import CARDIAC_STRUCTURES, write_label_map
 
 
@@ -259,7 +260,7 @@ def generate(out: str | Path, seed: int = 0, cases: int = 8, shape: tuple[int, i
     spacing = tuple(float(s) for s in spacing)
     if isinstance(variation, str):
         if variation not in VARIATIONS:
-            raise ValueError(f"unknown variation {variation!r}; known: {sorted(VARIATIONS)}")
+            raise ConfigError("variation", f"unknown variation {variation!r}; known: {sorted(VARIATIONS)}")
         variation = VARIATIONS[variation]
     affine = volume_affine(shape, spacing)
     write_label_map(out / "labels.json", CARDIAC_STRUCTURES)

@@ -20,12 +20,20 @@ import numpy as np
 import torch
 
 from sensorium.config import as_config
-from sensorium.recipes.cardiac.prepare import CARDIAC_STRUCTURES
 from sensorium.engine.optim import OptimConfig
-from sensorium.eval.shapes import class_iou, decode_grid, export_meshes, grid_meshes, mesh_metrics, render_comparison
+from sensorium.engine.task import SensoriumTask
+from sensorium.errors import DataError
+from sensorium.eval.shapes import (
+    class_iou,
+    decode_grid,
+    export_meshes,
+    grid_meshes,
+    mesh_metrics,
+    render_comparison,
+)
 from sensorium.losses.sdf import SdfLoss
 from sensorium.models.vecset import AttentionKind, LatentContext, LatentInit, VecSetAutoEncoder, surface_input
-from sensorium.engine.task import SensoriumTask
+from sensorium.recipes.cardiac.prepare import CARDIAC_STRUCTURES
 
 
 @dataclass
@@ -131,8 +139,9 @@ class CardiacTask(SensoriumTask):
         datamodule = self.trainer.datamodule if self.trainer is not None else None
         names = getattr(datamodule, "class_names", None)
         if names is not None and list(names) != self.structures:
-            raise ValueError(f"the prepared data's structures {list(names)} differ from the model's "
-                             f"{self.structures} (model.init_args.structures)")
+            raise DataError(getattr(datamodule, "root", "data.root"),
+                            f"the prepared data's structures {list(names)} differ from the model's "
+                            f"{self.structures} (model.init_args.structures)")
         if stage == "fit" and self.global_rank == 0:
             print(f"[cardiac] {self.net.extra_repr()}")
 

@@ -18,9 +18,15 @@ from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler, Subs
 from sensorium.data.bad_samples import OnBadSample, collate_skipping
 from sensorium.data.fingerprint import sample_fingerprint
 from sensorium.data.splits import rank_shard
-from sensorium.recipes.tactile.reader import SCENES, TactileSequenceDataset, TactileWindow, read_index_csv, read_tacquad, \
-    split_windows
-from sensorium.errors import DataError
+from sensorium.errors import ConfigError, DataError
+from sensorium.recipes.tactile.reader import (
+    SCENES,
+    TactileSequenceDataset,
+    TactileWindow,
+    read_index_csv,
+    read_tacquad,
+    split_windows,
+)
 
 
 class TactileDataModule(L.LightningDataModule):
@@ -80,7 +86,7 @@ class TactileDataModule(L.LightningDataModule):
         elif self.layout == "index":
             windows = read_index_csv(root / self.index_csv, self.on_bad_sample, skipped)
         else:
-            raise ValueError(f"layout must be 'tacquad' or 'index', got {self.layout!r}")
+            raise ConfigError("data.layout", f"must be 'tacquad' or 'index', got {self.layout!r}")
         if skipped:
             print(f"[tactile] skipped {len(skipped)} bad index entries under {root}")
         train, val, test = split_windows(windows, self.val_fraction, self.test_fraction, self.split_seed)

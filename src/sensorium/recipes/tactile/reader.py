@@ -46,7 +46,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from sensorium.data.bad_samples import OnBadSample, handle_bad_sample
-from sensorium.errors import DataError
+from sensorium.errors import ConfigError, DataError
 
 SENSORS = ("gelsight", "digit", "duragel")
 SCENES = ("indoor", "outdoor")
@@ -108,7 +108,7 @@ def read_tacquad(root: str | Path, scenes: Sequence[str] = SCENES, labels_csv: s
     windows: list[TactileWindow] = []
     for scene in scenes:
         if scene not in SCENES:
-            raise ValueError(f"unknown TacQuad scene {scene!r}; known: {SCENES}")
+            raise ConfigError("data.scenes", f"unknown TacQuad scene {scene!r}; known: {SCENES}")
         index = root / f"contact_{scene}.csv"
         if not index.is_file():
             raise DataError(index, "missing TacQuad index (expected contact_indoor.csv / contact_outdoor.csv "
@@ -234,10 +234,10 @@ class TactileSequenceDataset(Dataset):
                  frame_sizes: dict[str, tuple[int, int]] | None = None, on_bad_sample: OnBadSample = "error",
                  skipped: Sequence[DataError] = (), cache: bool = False):
         if on_bad_sample not in ("error", "skip"):
-            raise ValueError(f"on_bad_sample must be 'error' or 'skip', got {on_bad_sample!r}")
+            raise ConfigError("on_bad_sample", f"must be 'error' or 'skip', got {on_bad_sample!r}")
         unknown = set(frame_sizes or ()) - set(SENSORS)
         if unknown:
-            raise ValueError(f"frame_sizes names unknown sensors {sorted(unknown)}; known: {SENSORS}")
+            raise ConfigError("frame_sizes", f"names unknown sensors {sorted(unknown)}; known: {SENSORS}")
         self.windows = list(windows)
         self.image_size = image_size
         self.frame_sizes = {k: tuple(v) for k, v in (frame_sizes or {}).items()}

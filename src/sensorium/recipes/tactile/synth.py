@@ -39,6 +39,8 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
+from sensorium.errors import ConfigError
+
 SENSORS = ("gelsight", "digit", "duragel")  # sensor ids 0, 1, 2 (sensorium.recipes.tactile.reader.SENSORS)
 SCENES = ("indoor", "outdoor")
 INDENTERS = ("sphere", "edge", "cylinder", "grid", "ring", "cross")
@@ -111,7 +113,7 @@ def indenter_profile(kind: str, u: np.ndarray, v: np.ndarray, scale: float, rng:
     if kind == "cross":
         r, length = 3.5 * s, 26.0 * s
         return np.maximum(_capsule(u, v, r, length), _capsule(v, u, r, length)), r
-    raise ValueError(f"unknown indenter {kind!r}")
+    raise ConfigError("indenter", f"unknown indenter {kind!r}; known: {INDENTERS}")
 
 
 # --- one recording ------------------------------------------------------------------------------------
@@ -190,9 +192,9 @@ def generate(out: str | Path, seed: int = 0, items_indoor: int = 60, items_outdo
              size: int = 64, classes: tuple[str, ...] = INDENTERS) -> dict:
     """Write the dataset (see the module docstring) and return the settings written to synth.json."""
     if frames < 4:
-        raise ValueError(f"a recording needs at least 4 frames (one window t-3..t), got {frames}")
+        raise ConfigError("frames", f"a recording needs at least 4 frames (one window t-3..t), got {frames}")
     if size < 16 or size % 4:
-        raise ValueError(f"size must be a multiple of 4 and at least 16, got {size}")
+        raise ConfigError("size", f"must be a multiple of 4 and at least 16, got {size}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

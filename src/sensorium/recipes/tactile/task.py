@@ -24,14 +24,22 @@ import torch
 from torch import nn
 
 from sensorium.config import as_config
-from sensorium.recipes.tactile.reader import IMAGENET_MEAN, IMAGENET_STD, SENSORS, STATIC_FRAME, WINDOW, TactileAugment
 from sensorium.engine.checkpoint import atomic_write_json
 from sensorium.engine.optim import OptimConfig
-from sensorium.recipes.tactile import evaluate as tactile_eval
+from sensorium.engine.task import SensoriumTask
+from sensorium.errors import ConfigError
 from sensorium.eval.probes import knn_accuracy, probe_report, standardize
 from sensorium.losses.masked import mae_loss
 from sensorium.models.mae import TactileMAE
-from sensorium.engine.task import SensoriumTask
+from sensorium.recipes.tactile import evaluate as tactile_eval
+from sensorium.recipes.tactile.reader import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SENSORS,
+    STATIC_FRAME,
+    WINDOW,
+    TactileAugment,
+)
 
 
 # --- the two rules of the training modes (pure, tested) ---------------------------------------------------
@@ -40,7 +48,7 @@ def balance_weights(static_avg: float, dynamic_avg: float, target_share: float =
     for average losses S (static) and D (dynamic): alpha = s D / (s D + (1 - s) S). Summing to 1
     keeps the total on the scale of the fixed-weight modes."""
     if not 0.0 < target_share < 1.0:
-        raise ValueError(f"target_share must be in (0, 1), got {target_share}")
+        raise ConfigError("loss.target_share", f"must be in (0, 1), got {target_share}")
     if static_avg <= 0 or dynamic_avg <= 0:
         return 1.0 - target_share, target_share  # nothing measured yet: no evidence to reweight
     alpha = target_share * dynamic_avg / (target_share * dynamic_avg + (1.0 - target_share) * static_avg)
@@ -51,7 +59,7 @@ def alternating_schedule(num_batches: int, static_ratio: float, seed: int = 0) -
     """(num_batches,) bool, True = static batch: exactly round(static_ratio * num_batches) static
     batches in a random order (a permutation, so every epoch holds the stated ratio)."""
     if not 0.0 <= static_ratio <= 1.0:
-        raise ValueError(f"static_ratio must be in [0, 1], got {static_ratio}")
+        raise ConfigError("loss.static_ratio", f"must be in [0, 1], got {static_ratio}")
     num_static = round(static_ratio * num_batches)
     order = torch.randperm(num_batches, generator=torch.Generator().manual_seed(seed))
     return order < num_static  # positions whose rank in the permutation falls in the first num_static

@@ -12,8 +12,14 @@ from sensorium.data.bad_samples import OnBadSample, collate_skipping
 from sensorium.data.fingerprint import sample_fingerprint
 from sensorium.data.samplers import ClassBalancedBatchSampler
 from sensorium.data.splits import rank_shard, stratified_split
+from sensorium.errors import ConfigError, DataError
 from sensorium.recipes.welding.reader import (
-    WeldingDataset, WeldingPreprocess, WeldingRecord, compute_sensor_stats, read_manifest, select_split,
+    WeldingDataset,
+    WeldingPreprocess,
+    WeldingRecord,
+    compute_sensor_stats,
+    read_manifest,
+    select_split,
 )
 
 
@@ -63,12 +69,15 @@ class WeldingDataModule(L.LightningDataModule):
             self.records = self._split_records()
         train = self.records["train"]
         if stage in ("fit", "validate", None) and not self.records["val"]:
-            raise ValueError(f"no validation samples (val_fraction={self.val_fraction}, val_split={self.val_split}); "
-                             "the per-epoch k-NN validation that picks best.ckpt needs some")
+            raise DataError(self._manifest, f"no validation samples (data.val_fraction={self.val_fraction}, "
+                                            f"data.val_split={self.val_split}); the per-epoch k-NN validation "
+                                            "that picks best.ckpt needs some")
         stats = compute_sensor_stats(train, self.preprocess.sensor_columns, self.on_bad_sample)  # TRAIN only
         for split, records in self.records.items():
             if split not in self.datasets and records:
                 self.datasets[split] = WeldingDataset(records, self.preprocess, stats, self.on_bad_sample, self.cache)
+        if stage in ("fit", None):
+            self._train_sampler(num_replicas=1, rank=0)  # fails here, in seconds, if batches cannot be filled
         if stage in ("test", "predict") and not self.records["test"]:
             select_split(self.records["test"], "TEST", self._manifest)  # raises: the TEST split is empty
 
@@ -97,13 +106,20 @@ class WeldingDataModule(L.LightningDataModule):
         return DataLoader(dataset, num_workers=self.num_workers, collate_fn=collate_skipping,
                           persistent_workers=self.num_workers > 0, **kwargs)
 
+    def _train_sampler(self, num_replicas: int, rank: int) -> ClassBalancedBatchSampler:
+        labels = self.datasets["train"].labels
+        try:
+            return ClassBalancedBatchSampler(
+                labels.numpy(), min(self.classes_per_batch, len(labels.unique())), self.samples_per_class,
+                num_replicas, rank, seed=self.split_seed, batches_per_epoch=self.batches_per_epoch)
+        except ConfigError as e:
+            carved = f" after carving {len(self.records['val'])} for validation" if not self.val_split else ""
+            raise DataError(self._manifest, f"the training runs ({len(labels)} of TRAIN{carved}) cannot fill "
+                                            f"class-balanced batches: data.{e.path}: {e.problem}") from None
+
     def train_dataloader(self) -> DataLoader:
-        dataset = self.datasets["train"]
-        sampler = ClassBalancedBatchSampler(
-            dataset.labels.numpy(), min(self.classes_per_batch, len(dataset.labels.unique())),
-            self.samples_per_class, self.trainer.world_size, self.trainer.global_rank, seed=self.split_seed,
-            batches_per_epoch=self.batches_per_epoch)
-        return self._loader(dataset, batch_sampler=sampler)
+        sampler = self._train_sampler(self.trainer.world_size, self.trainer.global_rank)
+        return self._loader(self.datasets["train"], batch_sampler=sampler)
 
     def _eval_loader(self, dataset) -> DataLoader:
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from sensorium.recipes.welding.reader import MODALITIES  # the batch contract's modality order
 from sensorium.models.encoders import EncoderConfig, build_encoder
 from sensorium.models.fusion import CrossAttentionFusion, FusionOutput
+from sensorium.recipes.welding.reader import MODALITIES  # the batch contract's modality order
 
 
 @dataclass

@@ -32,7 +32,7 @@ from torch.utils.data import Dataset
 
 from sensorium.data.bad_samples import OnBadSample, handle_bad_sample
 from sensorium.data.media import audio_seconds_for, log_mel, read_audio, read_image, read_video
-from sensorium.errors import DataError
+from sensorium.errors import ConfigError, DataError
 
 log = logging.getLogger("sensorium.data")
 
@@ -70,7 +70,7 @@ def category_to_label(name: str) -> int:
     aliases (good_weld, burn_through, "Porosity w/ EP", ...). Unknown names raise ValueError."""
     label = _LABEL_OF.get(_category_key(name))
     if label is None:
-        raise ValueError(f"unknown category {name!r}; known: {', '.join(WELDING_LABELS)}")
+        raise ConfigError("CATEGORY", f"unknown category {name!r}; known: {', '.join(WELDING_LABELS)}")
     return label
 
 
@@ -178,8 +178,8 @@ def _check_row(row: dict[str, str], line: int, root: Path, root_resolved: Path, 
     where = f"line {line}"
     try:
         label = category_to_label(row["CATEGORY"])
-    except ValueError as e:
-        raise DataError(manifest, f"{where}: {e}") from None
+    except ConfigError as e:
+        raise DataError(manifest, f"{where}: {e.problem}") from None
     split = row["SPLIT"].upper()
     if split not in SPLITS:
         raise DataError(manifest, f"{where}: unknown SPLIT {row['SPLIT']!r} (expected {', '.join(SPLITS)})")
@@ -466,8 +466,8 @@ class WeldingDataset(Dataset):
         self.records = list(records)
         self.preprocess = p = preprocess or WeldingPreprocess()
         if sensor_stats is not None and tuple(sensor_stats.columns) != tuple(p.sensor_columns):
-            raise ValueError(f"sensor_stats columns {sensor_stats.columns} differ from "
-                             f"preprocess.sensor_columns {p.sensor_columns}")
+            raise ConfigError("preprocess.sensor_columns", f"{p.sensor_columns} differ from the sensor "
+                                                           f"statistics' columns {sensor_stats.columns}")
         self.sensor_stats = sensor_stats
         self.on_bad_sample = on_bad_sample
         self.cache = cache

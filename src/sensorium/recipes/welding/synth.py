@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy.signal import lfilter
 
+from sensorium.errors import ConfigError
 from sensorium.recipes.welding.reader import SENSOR_COLUMNS, WELDING_LABELS
 
 # --- the class signatures ------------------------------------------------------------------------
@@ -512,7 +513,7 @@ def generate(out: str | Path, seed: int = 0, samples_per_class: int = 30, test_f
     """
     sizes = sizes or SynthSizes()
     if sizes.video_format not in ("avi", "mp4"):
-        raise ValueError(f"video_format must be 'avi' or 'mp4', got {sizes.video_format!r}")
+        raise ConfigError("video_format", f"must be 'avi' or 'mp4', got {sizes.video_format!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []

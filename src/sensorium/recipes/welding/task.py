@@ -18,15 +18,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from sensorium.config import as_config
-from sensorium.recipes.welding.reader import MODALITIES, WELDING_LABELS
-from sensorium.recipes.welding.transforms import WeldingAugment, WeldingAugmentConfig
 from sensorium.engine.checkpoint import atomic_save_npz, atomic_write_json
 from sensorium.engine.optim import OptimConfig
+from sensorium.engine.task import SensoriumTask
 from sensorium.eval.knn import classification_report, knn_predict
 from sensorium.losses.contrastive import supcon_loss
 from sensorium.recipes.welding.model import WeldingNet, WeldingNetConfig
-from sensorium.engine.task import SensoriumTask
-
+from sensorium.recipes.welding.reader import MODALITIES, WELDING_LABELS
+from sensorium.recipes.welding.transforms import WeldingAugment, WeldingAugmentConfig
 
 
 @dataclass
