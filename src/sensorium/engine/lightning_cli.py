@@ -23,6 +23,7 @@ from sensorium.engine.run import RunConfig, build_loggers, resolve_run_dir, run_
 from sensorium.engine.task import SensoriumTask
 from sensorium.errors import ConfigError, SensoriumError
 
+
 class _DropAdvertising(logging.Filter):
     """Lightning logs "💡 Tip: ... try installing [litlogger] / [litmodels]" at every start: the
     lines a user sees when a fit starts are sensorium's own (lr, parameter counts, the doctor)."""
