@@ -24,6 +24,7 @@ demo: install
 	$(BIN)/sensorium demo welding --out $(DEMO_OUT)/welding
 
 test: install
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -n 2 --timeout 600
 
 bench: install

@@ -1,6 +1,7 @@
 """Every packaged YAML parses against the code's signatures and opens with its launch command; the
 packaged names resolve without installing anything, and the built wheel carries every YAML."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -77,8 +78,12 @@ def test_configs_command_lists_and_copies(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_the_wheel_ships_every_packaged_config(tmp_path):
+    source = tmp_path / "source"  # a copy, so the build leaves no build/ or egg-info in the checkout
+    shutil.copytree(REPO / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(tmp_path), str(REPO)], check=True, capture_output=True)
+                    "-w", str(tmp_path), str(source)], check=True, capture_output=True)
     (wheel,) = tmp_path.glob("sensorium-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for name, path in CONFIGS.items():
