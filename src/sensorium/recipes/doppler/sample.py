@@ -43,11 +43,12 @@ class Generator:
         vae_path = Path(vae_ckpt or record.get("checkpoint", ""))
         if not vae_path.is_file():
             raise ConfigError(vae_path, f"the VAE checkpoint of this DiT ({dit_ckpt}) is missing; pass --vae FILE")
+        generator = cls(dit, load_stage(vae_path, DopplerVAETask))  # checks the latent shape and the users
         if record.get("digest") and file_digest(vae_path) != record["digest"]:
             raise ConfigError(vae_path, f"is not the VAE the DiT ({dit_ckpt}) was trained on: its content differs "
                                         f"from the one its latents came from ({record.get('checkpoint')}); decoding "
                                         "with it would give meaningless images")
-        return cls(dit, load_stage(vae_path, DopplerVAETask))
+        return generator
 
     def labels(self, user_ids: list[int]) -> torch.Tensor:
         """User ids (the k of ID_k) -> label indices; unknown ids are an error."""
