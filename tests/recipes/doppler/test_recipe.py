@@ -79,21 +79,17 @@ def test_sample_writes_the_id_k_layout_that_the_reader_reads(trained, tmp_path):
 
 
 def test_evaluation_and_report(trained):
-    from sensorium.recipes.doppler.classifier import ClassifierConfig
-    from sensorium.recipes.doppler.datamodule import RealSpectrograms
-    from sensorium.recipes.doppler.evaluate import EvalConfig, evaluate, untrained_generator
-    from sensorium.recipes.doppler.sample import Generator
-
-    generator = Generator.from_checkpoints(trained["dit"])
-    real = RealSpectrograms(trained["root"] / "prep", 64, 1)
-    config = EvalConfig(generated_per_user=4, low_data_per_user=2, seeds=2, aug_steps=3, sweep_per_user=2,
-                        cfg_sweep=(1.0, 3.0), classifier=ClassifierConfig(steps=5, batch_size=16))
-    result = evaluate(generator, real, trained["dit_run"] / "eval", config, untrained_generator(generator), steps=2)
+    eval_dir = trained["dit_run"] / "eval"
+    assert main(["eval", "doppler", "--ckpt", str(trained["dit"]), "--data", str(trained["root"] / "prep"),
+                 "--per-user", "4", "--low-data", "2", "--seeds", "2", "--classifier-steps", "5", "--aug-steps", "3",
+                 "--cfg-sweep", "1", "3", "--sweep-per-user", "2", "--steps", "2", "--baseline"]) == 0
+    result = json.loads((eval_dir / "doppler.json").read_text())
     assert 0 <= result["cond_fidelity"] <= 1 and 0 <= result["cas"] <= 1 and result["fd"] >= 0
     assert set(result["aug_gain"]) == {"generated", "classic", "both"}
     assert len(result["aug"]["accuracy"]["real"]) == 2 and result["baseline"]["fd"] >= 0
     assert result["physical"]["real_cycle_mae_hz"] < 0.1  # the estimator on real spectrograms
     assert [s["cfg_scale"] for s in result["cfg_sweep"]] == [1.0, 3.0]
+    assert (eval_dir / "samples_grid.png").is_file() and (eval_dir / "cfg_sweep.png").is_file()
     assert main(["report", str(trained["dit_run"])]) == 0 and main(["report", str(trained["vae_run"])]) == 0
     html = (trained["dit_run"] / "report.html").read_text()
     assert "Augmentation gain" in html and "conditioning fidelity" in html and "data:image/png;base64," in html
@@ -125,16 +121,16 @@ def test_sampling_without_a_checkpoint_or_from_the_wrong_one_is_an_error(trained
 
 
 def test_a_vae_that_does_not_match_the_dit_is_an_error(trained, tmp_path, capsys):
-    import os
+    from sensorium.recipes.doppler.task import DopplerVAETask
 
-    os.environ.pop("SENSORIUM_RUN_DIR", None)
-    # Another VAE on the same data, with 8 latent channels instead of 4.
-    assert main(["fit", "--config", "doppler/demo", "--data.root", str(trained["root"] / "prep"), "--run.root",
-                 str(tmp_path), "--run.version", "other", *COMMON, *TINY_VAE, "--model.init_args.net.z_channels", "8",
-                 "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1"]) == 0
-    other = tmp_path / "doppler" / "other" / "checkpoints" / "last.ckpt"
-    line = _error(capsys, ["sample", "doppler", "--ckpt", str(trained["dit"]), "--vae", str(other), "--out", str(tmp_path)])
-    assert f"{other}: the VAE's latents are 8x8x8 but the DiT" in line and "was trained on 4x8x8" in line
+    # Another VAE for the same users, with 8 latent channels instead of 4, as a checkpoint.
+    hparams = dict(torch.load(trained["vae"], weights_only=True)["hyper_parameters"])
+    hparams["net"] = {**hparams["net"], "z_channels": 8}
+    other = DopplerVAETask(**hparams)
+    torch.save({"hyper_parameters": dict(other.hparams), "state_dict": other.state_dict()}, tmp_path / "other.ckpt")
+    line = _error(capsys, ["sample", "doppler", "--ckpt", str(trained["dit"]), "--vae", str(tmp_path / "other.ckpt"),
+                           "--out", str(tmp_path)])
+    assert f"{tmp_path / 'other.ckpt'}: the VAE's latents are 8x8x8 but the DiT" in line and "was trained on 4x8x8" in line
     # The same architecture but other weights: not the VAE the latents came from.
     checkpoint = torch.load(trained["vae"], weights_only=True)
     checkpoint["state_dict"]["vae.decoder.conv_out.bias"] += 1.0

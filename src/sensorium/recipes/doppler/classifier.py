@@ -19,7 +19,7 @@ from torch import nn
 
 from sensorium.engine.optim import warmup_cosine
 from sensorium.layers.conv import ConvStem
-from sensorium.recipes.doppler.transforms import ClassicAugmentConfig, classic_augment
+from sensorium.recipes.doppler.transforms import ClassicAugmentConfig, classic_augment, random_blur
 
 
 @dataclass
@@ -32,6 +32,9 @@ class ClassifierConfig:
     dropout: float = 0.2
     extra_fraction: float = 0.5
     """Share of each batch drawn from the extra (e.g. generated) set when there is one."""
+    blur_sigma: float = 0.0
+    """Blur every training image by a random Gaussian of sigma up to this (pixels); 0: off. The
+    evaluator uses it (see `transforms.random_blur`), the classifiers under test do not."""
 
 
 class SpectrogramClassifier(nn.Module):
@@ -71,6 +74,8 @@ def train_classifier(pixels: torch.Tensor, labels: torch.Tensor, num_classes: in
                 x, y = torch.cat([x, extra[0][more]]), torch.cat([y, extra[1][more]])
             x = x.float() / 255.0
             target = F.one_hot(y, num_classes).float()
+            if config.blur_sigma > 0:
+                x = random_blur(x, config.blur_sigma, generator)
             if augment is not None:
                 x, target = classic_augment(x, target, augment, generator)
             with torch.autocast("cpu", dtype=torch.bfloat16):

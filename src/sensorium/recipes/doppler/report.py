@@ -109,11 +109,16 @@ def sections(run_dir: Path) -> list[Section]:
     rows = [["conditioning fidelity (real-data classifier on generated)", result["cond_fidelity"],
              base.get("cond_fidelity")],
             ["the classifier on real val (ceiling of fidelity)", result["classifier"]["real_val_accuracy"], None],
+            ["the classifier on VAE reconstructions of val (ceiling through this VAE)",
+             result["vae_reconstruction"]["accuracy"], None],
+            ["the same, judged by a classifier trained without blur", result["sharp_classifier"]["cond_fidelity"],
+             None],
             ["CAS (trained on generated, tested on real val)", result["cas"], None],
             ["Fréchet distance (classifier features)", result["fd"], base.get("fd")],
             ["Fréchet distance, real vs real (floor)", result["fd_floor"], base.get("fd_floor")]]
     table.table(["metric", "trained generator", "untrained generator"], [[r[0], _fmt(r[1]), _fmt(r[2])] for r in rows])
-    table.text(f"FD on {result['fd_samples']} samples per side; sampling {result['sampling']}", muted=True)
+    table.text(f"FD on {result['fd_samples']} samples per side; VAE reconstruction PSNR "
+               f"{result['vae_reconstruction']['psnr']:.2f} dB; sampling {result['sampling']}", muted=True)
     out.append(table)
 
     aug = result["aug"]

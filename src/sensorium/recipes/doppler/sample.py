@@ -66,8 +66,10 @@ class Generator:
         for z, y in zip(latents.split(batch_size), labels.split(batch_size)):
             x = self.vae.vae.decode(z.float(), y if conditional else None).float()
             out.append(((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
-        return torch.cat(out) if out else torch.zeros(0, self.vae.hparams["channels"], *(2 * [self.vae.hparams["image_size"]]),
-                                                      dtype=torch.uint8)
+        if not out:
+            size = self.vae.hparams["image_size"]
+            return torch.zeros(0, self.vae.hparams["channels"], size, size, dtype=torch.uint8)
+        return torch.cat(out)
 
     @torch.no_grad()
     def generate(self, user_ids: list[int], per_user: int, seed: int = 0, **sampling) -> tuple[torch.Tensor, torch.Tensor]:

@@ -103,7 +103,7 @@ class Population:
     aspect_deg: tuple[float, float] = (0.0, 35.0)
     """Angle between the walking direction and the line of sight to the radar."""
     distance_m: tuple[float, float] = (7.0, 12.0)
-    snr_db: tuple[float, float] = (5.0, 20.0)
+    snr_db: tuple[float, float] = (12.0, 28.0)
     """Per-sample SNR of the body's return against white noise (the STFT window adds ~17 dB, but
     the limbs' return is spread over many Doppler bins)."""
     clutter_db: tuple[float, float] = (-20.0, 0.0)

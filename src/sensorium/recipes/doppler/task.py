@@ -42,15 +42,16 @@ from sensorium.losses.alignment import VFLoss, adaptive_weight
 from sensorium.losses.kl import kl_per_sample
 from sensorium.models.dit import DiT
 from sensorium.models.vae import ConditionalVAE, PatchDiscriminator
+from sensorium.recipes.doppler.extract import denormalise, normalise
 from sensorium.recipes.doppler.foundation import build_foundation
 
 
 # --- stage 1: the VAE -----------------------------------------------------------------------------------
 @dataclass
 class VAENetConfig:
-    """`sensorium.models.vae.ConditionalVAE`'s sizes; the defaults are the demo's (f8, 4 channels)."""
+    """`sensorium.models.vae.ConditionalVAE`'s sizes; the defaults are the demo's (f4, 4 channels)."""
 
-    widths: tuple[int, ...] = (16, 32, 64, 64)
+    widths: tuple[int, ...] = (16, 32, 64)
     z_channels: int = 4
     num_res_blocks: int = 1
     cond_dim: int = 64
@@ -80,8 +81,8 @@ class VFConfig:
     """Local DINOv2 directory (`transformers` format); None: a small frozen random conv net (demo)."""
     input_size: int = 224
     """DINOv2's input resolution (a multiple of its patch size)."""
-    random_widths: tuple[int, ...] = (32, 64, 128)
-    """Widths of the random conv net (one stride-2 stage each)."""
+    random_widths: tuple[int, ...] = (32, 64)
+    """Widths of the random conv net (one stride-2 stage each; its features are resized to the latent grid)."""
     random_seed: int = 0
     cos_margin: float = 0.5
     distmat_margin: float = 0.25
@@ -239,7 +240,7 @@ class DopplerVAETask(SensoriumTask):
 class DiTNetConfig:
     """`sensorium.models.dit.DiT`'s sizes (input size, channels and classes come from the latents)."""
 
-    patch_size: int = 2
+    patch_size: int = 4
     dim: int = 128
     depth: int = 6
     num_heads: int = 4
@@ -347,10 +348,10 @@ class DopplerDiTTask(SensoriumTask):
 
     # --- latents <-> the DiT's space ----------------------------------------------------------------------
     def normalise(self, z: torch.Tensor) -> torch.Tensor:
-        return (z - self.channel_mean.view(1, -1, 1, 1)) / self.channel_std.view(1, -1, 1, 1)
+        return normalise(z, self.channel_mean, self.channel_std)
 
     def denormalise(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.channel_std.view(1, -1, 1, 1) + self.channel_mean.view(1, -1, 1, 1)
+        return denormalise(x, self.channel_mean, self.channel_std)
 
     # --- training -------------------------------------------------------------------------------------
     def training_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -438,7 +439,7 @@ def load_stage(path: str | Path | None, cls: type[DopplerVAETask] | type[Doppler
         # Extraction and sampling need the autoencoder only: the frozen encoder (maybe a DINOv2 in a
         # directory of the training machine), the VF projection and the discriminator are not built.
         hparams = {**hparams, "vf": {**hparams["vf"], "weight": 0.0}, "loss": {**hparams["loss"], "disc_weight": 0.0}}
-        training_only = ("projection.", "discriminator.")
+        training_only = ("foundation.", "projection.", "discriminator.")
     task = cls(**hparams)
     try:
         missing, unexpected = task.load_state_dict(state, strict=False)
