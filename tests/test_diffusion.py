@@ -13,7 +13,8 @@ class VelocityMLP(nn.Module):
 
     def __init__(self, width: int = 64):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(3, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(), nn.Linear(width, 2))
+        self.net = nn.Sequential(nn.Linear(3, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(),
+                                 nn.Linear(width, 2))
 
     def forward(self, x, t, y=None):
         return self.net(torch.cat([x, t[:, None]], dim=1))
@@ -76,7 +77,8 @@ def toy_flow():
 def test_samples_of_a_trained_toy_flow_match_the_target_mean_and_covariance(toy_flow, solver, steps):
     """Integrating the learnt velocity from N(0, I) noise lands on the target: its mean and
     covariance (noise itself has mean 0 and identity covariance)."""
-    x = sample(toy_flow, torch.randn(4000, 2, generator=torch.Generator().manual_seed(1)), steps=steps, solver=solver)
+    noise = torch.randn(4000, 2, generator=torch.Generator().manual_seed(1))
+    x = sample(toy_flow, noise, steps=steps, solver=solver)
     assert torch.allclose(x.mean(0), TARGET_MEAN, atol=0.06)
     assert torch.allclose(torch.cov(x.T), TARGET_COV, atol=0.12)
 
@@ -106,9 +108,11 @@ def test_guidance_applies_only_inside_its_interval():
     model = ChannelModel()
     x, cond, null = torch.randn(2, 4, 2, 2), torch.tensor([0, 1]), torch.full((2,), 9)
     outside = torch.full((2,), 0.95)
-    torch.testing.assert_close(guided_velocity(model, x, outside, cond, null, 4.0, (0.0, 0.89)), model(x, outside, cond))
+    guided = guided_velocity(model, x, outside, cond, null, 4.0, (0.0, 0.89))
+    torch.testing.assert_close(guided, model(x, outside, cond))
     inside = torch.full((2,), 0.5)
-    assert not torch.allclose(guided_velocity(model, x, inside, cond, null, 4.0, (0.0, 0.89)), model(x, inside, cond))
+    guided = guided_velocity(model, x, inside, cond, null, 4.0, (0.0, 0.89))
+    assert not torch.allclose(guided, model(x, inside, cond))
 
 
 def test_sampling_with_guidance_needs_a_null_condition():

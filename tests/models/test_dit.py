@@ -48,7 +48,8 @@ def test_the_prediction_depends_on_the_position_of_a_token():
     shifting the output."""
     for rope in (False, True):
         torch.manual_seed(0)
-        model = DiT(input_size=8, in_channels=2, patch_size=2, dim=32, depth=1, num_heads=2, num_classes=2, rope=rope)
+        model = DiT(input_size=8, in_channels=2, patch_size=2, dim=32, depth=1, num_heads=2, num_classes=2,
+                    rope=rope)
         for p in model.parameters():
             p.data.add_(0.05 * torch.randn_like(p))
         x, t, y = torch.randn(1, 2, 8, 8), torch.rand(1), torch.tensor([0])

@@ -43,7 +43,8 @@ def test_a_split_per_user_with_no_recording_in_both_splits(tmp_path):
     root = _dataset(tmp_path / "data", users=3, per_user=10)
     for seg in range(3):  # one walk cut into three slices: one recording
         _png(root / "ID_2" / f"walk_seg{seg}.png", seed=900 + seg)
-    shutil.copy(root / "ID_1" / "rec_000.png", root / "ID_1" / "copy_of_rec_000.png")  # same content: same recording
+    # Same content: the same recording, whatever the name.
+    shutil.copy(root / "ID_1" / "rec_000.png", root / "ID_1" / "copy_of_rec_000.png")
     info = prepare(root, tmp_path / "prep", val_ratio=0.2, seed=3)
     rows = list(csv.DictReader(open(tmp_path / "prep" / "split.csv")))
     assert info["users"] == [1, 2, 3] and info["images"] == len(rows) == 34
@@ -67,7 +68,8 @@ def test_non_image_files_in_a_user_folder(tmp_path, capsys):
     (root / "ID_2" / ".DS_Store").write_bytes(b"\0")  # hidden files are ignored
     line = _one_error_line(capsys, ["prepare", "doppler", "--input", str(root), "--out", str(tmp_path / "p")])
     assert f"{root / 'ID_2' / 'notes.txt'}: not an image file in user folder ID_2" in line
-    assert main(["prepare", "doppler", "--input", str(root), "--out", str(tmp_path / "p"), "--on-bad-sample", "skip"]) == 0
+    assert main(["prepare", "doppler", "--input", str(root), "--out", str(tmp_path / "p"),
+                 "--on-bad-sample", "skip"]) == 0
     info = json.loads((tmp_path / "p" / "prepare.json").read_text())
     assert len(info["skipped"]) == 1 and "notes.txt" in info["skipped"][0] and info["images"] == 15
     assert "skipped:" in capsys.readouterr().out
@@ -86,7 +88,8 @@ def test_inconsistent_sizes(tmp_path, capsys):
     root = _dataset(tmp_path / "data")
     _png(root / "ID_3" / "rec_999.png", size=(40, 24))
     line = _one_error_line(capsys, ["prepare", "doppler", "--input", str(root), "--out", str(tmp_path / "p")])
-    assert f"{root / 'ID_3' / 'rec_999.png'}: image is L 40x24 (HxW)" in line and "share one size and mode" in line
+    assert f"{root / 'ID_3' / 'rec_999.png'}: image is L 40x24 (HxW)" in line
+    assert "share one size and mode" in line
 
 
 def test_inconsistent_modes(tmp_path, capsys):
@@ -103,7 +106,8 @@ def test_an_undecodable_image_and_a_folder_without_users(tmp_path, capsys):
     assert f"{root / 'ID_1' / 'rec_000.png'}: cannot decode image" in line
     (tmp_path / "flat").mkdir()
     _png(tmp_path / "flat" / "a.png")
-    line = _one_error_line(capsys, ["prepare", "doppler", "--input", str(tmp_path / "flat"), "--out", str(tmp_path / "q")])
+    line = _one_error_line(capsys, ["prepare", "doppler", "--input", str(tmp_path / "flat"),
+                                    "--out", str(tmp_path / "q")])
     assert "no user folders: expected ID_1, ID_2" in line
 
 

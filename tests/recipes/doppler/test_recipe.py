@@ -20,8 +20,9 @@ COMMON = ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.m
           "--trainer.log_every_n_steps", "1", "--run.loggers", "[csv]", "--data.init_args.num_workers", "0"]
 TINY_VAE = ["--model.init_args.net.widths", "[8, 8, 8, 8]", "--model.init_args.net.cond_dim", "8",
             "--model.init_args.vf.random_widths", "[8, 8, 8]", "--data.init_args.batch_size", "8"]
-TINY_DIT = ["--model.init_args.net.dim", "32", "--model.init_args.net.depth", "1", "--model.init_args.net.num_heads", "2",
-            "--data.init_args.batch_size", "8", "--trainer.check_val_every_n_epoch", "1"]
+TINY_DIT = ["--model.init_args.net.dim", "32", "--model.init_args.net.depth", "1",
+            "--model.init_args.net.num_heads", "2", "--data.init_args.batch_size", "8",
+            "--trainer.check_val_every_n_epoch", "1"]
 
 
 def test_doppler_packages_every_stage_config():
@@ -38,13 +39,14 @@ def trained(tmp_path_factory):
     generate(root / "raw", users=3, per_user=8, seed=0)
     prepare(root / "raw", root / "prep", val_ratio=0.25)
     runs = root / "runs"
-    assert main(["fit", "--config", "doppler/demo", "--data.root", str(root / "prep"), "--run.root", str(runs),
-                 "--run.version", "vae", *COMMON, *TINY_VAE]) == 0
+    assert main(["fit", "--config", "doppler/demo", "--data.root", str(root / "prep"),
+                 "--run.root", str(runs), "--run.version", "vae", *COMMON, *TINY_VAE]) == 0
     vae = runs / "doppler" / "vae" / "checkpoints" / "best.ckpt"
-    assert main(["extract", "doppler", "--vae", str(vae), "--data", str(root / "prep"), "--out", str(root / "lat")]) == 0
+    assert main(["extract", "doppler", "--vae", str(vae), "--data", str(root / "prep"),
+                 "--out", str(root / "lat")]) == 0
     os.environ.pop("SENSORIUM_RUN_DIR", None)
-    assert main(["fit", "--config", "doppler/dit_demo", "--data.root", str(root / "lat"), "--run.root", str(runs),
-                 "--run.version", "dit", *COMMON, *TINY_DIT]) == 0
+    assert main(["fit", "--config", "doppler/dit_demo", "--data.root", str(root / "lat"),
+                 "--run.root", str(runs), "--run.version", "dit", *COMMON, *TINY_DIT]) == 0
     return {"root": root, "vae": vae, "dit": runs / "doppler" / "dit" / "checkpoints" / "last.ckpt",
             "vae_run": runs / "doppler" / "vae", "dit_run": runs / "doppler" / "dit"}
 
@@ -81,8 +83,9 @@ def test_sample_writes_the_id_k_layout_that_the_reader_reads(trained, tmp_path):
 def test_evaluation_and_report(trained):
     eval_dir = trained["dit_run"] / "eval"
     assert main(["eval", "doppler", "--ckpt", str(trained["dit"]), "--data", str(trained["root"] / "prep"),
-                 "--per-user", "4", "--low-data", "2", "--seeds", "2", "--classifier-steps", "5", "--aug-steps", "3",
-                 "--cfg-sweep", "1", "3", "--sweep-per-user", "2", "--steps", "2", "--baseline"]) == 0
+                 "--per-user", "4", "--low-data", "2", "--seeds", "2", "--classifier-steps", "5",
+                 "--aug-steps", "3", "--cfg-sweep", "1", "3", "--sweep-per-user", "2", "--steps", "2",
+                 "--baseline"]) == 0
     result = json.loads((eval_dir / "doppler.json").read_text())
     assert 0 <= result["cond_fidelity"] <= 1 and 0 <= result["cas"] <= 1 and result["fd"] >= 0
     assert set(result["aug_gain"]) == {"generated", "classic", "both"}
@@ -92,7 +95,8 @@ def test_evaluation_and_report(trained):
     assert (eval_dir / "samples_grid.png").is_file() and (eval_dir / "cfg_sweep.png").is_file()
     assert main(["report", str(trained["dit_run"])]) == 0 and main(["report", str(trained["vae_run"])]) == 0
     html = (trained["dit_run"] / "report.html").read_text()
-    assert "Augmentation gain" in html and "conditioning fidelity" in html and "data:image/png;base64," in html
+    assert "Augmentation gain" in html and "conditioning fidelity" in html
+    assert "data:image/png;base64," in html
     assert "VAE reconstructions" in (trained["vae_run"] / "report.html").read_text()
 
 
@@ -106,7 +110,8 @@ def _error(capsys, argv):
 def test_sampling_without_a_checkpoint_or_from_the_wrong_one_is_an_error(trained, tmp_path, capsys):
     out = ["--out", str(tmp_path / "gen")]
     missing = tmp_path / "none.ckpt"
-    assert f"{missing}: no such DiT checkpoint" in _error(capsys, ["sample", "doppler", "--ckpt", str(missing), *out])
+    line = _error(capsys, ["sample", "doppler", "--ckpt", str(missing), *out])
+    assert f"{missing}: no such DiT checkpoint" in line
     line = _error(capsys, ["sample", "doppler", "--ckpt", str(trained["vae"]), *out])
     assert f"{trained['vae']}: is a VAE checkpoint, not a trained doppler DiT checkpoint" in line
     line = _error(capsys, ["sample", "doppler", "--ckpt", str(trained["dit"]), "--users", "2", "99", *out])
@@ -127,16 +132,17 @@ def test_a_vae_that_does_not_match_the_dit_is_an_error(trained, tmp_path, capsys
     hparams = dict(torch.load(trained["vae"], weights_only=True)["hyper_parameters"])
     hparams["net"] = {**hparams["net"], "z_channels": 8}
     other = DopplerVAETask(**hparams)
-    torch.save({"hyper_parameters": dict(other.hparams), "state_dict": other.state_dict()}, tmp_path / "other.ckpt")
-    line = _error(capsys, ["sample", "doppler", "--ckpt", str(trained["dit"]), "--vae", str(tmp_path / "other.ckpt"),
+    path = tmp_path / "other.ckpt"
+    torch.save({"hyper_parameters": dict(other.hparams), "state_dict": other.state_dict()}, path)
+    line = _error(capsys, ["sample", "doppler", "--ckpt", str(trained["dit"]), "--vae", str(path),
                            "--out", str(tmp_path)])
-    assert f"{tmp_path / 'other.ckpt'}: the VAE's latents are 8x8x8 but the DiT" in line and "was trained on 4x8x8" in line
+    assert f"{path}: the VAE's latents are 8x8x8 but the DiT" in line and "was trained on 4x8x8" in line
     # The same architecture but other weights: not the VAE the latents came from.
     checkpoint = torch.load(trained["vae"], weights_only=True)
     checkpoint["state_dict"]["vae.decoder.conv_out.bias"] += 1.0
     torch.save(checkpoint, tmp_path / "retrained.ckpt")
-    line = _error(capsys, ["sample", "doppler", "--ckpt", str(trained["dit"]), "--vae", str(tmp_path / "retrained.ckpt"),
-                           "--out", str(tmp_path)])
+    line = _error(capsys, ["sample", "doppler", "--ckpt", str(trained["dit"]),
+                           "--vae", str(tmp_path / "retrained.ckpt"), "--out", str(tmp_path)])
     assert f"{tmp_path / 'retrained.ckpt'}: is not the VAE the DiT" in line
 
 
@@ -158,8 +164,9 @@ def test_the_paper_configs_fit_on_cpu_at_tiny_size(trained, tiny_dinov2, tmp_pat
     import os
 
     os.environ.pop("SENSORIUM_RUN_DIR", None)
-    assert main(["fit", "--config", "doppler/paper", "--data.root", str(trained["root"] / "prep"), "--run.root",
-                 str(tmp_path), "--run.version", "vae", *COMMON, "--trainer.precision", "32-true",
+    assert main(["fit", "--config", "doppler/paper", "--data.root", str(trained["root"] / "prep"),
+                 "--run.root", str(tmp_path), "--run.version", "vae", *COMMON,
+                 "--trainer.precision", "32-true",
                  "--model.init_args.net.widths", "[8, 8, 8, 8, 8]", "--model.init_args.net.z_channels", "4",
                  "--model.init_args.net.cond_dim", "8", "--model.init_args.vf.pretrained", str(tiny_dinov2),
                  "--model.init_args.vf.input_size", "16", "--model.init_args.loss.disc_start", "0",
@@ -171,7 +178,8 @@ def test_the_paper_configs_fit_on_cpu_at_tiny_size(trained, tiny_dinov2, tmp_pat
     checkpoint = torch.load(tmp_path / "doppler" / "vae" / "checkpoints" / "last.ckpt", weights_only=True)
     assert not any(k.startswith("foundation.") for k in checkpoint["state_dict"])  # DINOv2 is not stored
     os.environ.pop("SENSORIUM_RUN_DIR", None)
-    assert main(["fit", "--config", "doppler/dit_paper", "--data.root", str(trained["root"] / "lat"), "--run.root",
-                 str(tmp_path), "--run.version", "dit", *COMMON, *TINY_DIT, "--trainer.precision", "32-true",
+    assert main(["fit", "--config", "doppler/dit_paper", "--data.root", str(trained["root"] / "lat"),
+                 "--run.root", str(tmp_path), "--run.version", "dit", *COMMON, *TINY_DIT,
+                 "--trainer.precision", "32-true",
                  "--trainer.limit_train_batches", "2"]) == 0
     assert (tmp_path / "doppler" / "dit" / "checkpoints" / "last.ckpt").is_file()

@@ -42,7 +42,8 @@ def test_a_point_scatterer_at_known_velocity_shows_at_2v_over_lambda(speed):
 
 def test_a_prf_below_twice_the_feet_doppler_is_refused():
     with pytest.raises(ConfigError, match="aliases"):
-        generate("/nonexistent", users=1, per_user=1, radar=RadarConfig(prf_hz=1200.0, band_hz=(-500.0, 500.0)))
+        generate("/nonexistent", users=1, per_user=1,
+                 radar=RadarConfig(prf_hz=1200.0, band_hz=(-500.0, 500.0)))
 
 
 def test_ellipsoid_rcs_of_a_sphere_is_its_cross_section_from_every_side():
@@ -64,14 +65,16 @@ def test_the_layout_users_csv_and_determinism(synthetic, tmp_path):
     image = Image.open(synthetic / "ID_2" / "rec_0003.png")
     assert image.mode == "L" and image.size == (64, 64)
     users = read_users_csv(synthetic / "users.csv")
-    assert set(users) == {1, 2, 3} and all(1.5 < u["height_m"] < 2.0 and u["cycle_hz"] > 0 for u in users.values())
+    assert set(users) == {1, 2, 3}
+    assert all(1.5 < u["height_m"] < 2.0 and u["cycle_hz"] > 0 for u in users.values())
     info = json.loads((synthetic / "synth.json").read_text())
     assert info["radar"]["prf_hz"] >= 1600 and len(info["doppler_axis_hz"]) == 64
     generate(tmp_path, users=3, per_user=4, seed=5)
     for path in synthetic.glob("ID_*/*.png"):
         assert (tmp_path / path.relative_to(synthetic)).read_bytes() == path.read_bytes()
     generate(tmp_path / "other", users=1, per_user=1, seed=6)
-    assert (tmp_path / "other" / "ID_1" / "rec_0000.png").read_bytes() != (synthetic / "ID_1" / "rec_0000.png").read_bytes()
+    other = (tmp_path / "other" / "ID_1" / "rec_0000.png").read_bytes()
+    assert other != (synthetic / "ID_1" / "rec_0000.png").read_bytes()
 
 
 def test_gait_measured_from_spectrograms_matches_each_users_truth(synthetic):
@@ -84,7 +87,8 @@ def test_gait_measured_from_spectrograms_matches_each_users_truth(synthetic):
         for path in sorted((synthetic / f"ID_{user}").glob("*.png")):
             pixels.append(np.array(Image.open(path)))
             labels.append(user - 1)
-    frame_s = (radar["duration_s"] * radar["prf_hz"] - radar["window"]) / (radar["frames"] - 1) / radar["prf_hz"]
+    samples = radar["duration_s"] * radar["prf_hz"]
+    frame_s = (samples - radar["window"]) / (radar["frames"] - 1) / radar["prf_hz"]
     torso, cycle = gait_from_spectrograms(torch.from_numpy(np.stack(pixels))[:, None],
                                           np.asarray(info["doppler_axis_hz"]), frame_s)
     users = read_users_csv(synthetic / "users.csv")

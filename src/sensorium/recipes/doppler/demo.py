@@ -27,8 +27,8 @@ BUDGET_S = 20 * 60
 EVAL_RESERVE_S = 400
 """Kept for the two fits' start-up, extract, sample, the evaluation (15 small classifiers, ~1,100
 generated spectrograms with CFG for the trained and the untrained generator and the sweep) and the
-report: measured 380 s in all with the machine's other two cores' worth of work running beside it
-(load average ~5 on 2 cores); less on idle cores."""
+report: measured 380-400 s in all on 2 cores shared with other jobs (load average 5-9); less on
+idle cores."""
 VAE_SHARE = 0.5
 """The VAE's share of the training time; the DiT gets the rest."""
 TARGET_FIDELITY = 0.8
