@@ -73,8 +73,8 @@ class FlowMatching:
         >>> out.total.backward()
     """
 
-    def __init__(self, time_sampling: TimeSampling = "logit_normal", logit_mean: float = 0.0, logit_std: float = 1.0,
-                 direction_weight: float = 0.0):
+    def __init__(self, time_sampling: TimeSampling = "logit_normal", logit_mean: float = 0.0,
+                 logit_std: float = 1.0, direction_weight: float = 0.0):
         if time_sampling not in ("logit_normal", "uniform"):
             raise ValueError(f"time_sampling must be 'logit_normal' or 'uniform', got {time_sampling!r}")
         if logit_std <= 0 or direction_weight < 0:
@@ -129,8 +129,9 @@ def time_grid(steps: int, shift: float = 1.0, device=None) -> torch.Tensor:
 
 @torch.no_grad()
 def sample(model: VelocityModel, noise: torch.Tensor, cond: torch.Tensor | None = None,
-           null_cond: torch.Tensor | None = None, steps: int = 50, solver: Solver = "heun", shift: float = 1.0,
-           cfg_scale: float = 1.0, cfg_interval: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
+           null_cond: torch.Tensor | None = None, steps: int = 50, solver: Solver = "heun",
+           shift: float = 1.0, cfg_scale: float = 1.0, cfg_interval: tuple[float, float] = (0.0, 1.0),
+           ) -> torch.Tensor:
     """Integrate dx/dt = v from t = 1 (x = noise) to t = 0 and return x_0.
 
     Args:

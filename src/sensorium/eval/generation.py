@@ -43,8 +43,10 @@ def class_accuracy(pred: torch.Tensor, labels: torch.Tensor, num_classes: int | 
     """{"accuracy": overall, "per_class": [accuracy of class c or None when absent]}."""
     pred, labels = torch.as_tensor(pred).long(), torch.as_tensor(labels).long()
     if pred.shape != labels.shape or pred.ndim != 1:
-        raise ValueError(f"pred {tuple(pred.shape)} and labels {tuple(labels.shape)} must be equal 1-D shapes")
+        raise ValueError(f"pred {tuple(pred.shape)} and labels {tuple(labels.shape)} must be equal "
+                         "1-D shapes")
     num_classes = num_classes or int(labels.max()) + 1
     correct = (pred == labels).double()
-    per_class = [float(correct[labels == c].mean()) if bool((labels == c).any()) else None for c in range(num_classes)]
+    per_class = [float(correct[labels == c].mean()) if bool((labels == c).any()) else None
+                 for c in range(num_classes)]
     return {"accuracy": float(correct.mean()) if len(correct) else float("nan"), "per_class": per_class}

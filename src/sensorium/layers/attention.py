@@ -94,7 +94,7 @@ class Attention(nn.Module):
         B, N, C = x.shape
         qkv = self.qkv(x).view(B, N, 3, self.num_heads, C // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, N, d)
-        if self.qk_norm:  # in fp32: RMSNorm's fp32 gain on bf16 input has no fused kernel, and fp32 is stabler
+        if self.qk_norm:  # in fp32: stabler, and bf16 input with an fp32 gain has no fused kernel
             q, k = self.q_norm(q.float()).to(v.dtype), self.k_norm(k.float()).to(v.dtype)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)

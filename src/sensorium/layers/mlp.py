@@ -35,7 +35,8 @@ class SwiGLU(nn.Module):
     W3 (silu(W1 x) * W2 x). `hidden_dim` is the width of each gate branch; with mlp_ratio r, LLaMA
     and LightningDiT use 2/3 r dim so the block costs about what an r-wide GELU MLP costs."""
 
-    def __init__(self, dim: int, hidden_dim: int | None = None, out_dim: int | None = None, dropout: float = 0.0):
+    def __init__(self, dim: int, hidden_dim: int | None = None, out_dim: int | None = None,
+                 dropout: float = 0.0):
         super().__init__()
         hidden_dim = hidden_dim or int(2 * 4 * dim / 3)
         self.fc12 = nn.Linear(dim, 2 * hidden_dim)  # both branches in one matmul

@@ -24,7 +24,8 @@ def rope_angles(dim: int, positions: torch.Tensor, theta: float = 10000.0) -> to
 
 
 @functools.lru_cache(maxsize=32)
-def rope_2d(head_dim: int, grid_h: int, grid_w: int, theta: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_2d(head_dim: int, grid_h: int, grid_w: int,
+            theta: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
     """(cos, sin), each (grid_h * grid_w, head_dim // 2), for a row-major grid: the first
     head_dim / 4 pairs follow the row, the rest the column. Cached per shape; treat as read-only."""
     if head_dim % 4:

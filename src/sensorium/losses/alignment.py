@@ -78,11 +78,13 @@ class VFLoss(nn.Module):
                  distmat_weight: float = 1.0):
         super().__init__()
         if not 0.0 <= cos_margin < 2.0 or not 0.0 <= distmat_margin < 2.0:
-            raise ValueError(f"margins must be in [0, 2): cosine ranges over [-1, 1] (got {cos_margin}, {distmat_margin})")
+            raise ValueError(f"margins must be in [0, 2): cosine ranges over [-1, 1] (got {cos_margin}, "
+                             f"{distmat_margin})")
         if cos_weight < 0 or distmat_weight < 0 or cos_weight == distmat_weight == 0:
             raise ValueError("the term weights must be non-negative and not both zero")
         self.cos_margin, self.distmat_margin = cos_margin, distmat_margin
         self.cos_weight, self.distmat_weight = cos_weight, distmat_weight
 
     def forward(self, z: torch.Tensor, features: torch.Tensor) -> VFTerms:
-        return vf_loss(z, features, self.cos_margin, self.distmat_margin, self.cos_weight, self.distmat_weight)
+        return vf_loss(z, features, self.cos_margin, self.distmat_margin, self.cos_weight,
+                       self.distmat_weight)

@@ -17,6 +17,7 @@ class (index num_classes), and during training each label is replaced by it with
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 from torch import nn
@@ -78,8 +79,9 @@ class LabelEmbedder(nn.Module):
 # --- blocks -------------------------------------------------------------------------------------------
 def _norm(dim: int, rms: bool) -> nn.Module:
     # No learned affine: adaLN's shift and scale take its place.
-    return nn.RMSNorm(dim, eps=1e-6, elementwise_affine=False) if rms else nn.LayerNorm(dim, eps=1e-6,
-                                                                                       elementwise_affine=False)
+    if rms:
+        return nn.RMSNorm(dim, eps=1e-6, elementwise_affine=False)
+    return nn.LayerNorm(dim, eps=1e-6, elementwise_affine=False)
 
 
 class DiTBlock(nn.Module):
@@ -92,8 +94,10 @@ class DiTBlock(nn.Module):
         self.attn = Attention(dim, num_heads, qkv_bias=True, qk_norm=qk_norm)
         self.norm2 = _norm(dim, rms_norm)
         hidden = int(dim * mlp_ratio)
-        # SwiGLU at 2/3 of the width costs what the GELU MLP does (LightningDiT's choice).
-        self.mlp = SwiGLU(dim, int(2 * hidden / 3)) if swiglu else Mlp(dim, hidden, act_layer=lambda: nn.GELU("tanh"))
+        # SwiGLU at 2/3 of the width costs what the GELU MLP does (LightningDiT's choice); DiT's MLP
+        # uses the tanh approximation of GELU.
+        tanh_gelu = partial(nn.GELU, approximate="tanh")
+        self.mlp = SwiGLU(dim, int(2 * hidden / 3)) if swiglu else Mlp(dim, hidden, act_layer=tanh_gelu)
         self.adaln = AdaLNZero(dim, dim, 6)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor,
@@ -131,9 +135,10 @@ class DiT(nn.Module):
         swiglu, rms_norm, rope, qk_norm: LightningDiT's options (see the module docstring).
     """
 
-    def __init__(self, input_size: int = 8, in_channels: int = 4, patch_size: int = 1, dim: int = 256, depth: int = 6,
-                 num_heads: int = 4, mlp_ratio: float = 4.0, num_classes: int = 10, class_dropout: float = 0.1,
-                 swiglu: bool = False, rms_norm: bool = False, rope: bool = False, qk_norm: bool = False):
+    def __init__(self, input_size: int = 8, in_channels: int = 4, patch_size: int = 1, dim: int = 256,
+                 depth: int = 6, num_heads: int = 4, mlp_ratio: float = 4.0, num_classes: int = 10,
+                 class_dropout: float = 0.1, swiglu: bool = False, rms_norm: bool = False, rope: bool = False,
+                 qk_norm: bool = False):
         super().__init__()
         if input_size % patch_size:
             raise ValueError(f"input_size {input_size} is not divisible by patch_size {patch_size}")
@@ -145,9 +150,9 @@ class DiT(nn.Module):
         self.x_embed = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
         self.t_embed = TimestepEmbedder(dim)
         self.y_embed = LabelEmbedder(num_classes, dim, class_dropout)
-        # Fixed sin-cos positions unless RoPE carries them (then none are added to the tokens).
-        self.register_buffer("pos_embed", torch.zeros(1, self.grid**2, dim) if rope else
-                             sincos_2d(dim, self.grid, self.grid)[None].clone(), persistent=False)
+        # Fixed sin-cos positions, unless RoPE carries the positions (then none are added to the tokens).
+        pos_embed = None if rope else sincos_2d(dim, self.grid, self.grid)[None].clone()  # (1, N, dim)
+        self.register_buffer("pos_embed", pos_embed, persistent=False)
         self.blocks = nn.ModuleList(DiTBlock(dim, num_heads, mlp_ratio, swiglu, rms_norm, qk_norm)
                                     for _ in range(depth))
         self.final = FinalLayer(dim, patch_size, in_channels, rms_norm)
@@ -162,7 +167,8 @@ class DiT(nn.Module):
         return self.y_embed.null_class
 
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
-        return self.x_embed(x).flatten(2).transpose(1, 2) + self.pos_embed  # (B, N, dim)
+        tokens = self.x_embed(x).flatten(2).transpose(1, 2)  # (B, N, dim)
+        return tokens if self.pos_embed is None else tokens + self.pos_embed
 
     def unpatchify(self, tokens: torch.Tensor) -> torch.Tensor:
         B, p, g, C = tokens.shape[0], self.patch_size, self.grid, self.in_channels
@@ -170,7 +176,8 @@ class DiT(nn.Module):
         return torch.einsum("bhwpqc->bchpwq", x).reshape(B, C, g * p, g * p)  # (B, C, H, W)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """x (B, C, H, W) noisy latents, t (B,) in [0, 1], y (B,) class indices (null allowed) -> (B, C, H, W)."""
+        """x (B, C, H, W) noisy latents, t (B,) in [0, 1], y (B,) class indices (the null class
+        allowed) -> the velocity (B, C, H, W)."""
         tokens = self.patchify(x)
         c = self.t_embed(t) + self.y_embed(y)  # (B, dim)
         rope = rope_2d(tokens.shape[-1] // self.num_heads, self.grid, self.grid) if self.use_rope else None

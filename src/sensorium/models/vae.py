@@ -43,7 +43,8 @@ class DiagonalGaussian:
         return torch.exp(0.5 * self.logvar)
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        noise = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        noise = torch.randn(self.mean.shape, generator=generator, device=self.mean.device,
+                            dtype=self.mean.dtype)
         return self.mean + self.std * noise
 
 
@@ -186,9 +187,9 @@ class ConditionalVAE(nn.Module):
         mid_attention: self-attention in the lowest-resolution block (LDM has it).
     """
 
-    def __init__(self, in_channels: int = 1, widths: tuple[int, ...] = (32, 64, 128, 128), z_channels: int = 4,
-                 num_res_blocks: int = 1, num_classes: int | None = None, cond_dim: int = 128,
-                 mid_attention: bool = True):
+    def __init__(self, in_channels: int = 1, widths: tuple[int, ...] = (32, 64, 128, 128),
+                 z_channels: int = 4, num_res_blocks: int = 1, num_classes: int | None = None,
+                 cond_dim: int = 128, mid_attention: bool = True):
         super().__init__()
         self.in_channels, self.z_channels = in_channels, z_channels
         self.downsample_factor = 2 ** (len(widths) - 1)
@@ -222,7 +223,8 @@ class ConditionalVAE(nn.Module):
         """(z_channels, H / f, W / f) for (H, W) images."""
         H, W = image_size
         if H % self.downsample_factor or W % self.downsample_factor:
-            raise ValueError(f"image size {H}x{W} is not divisible by the downsampling factor {self.downsample_factor}")
+            raise ValueError(f"image size {H}x{W} is not divisible by the downsampling factor "
+                             f"{self.downsample_factor}")
         return self.z_channels, H // self.downsample_factor, W // self.downsample_factor
 
     def encode(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> DiagonalGaussian:
@@ -260,7 +262,8 @@ class PatchDiscriminator(nn.Module):
         for i in range(1, layers + 1):
             out = width * min(2**i, 8)
             stride = 2 if i < layers else 1
-            blocks += [nn.Conv2d(channels, out, 4, stride=stride, padding=1, bias=False), _norm(out), nn.LeakyReLU(0.2)]
+            blocks += [nn.Conv2d(channels, out, 4, stride=stride, padding=1, bias=False), _norm(out),
+                       nn.LeakyReLU(0.2)]
             channels = out
         blocks.append(nn.Conv2d(channels, 1, 4, stride=1, padding=1))
         self.net = nn.Sequential(*blocks)
@@ -285,7 +288,8 @@ def vae_f8c4(**kwargs) -> ConditionalVAE:
 
 def vae_f16d32(**kwargs) -> ConditionalVAE:
     """VA-VAE's f16d32 (LightningDiT's tokenizer): 5 levels, 32 latent channels."""
-    return ConditionalVAE(**{"widths": (128, 128, 256, 256, 512), "z_channels": 32, "num_res_blocks": 2, **kwargs})
+    return ConditionalVAE(**{"widths": (128, 128, 256, 256, 512), "z_channels": 32, "num_res_blocks": 2,
+                             **kwargs})
 
 
 VAE_MODELS = {"demo": vae_demo, "f8c4": vae_f8c4, "f16d32": vae_f16d32}

@@ -49,8 +49,9 @@ RECIPES: dict[str, Recipe] = {
     "welding": _recipe("welding", {"synth": "synth", "eval": "evaluate", "demo": "demo"}, aliases=("knn",)),
     "tactile": _recipe("tactile", {"synth": "synth", "eval": "evaluate", "demo": "demo"}),
     "cardiac": _recipe("cardiac", {"synth": "synth", "prepare": "prepare", "eval": "evaluate", "demo": "demo"}),
-    "doppler": _recipe("doppler", {"synth": "synth", "prepare": "prepare", "extract": "extract", "sample": "sample",
-                                   "pipeline": "pipeline", "eval": "evaluate", "demo": "demo"}),
+    "doppler": _recipe("doppler", {"synth": "synth", "prepare": "prepare", "extract": "extract",
+                                   "sample": "sample", "pipeline": "pipeline", "eval": "evaluate",
+                                   "demo": "demo"}),
 }
 
 

@@ -38,7 +38,8 @@ class ClassifierConfig:
 
 
 class SpectrogramClassifier(nn.Module):
-    def __init__(self, in_channels: int, num_classes: int, widths: tuple[int, ...] = (16, 32, 64), dropout: float = 0.2):
+    def __init__(self, in_channels: int, num_classes: int, widths: tuple[int, ...] = (16, 32, 64),
+                 dropout: float = 0.2):
         super().__init__()
         self.stem = ConvStem(in_channels, tuple(widths))
         self.drop = nn.Dropout(dropout)
@@ -64,7 +65,8 @@ def train_classifier(pixels: torch.Tensor, labels: torch.Tensor, num_classes: in
         warmup = max(1, config.steps // 10)
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: warmup_cosine(step, warmup, config.steps, 1.0, 0.01))
-        n_extra = round(config.batch_size * config.extra_fraction) if extra is not None and len(extra[0]) else 0
+        has_extra = extra is not None and len(extra[0]) > 0
+        n_extra = round(config.batch_size * config.extra_fraction) if has_extra else 0
         model.train()
         for _ in range(config.steps):
             index = torch.randint(0, len(pixels), (config.batch_size - n_extra,), generator=generator)
@@ -88,7 +90,8 @@ def train_classifier(pixels: torch.Tensor, labels: torch.Tensor, num_classes: in
 
 
 @torch.no_grad()
-def predict(model: SpectrogramClassifier, pixels: torch.Tensor, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+def predict(model: SpectrogramClassifier, pixels: torch.Tensor,
+            batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 images (N, C, H, W) -> predicted labels (N,) and pooled features (N, D) (float32)."""
     model.eval()
     preds, feats = [], []

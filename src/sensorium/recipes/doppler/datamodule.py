@@ -28,8 +28,8 @@ def read_prepared(root: str | Path) -> dict:
     """prepare.json of a prepared folder (with its split.csv)."""
     path = Path(root) / "prepare.json"
     if not path.is_file():
-        raise DataError(path, "missing: data.root must be the output of `sensorium prepare doppler --input DIR "
-                              "--out THIS_DIR`")
+        raise DataError(path, "missing: data.root must be the output of `sensorium prepare doppler "
+                              "--input DIR --out THIS_DIR`")
     return json.loads(path.read_text())
 
 
@@ -65,12 +65,14 @@ class RealSpectrograms:
         labels: dict[str, list[int]] = {"train": [], "val": []}
         for path, user, _, split in rows:
             if user not in index:
-                raise DataError(self.root / "split.csv", f"user {user} is not in prepare.json's users {self.users}")
+                raise DataError(self.root / "split.csv",
+                                f"user {user} is not in prepare.json's users {self.users}")
             self.paths[split].append(self.input / path)
             labels[split].append(index[user])
         missing = next((p for paths in self.paths.values() for p in paths if not p.is_file()), None)
         if missing is not None:
-            raise DataError(missing, f"listed in {self.root / 'split.csv'} but missing (moved dataset? prepare again)")
+            raise DataError(missing,
+                            f"listed in {self.root / 'split.csv'} but missing (moved dataset? prepare again)")
         size = (image_size, image_size)
         self.pixels = {split: load_images(paths, size, channels) for split, paths in self.paths.items()}
         self.labels = {split: torch.tensor(v, dtype=torch.long) for split, v in labels.items()}
@@ -105,15 +107,18 @@ class _RankAware(L.LightningDataModule):
     def _train_loader(self, dataset: Dataset, collate=None) -> DataLoader:
         rank, world = self._rank()
         if len(dataset) < self.batch_size * world:
-            raise DataError(self.root, f"{len(dataset)} training samples do not fill one batch of {self.batch_size} "
-                                       f"on {world} rank(s) (data.batch_size)")
-        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed, drop_last=True)
+            raise DataError(self.root, f"{len(dataset)} training samples do not fill one batch of "
+                                       f"{self.batch_size} on {world} rank(s) (data.batch_size)")
+        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed,
+                                     drop_last=True)
         return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True,
-                          num_workers=self.num_workers, collate_fn=collate, persistent_workers=self.num_workers > 0)
+                          num_workers=self.num_workers, collate_fn=collate,
+                          persistent_workers=self.num_workers > 0)
 
     def _eval_loader(self, dataset: Dataset, collate=None) -> DataLoader:
         rank, world = self._rank()
-        return DataLoader(Subset(dataset, rank_shard(len(dataset), rank, world)), batch_size=self.eval_batch_size,
+        return DataLoader(Subset(dataset, rank_shard(len(dataset), rank, world)),
+                          batch_size=self.eval_batch_size,
                           num_workers=self.num_workers, collate_fn=collate)
 
 
@@ -131,7 +136,8 @@ class DopplerImageDataModule(_RankAware):
         if channels not in (1, 3):
             raise ConfigError("data.channels", f"must be 1 or 3, got {channels}")
         self.root, self.image_size, self.channels = root, image_size, channels
-        self.batch_size, self.eval_batch_size, self.num_workers, self.seed = batch_size, eval_batch_size, num_workers, seed
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.num_workers, self.seed = num_workers, seed
         self.real: RealSpectrograms | None = None
 
     @property
@@ -144,13 +150,15 @@ class DopplerImageDataModule(_RankAware):
         self.real = RealSpectrograms(self.root, self.image_size, self.channels)
         counts = {split: len(v) for split, v in self.real.labels.items()}
         print(f"[doppler] {sum(counts.values())} spectrograms of {len(self.real.users)} users at "
-              f"{self.channels}x{self.image_size}x{self.image_size}: train {counts['train']}, val {counts['val']}")
+              f"{self.channels}x{self.image_size}x{self.image_size}: train {counts['train']}, val "
+              f"{counts['val']}")
 
     def split_fingerprints(self) -> dict[str, dict[str, str]]:
         """{split: {path: content hash}} for the doctor's overlap check."""
         if self.real is None:
             return {}
-        return {split: {str(p): sample_fingerprint([p]) for p in paths} for split, paths in self.real.paths.items()}
+        return {split: {str(p): sample_fingerprint([p]) for p in paths}
+                for split, paths in self.real.paths.items()}
 
     def train_dataloader(self) -> DataLoader:
         return self._train_loader(self.real.dataset("train"), collate_images)
@@ -182,16 +190,19 @@ def read_latents(root: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
         raise DataError(tensor_path, f"lacks {sorted(needed - set(tensors))}")
     shape = tuple(meta["latent_shape"])
     if tuple(tensors["train_mean"].shape[1:]) != shape:
-        raise DataError(tensor_path, f"latents are {tuple(tensors['train_mean'].shape[1:])}, latents.json says {shape}")
+        raise DataError(tensor_path,
+                        f"latents are {tuple(tensors['train_mean'].shape[1:])}, latents.json says {shape}")
     return meta, tensors
 
 
 class DopplerLatentDataModule(_RankAware):
-    def __init__(self, root: str, batch_size: int = 64, eval_batch_size: int = 256, num_workers: int = 0, seed: int = 0):
+    def __init__(self, root: str, batch_size: int = 64, eval_batch_size: int = 256, num_workers: int = 0,
+                 seed: int = 0):
         """root: a folder written by `sensorium extract doppler` (latents.safetensors + latents.json)."""
         super().__init__()
         self.root = root
-        self.batch_size, self.eval_batch_size, self.num_workers, self.seed = batch_size, eval_batch_size, num_workers, seed
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.num_workers, self.seed = num_workers, seed
         self.meta: dict | None = None
         self.tensors: dict[str, torch.Tensor] = {}
 
@@ -199,8 +210,9 @@ class DopplerLatentDataModule(_RankAware):
         if self.meta is not None:
             return
         self.meta, self.tensors = read_latents(self.root)
-        print(f"[doppler] latents {tuple(self.meta['latent_shape'])} of {len(self.meta['users'])} users: train "
-              f"{len(self.tensors['train_label'])}, val {len(self.tensors['val_label'])}")
+        counts = {split: len(self.tensors[f"{split}_label"]) for split in ("train", "val")}
+        print(f"[doppler] latents {tuple(self.meta['latent_shape'])} of {len(self.meta['users'])} users: "
+              f"train {counts['train']}, val {counts['val']}")
 
     def latent_info(self) -> dict:
         """What the DiT task needs from the latents: shape, users, statistics and the VAE they came from."""
@@ -211,7 +223,8 @@ class DopplerLatentDataModule(_RankAware):
 
     def _dataset(self, split: str) -> DictDataset:
         t = self.tensors
-        return DictDataset({"mean": t[f"{split}_mean"], "std": t[f"{split}_std"], "label": t[f"{split}_label"].long()})
+        return DictDataset({"mean": t[f"{split}_mean"], "std": t[f"{split}_std"],
+                            "label": t[f"{split}_label"].long()})
 
     def train_dataloader(self) -> DataLoader:
         return self._train_loader(self._dataset("train"))

@@ -65,7 +65,8 @@ def main(argv: list[str]) -> int:
 
     from sensorium.recipes.doppler.pipeline import Pipeline, PipelineConfig
 
-    config = PipelineConfig(raw, out / "work", args.vae_config, args.dit_config, DEMO_DATA["val_ratio"], args.train_seed)
+    config = PipelineConfig(raw, out / "work", args.vae_config, args.dit_config, DEMO_DATA["val_ratio"],
+                            args.train_seed)
     pipeline = Pipeline(config)
     pipeline.run(stop_after="prepare")
     clock.lap("prepare")
@@ -73,11 +74,13 @@ def main(argv: list[str]) -> int:
     training = args.budget - clock.seconds - EVAL_RESERVE_S
     config.vae_overrides = ["--trainer.max_time", _max_time(VAE_SHARE * training)]
     config.dit_overrides = ["--trainer.max_time", _max_time((1 - VAE_SHARE) * training)]
-    print(f"[demo] training budget {training:.0f} s: VAE {config.vae_overrides[1]}, DiT {config.dit_overrides[1]}")
+    print(f"[demo] training budget {training:.0f} s: VAE {config.vae_overrides[1]}, DiT "
+          f"{config.dit_overrides[1]}")
     pipeline.run()  # prepare is reused (its inputs did not change)
     clock.lap("pipeline")  # restarts the lap; the stages' own times replace it
     del clock.stages["pipeline"]
-    clock.stages.update({stage: pipeline.seconds.get(stage, 0.0) for stage in ("vae", "extract", "dit", "sample", "eval")})
+    clock.stages.update({stage: pipeline.seconds.get(stage, 0.0) for stage in ("vae", "extract", "dit",
+                                                                               "sample", "eval")})
 
     from sensorium.report.report import write_report
 
@@ -89,25 +92,29 @@ def main(argv: list[str]) -> int:
     base = result["baseline"]
     metrics = {"cond_fidelity": result["cond_fidelity"], "aug_gain": result["aug_gain"], "cas": result["cas"],
                "fd": result["fd"], "fd_floor": result["fd_floor"]}
-    baseline = {"cond_fidelity": base["cond_fidelity"], "fd": base["fd"], "kind": "untrained generator (fresh DiT, "
-                "trained VAE decoder)"}
+    baseline = {"cond_fidelity": base["cond_fidelity"], "fd": base["fd"],
+                "kind": "untrained generator (fresh DiT, trained VAE decoder)"}
     summary = write_summary(
         out, "doppler", clock, metrics, baseline, data_seed=args.seed, train_seed=args.train_seed,
-        metrics_more={"real_val_accuracy": result["classifier"]["real_val_accuracy"], "chance": result["chance"],
+        metrics_more={"real_val_accuracy": result["classifier"]["real_val_accuracy"],
+                      "chance": result["chance"],
                       "aug_accuracy_mean": result["aug"]["accuracy_mean"], "physical": result["physical"],
                       "cfg_sweep": result["cfg_sweep"], "sampling": result["sampling"]},
-        targets={"cond_fidelity_at_least": TARGET_FIDELITY, "met": result["cond_fidelity"] >= TARGET_FIDELITY},
-        data={"users": args.users, "per_user": args.per_user, "image_size": [64, 64], **pipeline.results["prepare"]},
+        targets={"cond_fidelity_at_least": TARGET_FIDELITY,
+                 "met": result["cond_fidelity"] >= TARGET_FIDELITY},
+        data={"users": args.users, "per_user": args.per_user, "image_size": [64, 64],
+              **pipeline.results["prepare"]},
         training={"vae": pipeline.results.get("vae"), "dit": pipeline.results.get("dit")},
         load_average={"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
         cpu_count=os.cpu_count(), run_dirs={s: str(config.run_dir(s)) for s in ("vae", "dit")},
         report=str(config.run_dir("dit") / "report.html"))
     gain = metrics["aug_gain"]
-    print(f"[demo] doppler: conditioning fidelity {metrics['cond_fidelity']:.3f} (target >= {TARGET_FIDELITY}; untrained "
-          f"{base['cond_fidelity']:.3f}, chance {result['chance']:.3f}), CAS {metrics['cas']:.3f}, FD {metrics['fd']:.2f} "
-          f"(floor {metrics['fd_floor']:.2f}, untrained {base['fd']:.2f}); augmentation gain: generated "
-          f"{gain['generated']['mean']:+.3f}+-{gain['generated']['std']:.3f}, classic {gain['classic']['mean']:+.3f}"
-          f"+-{gain['classic']['std']:.3f}, both {gain['both']['mean']:+.3f}+-{gain['both']['std']:.3f}; "
-          f"{summary['seconds']:.0f} s (load average {load_before[0]:.1f} -> {os.getloadavg()[0]:.1f} on "
-          f"{os.cpu_count()} cores) -> {out / 'summary.json'}")
+    gains = ", ".join(f"{k} {gain[k]['mean']:+.3f}+-{gain[k]['std']:.3f}"
+                      for k in ("generated", "classic", "both"))
+    print(f"[demo] doppler: conditioning fidelity {metrics['cond_fidelity']:.3f} (target >= "
+          f"{TARGET_FIDELITY}; untrained {base['cond_fidelity']:.3f}, chance {result['chance']:.3f}), CAS "
+          f"{metrics['cas']:.3f}, FD {metrics['fd']:.2f} (floor {metrics['fd_floor']:.2f}, untrained "
+          f"{base['fd']:.2f}); augmentation gain: {gains}; {summary['seconds']:.0f} s (load average "
+          f"{load_before[0]:.1f} -> "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores) -> {out / 'summary.json'}")
     return 0

@@ -106,9 +106,10 @@ def frechet_report(real_features: torch.Tensor, real_labels: torch.Tensor, gener
     for u, user in enumerate(users):
         ra, rb, gu = a[real_labels[a] == u], b[real_labels[b] == u], g[generated_labels[g] == u]
         if min(len(ra), len(rb), len(gu)) >= 2:
-            report["per_user"][str(user)] = {"fd": frechet_distance(real_features[ra], generated_features[gu]),
-                                             "fd_floor": frechet_distance(real_features[ra], real_features[rb]),
-                                             "samples": int(len(ra))}
+            report["per_user"][str(user)] = {
+                "fd": frechet_distance(real_features[ra], generated_features[gu]),
+                "fd_floor": frechet_distance(real_features[ra], real_features[rb]),
+                "samples": int(len(ra))}
     return report
 
 
@@ -122,8 +123,8 @@ def generator_scores(generator, classifier, real, users: list[int], per_user: in
     fd = frechet_report(real_feats, real.labels["val"], feats, labels, users, seed)
     report = {"cond_fidelity": fidelity["accuracy"],
               "cond_fidelity_per_user": {str(u): v for u, v in zip(users, fidelity["per_class"])},
-              "fd": fd["fd"], "fd_floor": fd["fd_floor"], "fd_samples": fd["samples"], "fd_per_user": fd["per_user"],
-              "samples_per_user": per_user}
+              "fd": fd["fd"], "fd_floor": fd["fd_floor"], "fd_samples": fd["samples"],
+              "fd_per_user": fd["per_user"], "samples_per_user": per_user}
     return report, pixels, labels
 
 
@@ -135,7 +136,8 @@ def augmentation_gain(real, generated: tuple[torch.Tensor, torch.Tensor], config
     cls = ClassifierConfig(**{**asdict(config.classifier), "steps": config.aug_steps})
     accuracy: dict[str, list[float]] = {name: [] for name in conditions}
     for seed in range(config.seeds):
-        subset = take_per_user(real.labels["train"], {u: config.low_data_per_user for u in range(num_users)}, seed)
+        counts = {u: config.low_data_per_user for u in range(num_users)}
+        subset = take_per_user(real.labels["train"], counts, seed)
         x, y = real.pixels["train"][subset], real.labels["train"][subset]
         for name, extra in conditions.items():
             model = train_classifier(x, y, num_users, cls, seed=seed, **extra)
@@ -145,8 +147,9 @@ def augmentation_gain(real, generated: tuple[torch.Tensor, torch.Tensor], config
     for name in ("generated", "classic", "both"):
         values = [a - r for a, r in zip(accuracy[name], accuracy["real"])]
         gains[name] = {"mean": float(np.mean(values)), "std": _std(values), "values": values}
-    return {"low_data_per_user": config.low_data_per_user, "seeds": list(range(config.seeds)), "steps": cls.steps,
-            "accuracy": accuracy, "accuracy_mean": {k: float(np.mean(v)) for k, v in accuracy.items()},
+    return {"low_data_per_user": config.low_data_per_user, "seeds": list(range(config.seeds)),
+            "steps": cls.steps, "accuracy": accuracy,
+            "accuracy_mean": {k: float(np.mean(v)) for k, v in accuracy.items()},
             "gain": gains}
 
 
@@ -163,26 +166,34 @@ def physical_fidelity(real, generated: tuple[torch.Tensor, torch.Tensor], users:
     radar = info["radar"]
     if [real.image_size] * 2 != list(info["image_size"]):
         return None  # resized images: the axes no longer match the simulation's
-    frame_s = (radar["duration_s"] * radar["prf_hz"] - radar["window"]) / (radar["frames"] - 1) / radar["prf_hz"]
+    samples = radar["duration_s"] * radar["prf_hz"]
+    frame_s = (samples - radar["window"]) / (radar["frames"] - 1) / radar["prf_hz"]  # between STFT frames
     axis = np.asarray(info["doppler_axis_hz"])
     truth = read_users_csv(users_csv)
     n = len(users)
     result: dict = {"users": {}}
     measured = {}
-    for name, (pixels, labels) in {"real": (real.pixels["val"], real.labels["val"]), "generated": generated}.items():
+    sets = {"real": (real.pixels["val"], real.labels["val"]), "generated": generated}
+    for name, (pixels, labels) in sets.items():
         torso, cycle = gait_from_spectrograms(pixels, axis, frame_s, radar["dynamic_range_db"])
-        measured[name] = (per_user_median(torso, labels.numpy(), n), per_user_median(cycle, labels.numpy(), n))
+        labels = labels.numpy()
+        measured[name] = (per_user_median(torso, labels, n), per_user_median(cycle, labels, n))
     true_torso = np.array([truth[u]["torso_doppler_hz"] for u in users])
     true_cycle = np.array([truth[u]["cycle_hz"] for u in users])
+    def correlation(values: np.ndarray, truth: np.ndarray) -> float | None:
+        return float(np.corrcoef(values, truth)[0, 1]) if np.isfinite(values).all() else None
+
     for name, (torso, cycle) in measured.items():
         result[f"{name}_torso_mae_hz"] = float(np.nanmean(np.abs(torso - true_torso)))
         result[f"{name}_cycle_mae_hz"] = float(np.nanmean(np.abs(cycle - true_cycle)))
-        result[f"{name}_torso_corr"] = float(np.corrcoef(torso, true_torso)[0, 1]) if np.isfinite(torso).all() else None
-        result[f"{name}_cycle_corr"] = float(np.corrcoef(cycle, true_cycle)[0, 1]) if np.isfinite(cycle).all() else None
+        result[f"{name}_torso_corr"] = correlation(torso, true_torso)
+        result[f"{name}_cycle_corr"] = correlation(cycle, true_cycle)
     for i, u in enumerate(users):
-        result["users"][str(u)] = {"true_torso_hz": float(true_torso[i]), "true_cycle_hz": float(true_cycle[i]),
-                                   **{f"{name}_{q}": (None if not np.isfinite(v[k][i]) else float(v[k][i]))
-                                      for name, v in measured.items() for k, q in ((0, "torso_hz"), (1, "cycle_hz"))}}
+        entry = {"true_torso_hz": float(true_torso[i]), "true_cycle_hz": float(true_cycle[i])}
+        for name, (torso, cycle) in measured.items():
+            entry[f"{name}_torso_hz"] = float(torso[i]) if np.isfinite(torso[i]) else None
+            entry[f"{name}_cycle_hz"] = float(cycle[i]) if np.isfinite(cycle[i]) else None
+        result["users"][str(u)] = entry
     return result
 
 
@@ -206,37 +217,39 @@ def evaluate(generator, real, out_dir: str | Path, config: EvalConfig | None = N
         seconds[name] = round(now - clock, 1)
         clock = now
 
-    evaluator = train_classifier(real.pixels["train"], real.labels["train"], len(users), config.evaluator, seed)
+    train_x, train_y, n = real.pixels["train"], real.labels["train"], len(users)
+    evaluator = train_classifier(train_x, train_y, n, config.evaluator, seed)
     val_pred, _ = predict(evaluator, real.pixels["val"])
-    real_val = class_accuracy(val_pred, real.labels["val"], len(users))
-    sharp = train_classifier(real.pixels["train"], real.labels["train"], len(users), config.classifier, seed)
+    real_val = class_accuracy(val_pred, real.labels["val"], n)
+    sharp = train_classifier(train_x, train_y, n, config.classifier, seed)
     sharp_val, _ = predict(sharp, real.pixels["val"])
     lap("classifiers")
 
-    scores, gen_pixels, gen_labels = generator_scores(generator, evaluator, real, users, config.generated_per_user,
-                                                      seed, **sampling)
+    scores, gen_pixels, gen_labels = generator_scores(generator, evaluator, real, users,
+                                                      config.generated_per_user, seed, **sampling)
     sharp_pred, _ = predict(sharp, gen_pixels)
     lap("generate")
-    cas_model = train_classifier(gen_pixels, gen_labels, len(users),
-                                 ClassifierConfig(**{**asdict(config.classifier), "steps": config.aug_steps}), seed)
+    short = ClassifierConfig(**{**asdict(config.classifier), "steps": config.aug_steps})
+    cas_model = train_classifier(gen_pixels, gen_labels, n, short, seed)
     cas_pred, _ = predict(cas_model, real.pixels["val"])
-    cas = class_accuracy(cas_pred, real.labels["val"], len(users))
+    cas = class_accuracy(cas_pred, real.labels["val"], n)
     lap("cas")
-    aug = augmentation_gain(real, (gen_pixels, gen_labels), config, len(users))
+    aug = augmentation_gain(real, (gen_pixels, gen_labels), config, n)
     lap("augmentation")
     physical = physical_fidelity(real, (gen_pixels, gen_labels), users)
 
     sweep = []
     for scale in config.cfg_sweep:
-        report, pixels, _ = generator_scores(generator, evaluator, real, users, config.sweep_per_user, seed + 1,
-                                             **{**sampling, "cfg_scale": scale})
+        report, pixels, _ = generator_scores(generator, evaluator, real, users, config.sweep_per_user,
+                                             seed + 1, **{**sampling, "cfg_scale": scale})
         sweep.append({"cfg_scale": scale, "cond_fidelity": report["cond_fidelity"], "fd": report["fd"],
                       "fd_floor": report["fd_floor"], "fd_samples": report["fd_samples"], "pixels": pixels})
     lap("cfg_sweep")
 
     untrained = None
     if baseline is not None:
-        untrained, _, _ = generator_scores(baseline, evaluator, real, users, config.baseline_per_user, seed, **sampling)
+        untrained, _, _ = generator_scores(baseline, evaluator, real, users, config.baseline_per_user, seed,
+                                           **sampling)
         lap("baseline")
 
     # The VAE's ceiling: the judges on reconstructions of the VAL images (what a perfect DiT, producing
@@ -249,14 +262,15 @@ def evaluate(generator, real, out_dir: str | Path, config: EvalConfig | None = N
 
     shown = users[: config.grid_users]
     write_samples_png(out_dir / "samples_grid.png", real, gen_pixels, gen_labels, shown, per_user=4)
-    write_cfg_sweep_png(out_dir / "cfg_sweep.png", [s["cfg_scale"] for s in sweep], [s.pop("pixels") for s in sweep],
-                        config.sweep_per_user, users, shown[:6])
+    scales, sweep_pixels = [s["cfg_scale"] for s in sweep], [s.pop("pixels") for s in sweep]
+    write_cfg_sweep_png(out_dir / "cfg_sweep.png", scales, sweep_pixels, config.sweep_per_user, users,
+                        shown[:6])
     lap("figures")
 
     result = {
         "users": users,
         "chance": 1.0 / len(users),
-        "classifier": {"real_val_accuracy": real_val["accuracy"], "train_images": int(len(real.labels["train"])),
+        "classifier": {"real_val_accuracy": real_val["accuracy"], "train_images": int(len(train_y)),
                        "val_images": int(len(real.labels["val"])), **asdict(config.evaluator)},
         "sharp_classifier": {"real_val_accuracy": float((sharp_val == real.labels["val"]).float().mean()),
                              "cond_fidelity": float((sharp_pred == gen_labels).float().mean()),
@@ -280,7 +294,8 @@ def evaluate(generator, real, out_dir: str | Path, config: EvalConfig | None = N
 
 
 @torch.no_grad()
-def reconstructions(generator, pixels: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+def reconstructions(generator, pixels: torch.Tensor, labels: torch.Tensor,
+                    batch_size: int = 256) -> torch.Tensor:
     """uint8 images -> uint8 VAE reconstructions from the posterior mean (given each image's user)."""
     from sensorium.recipes.doppler.extract import encode
 
@@ -308,8 +323,10 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="sensorium eval doppler", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", type=Path, required=True, help="the DiT checkpoint")
-    parser.add_argument("--vae", type=Path, default=None, help="the VAE checkpoint (default: the one the DiT names)")
-    parser.add_argument("--data", type=Path, required=True, help="the prepared real data (split.csv, prepare.json)")
+    parser.add_argument("--vae", type=Path, default=None,
+                        help="the VAE checkpoint (default: the one the DiT names)")
+    parser.add_argument("--data", type=Path, required=True,
+                        help="the prepared real data (split.csv, prepare.json)")
     parser.add_argument("--out", type=Path, default=None, help="default: RUN/eval of the DiT checkpoint")
     parser.add_argument("--cfg", type=float, default=None)
     parser.add_argument("--per-user", type=int, default=EvalConfig.generated_per_user)
@@ -320,7 +337,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--aug-steps", type=int, default=EvalConfig.aug_steps)
     parser.add_argument("--cfg-sweep", type=float, nargs="+", default=list(EvalConfig.cfg_sweep))
     parser.add_argument("--sweep-per-user", type=int, default=EvalConfig.sweep_per_user)
-    parser.add_argument("--steps", type=int, default=None, help="sampler steps (default: the DiT's sampling config)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="sampler steps (default: the DiT's sampling config)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--baseline", action="store_true", help="also score the untrained generator")
     args = parser.parse_args(argv)
@@ -340,10 +358,13 @@ def main(argv: list[str]) -> int:
 
 def summary_line(result: dict) -> str:
     gain = result["aug_gain"]
-    text = (f"[eval] doppler: conditioning fidelity {result['cond_fidelity']:.3f} (real val {result['classifier']['real_val_accuracy']:.3f}, "
-            f"chance {result['chance']:.3f}); CAS {result['cas']:.3f}; FD {result['fd']:.2f} (floor {result['fd_floor']:.2f}); "
-            f"gain over real only: generated {gain['generated']['mean']:+.3f}+-{gain['generated']['std']:.3f}, classic "
-            f"{gain['classic']['mean']:+.3f}+-{gain['classic']['std']:.3f}, both {gain['both']['mean']:+.3f}+-{gain['both']['std']:.3f}")
-    if result.get("baseline"):
-        text += f"; untrained generator: fidelity {result['baseline']['cond_fidelity']:.3f}, FD {result['baseline']['fd']:.2f}"
+    gains = ", ".join(f"{k} {gain[k]['mean']:+.3f}+-{gain[k]['std']:.3f}"
+                      for k in ("generated", "classic", "both"))
+    text = (f"[eval] doppler: conditioning fidelity {result['cond_fidelity']:.3f} (real val "
+            f"{result['classifier']['real_val_accuracy']:.3f}, chance {result['chance']:.3f}); CAS "
+            f"{result['cas']:.3f}; FD {result['fd']:.2f} (floor {result['fd_floor']:.2f}); gain over real "
+            f"only: {gains}")
+    base = result.get("baseline")
+    if base:
+        text += f"; untrained generator: fidelity {base['cond_fidelity']:.3f}, FD {base['fd']:.2f}"
     return text

@@ -36,7 +36,8 @@ def denormalise(latents: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) ->
 
 
 @torch.no_grad()
-def encode(task, pixels: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def encode(task, pixels: torch.Tensor, labels: torch.Tensor,
+           batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 images (N, C, H, W) of users `labels` -> posterior mean and std (N, z, h, w)."""
     means, stds = [], []
     conditional = bool(task.vae.num_classes)
@@ -59,8 +60,8 @@ def extract(vae_ckpt: str | Path, data_root: str | Path, out: str | Path, batch_
     hp = task.hparams
     real = RealSpectrograms(data_root, hp["image_size"], hp["channels"])
     if list(real.users) != list(hp["users"]):
-        raise DataError(Path(data_root) / "prepare.json", f"users {real.users} differ from the VAE's {hp['users']} "
-                                                          f"({vae_ckpt})")
+        raise DataError(Path(data_root) / "prepare.json",
+                        f"users {real.users} differ from the VAE's {hp['users']} ({vae_ckpt})")
     tensors = {}
     for split in ("train", "val"):
         mean, std = encode(task, real.pixels[split], real.labels[split], batch_size)
@@ -76,8 +77,9 @@ def extract(vae_ckpt: str | Path, data_root: str | Path, out: str | Path, batch_
         "counts": {split: len(tensors[f"{split}_label"]) for split in ("train", "val")},
         "channel_mean": tensors["channel_mean"].tolist(),
         "channel_std": tensors["channel_std"].tolist(),
-        "vae": {"checkpoint": str(vae_ckpt), "digest": file_digest(vae_ckpt), "latent_shape": list(task.latent_shape),
-                "users": list(hp["users"]), "image_size": hp["image_size"], "channels": hp["channels"]},
+        "vae": {"checkpoint": str(vae_ckpt), "digest": file_digest(vae_ckpt),
+                "latent_shape": list(task.latent_shape), "users": list(hp["users"]),
+                "image_size": hp["image_size"], "channels": hp["channels"]},
         "data": {"root": str(Path(data_root).resolve()), "fingerprint": real.info["fingerprint"]},
     }
     atomic_write_json(out / "latents.json", meta)
@@ -87,7 +89,8 @@ def extract(vae_ckpt: str | Path, data_root: str | Path, out: str | Path, batch_
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="sensorium extract doppler", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--vae", type=Path, required=True, help="the stage-1 checkpoint (RUN/checkpoints/best.ckpt)")
+    parser.add_argument("--vae", type=Path, required=True,
+                        help="the stage-1 checkpoint (RUN/checkpoints/best.ckpt)")
     parser.add_argument("--data", type=Path, required=True, help="the prepared folder the VAE was trained on")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--batch-size", type=int, default=256)
@@ -95,7 +98,7 @@ def main(argv: list[str]) -> int:
     torch.set_grad_enabled(False)
     meta = extract(args.vae, args.data, args.out, args.batch_size)
     shape = "x".join(str(v) for v in meta["latent_shape"])
-    print(f"[extract] {meta['counts']['train']} train + {meta['counts']['val']} val latents of shape {shape}; "
-          f"channel mean {[round(v, 3) for v in meta['channel_mean']]}, std "
+    print(f"[extract] {meta['counts']['train']} train + {meta['counts']['val']} val latents of shape "
+          f"{shape}; channel mean {[round(v, 3) for v in meta['channel_mean']]}, std "
           f"{[round(v, 3) for v in meta['channel_std']]} -> {args.out / 'latents.safetensors'}")
     return 0

@@ -35,7 +35,8 @@ class _Frozen(nn.Module):
 
 
 class RandomConvFeatures(_Frozen):
-    """(B, C, H, W) in [0, 1] -> (B, widths[-1], H / 2^len(widths), W / 2^len(widths)), fixed random weights."""
+    """(B, C, H, W) in [0, 1] -> (B, widths[-1], H / 2^len(widths), W / 2^len(widths)), with fixed
+    random weights."""
 
     def __init__(self, in_channels: int, widths: tuple[int, ...] = (32, 64, 128), seed: int = 0):
         super().__init__()
@@ -71,15 +72,17 @@ class Dinov2PatchFeatures(_Frozen):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)  # grayscale -> the three channels DINOv2 was trained on
-        x = nn.functional.interpolate(x, size=(self.input_size, self.input_size), mode="bicubic", align_corners=False)
-        tokens = self.backbone(pixel_values=(x - self.mean) / self.std).last_hidden_state  # (B, prefix + g*g, D)
+        x = nn.functional.interpolate(x, size=(self.input_size, self.input_size), mode="bicubic",
+                                      align_corners=False)
+        pixels = (x - self.mean) / self.std
+        tokens = self.backbone(pixel_values=pixels).last_hidden_state  # (B, prefix + g*g, D)
         patches = tokens[:, self.prefix:]
         g = self.input_size // self.patch
         return patches.transpose(1, 2).reshape(x.shape[0], -1, g, g)  # (B, D, g, g)
 
 
-def build_foundation(in_channels: int, pretrained: str | None, input_size: int, random_widths: tuple[int, ...],
-                     seed: int) -> _Frozen:
+def build_foundation(in_channels: int, pretrained: str | None, input_size: int,
+                     random_widths: tuple[int, ...], seed: int) -> _Frozen:
     if pretrained is not None:
         return Dinov2PatchFeatures(pretrained, input_size)
     return RandomConvFeatures(in_channels, random_widths, seed)

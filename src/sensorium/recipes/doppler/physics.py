@@ -18,7 +18,8 @@ import torch
 
 
 def gait_from_spectrograms(pixels: torch.Tensor, doppler_hz: np.ndarray, frame_s: float,
-                           dynamic_range_db: float = 40.0, notch_hz: float = 60.0) -> tuple[np.ndarray, np.ndarray]:
+                           dynamic_range_db: float = 40.0,
+                           notch_hz: float = 60.0) -> tuple[np.ndarray, np.ndarray]:
     """uint8 grayscale images (N, 1, H, W) (rows = `doppler_hz`, top first) -> torso Doppler (N,) in Hz
     and gait-cycle frequency (N,) in Hz (NaN where no period is found)."""
     db = pixels[:, 0].double().numpy() / 255.0 * dynamic_range_db - dynamic_range_db  # (N, H, W)

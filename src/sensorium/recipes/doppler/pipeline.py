@@ -34,7 +34,8 @@ STAGES = ("prepare", "vae", "extract", "dit", "sample", "eval")
 
 
 def _hash(*parts) -> str:
-    return hashlib.blake2b(json.dumps(parts, sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
+    return hashlib.blake2b(json.dumps(parts, sort_keys=True, default=str).encode(),
+                           digest_size=16).hexdigest()
 
 
 def listing_digest(root: Path) -> str:
@@ -103,7 +104,8 @@ class Pipeline:
     def __init__(self, config: PipelineConfig, log: Callable[[str], None] = print):
         unknown = {s for s in (*config.skip, *config.force) if s not in STAGES}
         if unknown:
-            raise ConfigError("--skip/--force", f"unknown stage(s) {sorted(unknown)}; stages: {', '.join(STAGES)}")
+            raise ConfigError("--skip/--force",
+                              f"unknown stage(s) {sorted(unknown)}; stages: {', '.join(STAGES)}")
         self.config, self.log = config, log
         self.seconds: dict[str, float] = {}
         self.reused: list[str] = []
@@ -145,7 +147,8 @@ class Pipeline:
         """Run (or reuse) the stages in order, up to and including `stop_after` (default: all)."""
         c = self.config
         if not c.data.is_dir():
-            raise ConfigError(c.data, "no such dataset folder (expected ID_1/, ID_2/, ... of spectrogram images)")
+            raise ConfigError(c.data,
+                              "no such dataset folder (expected ID_1/, ID_2/, ... of spectrogram images)")
         vae_yaml, dit_yaml = resolve_config(c.vae_config), resolve_config(c.dit_config)
         for stage in STAGES:
             if stage == "prepare":
@@ -165,7 +168,8 @@ class Pipeline:
                 self._run("sample", _hash(file_hash(c.dit_ckpt), c.sample_per_user, c.seed),
                           [c.generated / "sample.json"], self._sample)
             else:
-                self._run("eval", _hash(file_hash(c.dit_ckpt), self._fingerprint(), c.eval_options, c.baseline, c.seed),
+                self._run("eval", _hash(file_hash(c.dit_ckpt), self._fingerprint(), c.eval_options,
+                                        c.baseline, c.seed),
                           [c.run_dir("dit") / "eval" / "doppler.json"], self._eval)
             if stage == stop_after:
                 break
@@ -221,7 +225,8 @@ class Pipeline:
         hp = generator.vae.hparams
         real = RealSpectrograms(c.prepared, hp["image_size"], hp["channels"])
         baseline = untrained_generator(generator, c.seed) if c.baseline else None
-        result = evaluate(generator, real, c.run_dir("dit") / "eval", EvalConfig(**c.eval_options), baseline, c.seed)
+        result = evaluate(generator, real, c.run_dir("dit") / "eval", EvalConfig(**c.eval_options), baseline,
+                          c.seed)
         self.log(summary_line(result))
         return {"eval": str(c.run_dir("dit") / "eval" / "doppler.json")}
 
@@ -230,14 +235,16 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="sensorium pipeline doppler", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="the dataset: DIR/ID_k/*.png")
-    parser.add_argument("--out", type=Path, required=True, help="the work folder (stages, runs, latents, samples)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="the work folder (stages, runs, latents, samples)")
     parser.add_argument("--vae-config", default="doppler/demo")
     parser.add_argument("--dit-config", default="doppler/dit_demo")
     parser.add_argument("--val-ratio", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vae-max-time", default=None, help="e.g. 00:00:05:00 (DD:HH:MM:SS)")
     parser.add_argument("--dit-max-time", default=None)
-    parser.add_argument("--per-user", type=int, default=8, help="spectrograms the sample stage writes per user")
+    parser.add_argument("--per-user", type=int, default=8,
+                        help="spectrograms the sample stage writes per user")
     parser.add_argument("--skip", nargs="+", default=[], choices=STAGES, metavar="STAGE")
     parser.add_argument("--force", nargs="+", default=[], choices=STAGES, metavar="STAGE")
     parser.add_argument("--no-baseline", action="store_true", help="do not score the untrained generator")

@@ -22,7 +22,13 @@ import numpy as np
 from sensorium.data.bad_samples import OnBadSample
 from sensorium.engine.checkpoint import atomic_write_json, atomic_write_text
 from sensorium.errors import ConfigError, DataError
-from sensorium.recipes.doppler.reader import RECORDING_PATTERN, Recording, check_consistent, scan, split_csv_text
+from sensorium.recipes.doppler.reader import (
+    RECORDING_PATTERN,
+    Recording,
+    check_consistent,
+    scan,
+    split_csv_text,
+)
 
 
 def _digest(path: Path) -> str:
@@ -63,8 +69,8 @@ def prepare(input_dir: str | Path, out_dir: str | Path, val_ratio: float = 0.2, 
         digest = _digest(rec.path)
         original = first_of.setdefault(digest, rec)
         if original.user != rec.user:
-            raise DataError(rec.path, f"same content as {original.path} of user {original.user}: one recording "
-                                      "cannot belong to two users")
+            raise DataError(rec.path, f"same content as {original.path} of user {original.user}: one "
+                                      "recording cannot belong to two users")
         merged.append((Recording(rec.path, rec.user, original.recording), digest))
     recordings = [rec for rec, _ in merged]
     splits = split_users(recordings, val_ratio, seed)
@@ -73,7 +79,8 @@ def prepare(input_dir: str | Path, out_dir: str | Path, val_ratio: float = 0.2, 
     for rec, digest in merged:
         fingerprint.update(f"{rec.path.relative_to(root).as_posix()}:{rec.user}:{digest}\n".encode())
     users = sorted({rec.user for rec in recordings})
-    counts = {split: {str(u): sum(1 for r, s in zip(recordings, splits) if r.user == u and s == split) for u in users}
+    pairs = list(zip(recordings, splits))
+    counts = {split: {str(u): sum(1 for r, s in pairs if r.user == u and s == split) for u in users}
               for split in ("train", "val")}
     info = {
         "input": str(root),
@@ -107,14 +114,19 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--on-bad-sample", choices=("error", "skip"), default="error",
                         help="skip: log and count bad files and empty folders instead of failing")
     parser.add_argument("--recording-pattern", default=RECORDING_PATTERN,
-                        help="regex with a (?P<recording>...) group applied to file stems (default: %(default)s)")
+                        help="regex with a (?P<recording>...) group applied to file stems "
+                             "(default: %(default)s)")
     args = parser.parse_args(argv)
-    info = prepare(args.input, args.out, args.val_ratio, args.seed, args.on_bad_sample, args.recording_pattern)
-    print(f"[prepare] {info['images']} images ({info['mode']} {info['image_size'][0]}x{info['image_size'][1]}) of "
-          f"{len(info['users'])} users: train {info['splits']['train']}, val {info['splits']['val']}; "
-          f"{len(info['skipped'])} skipped -> {args.out / 'split.csv'}")
+    info = prepare(args.input, args.out, args.val_ratio, args.seed, args.on_bad_sample,
+                   args.recording_pattern)
+    height, width = info["image_size"]
+    splits = info["splits"]
+    print(f"[prepare] {info['images']} images ({info['mode']} {height}x{width}) of {len(info['users'])} "
+          f"users: train {splits['train']}, val {splits['val']}; {len(info['skipped'])} skipped -> "
+          f"{args.out / 'split.csv'}")
     for problem in info["skipped"]:
         print(f"[prepare] skipped: {problem}")
     if info.get("users_without_val"):
-        print(f"[prepare] warning: users with a single recording have no val data: {info['users_without_val']}")
+        print(f"[prepare] warning: users with a single recording have no val data: "
+              f"{info['users_without_val']}")
     return 0

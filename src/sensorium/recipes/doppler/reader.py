@@ -65,7 +65,8 @@ def user_folders(root: str | Path) -> dict[int, Path]:
         if entry.is_dir() and match:
             folders[int(match.group(1))] = entry
     if not folders:
-        raise DataError(root, "no user folders: expected ID_1, ID_2, ... (one folder of spectrogram images per user)")
+        raise DataError(root, "no user folders: expected ID_1, ID_2, ... (one folder of spectrogram "
+                              "images per user)")
     return dict(sorted(folders.items()))
 
 
@@ -122,9 +123,10 @@ def check_consistent(recordings: Sequence[Recording], on_bad_sample: OnBadSample
         try:
             mode, size = probe(rec.path)
             if reference is not None and (mode, size) != reference[:2]:
-                raise DataError(rec.path, f"image is {mode} {size[0]}x{size[1]} (HxW), but {reference[2]} is "
-                                          f"{reference[0]} {reference[1][0]}x{reference[1][1]}: all images of a "
-                                          "dataset must share one size and mode")
+                first_mode, (h, w), first = reference
+                raise DataError(rec.path, f"image is {mode} {size[0]}x{size[1]} (HxW), but {first} is "
+                                          f"{first_mode} {h}x{w}: all images of a dataset must share one "
+                                          "size and mode")
         except DataError as error:
             handle_bad_sample(error, on_bad_sample)
             skipped.append(error)
@@ -132,7 +134,8 @@ def check_consistent(recordings: Sequence[Recording], on_bad_sample: OnBadSample
         reference = reference or (mode, size, rec.path)
         kept.append(rec)
     if reference is None:
-        raise DataError(Path(recordings[0].path).parent.parent if recordings else "dataset", "no decodable images")
+        raise DataError(Path(recordings[0].path).parent.parent if recordings else "dataset",
+                        "no decodable images")
     return kept, reference[0], reference[1]
 
 
@@ -144,7 +147,8 @@ def to_channels(image: Image.Image, channels: int) -> np.ndarray:
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
         values = np.asarray(image, dtype=np.float64)
         lo, hi = float(values.min()), float(values.max())
-        gray = np.round((values - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(values)).astype(np.uint8)
+        scaled = (values - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(values)
+        gray = np.round(scaled).astype(np.uint8)
         image = Image.fromarray(gray, mode="L")
     pixels = np.array(image.convert("L" if channels == 1 else "RGB"))  # a writable copy for torch
     return pixels[..., None] if channels == 1 else pixels
@@ -176,7 +180,8 @@ def split_csv_text(root: Path, recordings: Sequence[Recording], splits: Sequence
     """split.csv's text for (recording, split) pairs, paths relative to root."""
     lines = [",".join(SPLIT_COLUMNS)]
     for rec, split in zip(recordings, splits):
-        lines.append(",".join([Path(rec.path).relative_to(root).as_posix(), str(rec.user), rec.recording, split]))
+        lines.append(",".join([Path(rec.path).relative_to(root).as_posix(), str(rec.user), rec.recording,
+                               split]))
     return "\n".join(lines) + "\n"
 
 
@@ -184,7 +189,8 @@ def read_split_csv(path: str | Path) -> list[tuple[str, int, str, str]]:
     """split.csv -> [(relative path, user, recording, split)]."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(path, "missing split file (run `sensorium prepare doppler --input DIR --out THIS_DIR`)")
+        raise DataError(path, "missing split file (run `sensorium prepare doppler --input DIR "
+                              "--out THIS_DIR`)")
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         if tuple(reader.fieldnames or ()) != SPLIT_COLUMNS:

@@ -18,8 +18,8 @@ from sensorium.report.html import Section
 
 
 # --- figures --------------------------------------------------------------------------------------------
-def _grid_png(path: Path, rows: list[list[np.ndarray]], row_labels: list[str], column_labels: list[str] | None = None,
-              title: str = "") -> Path:
+def _grid_png(path: Path, rows: list[list[np.ndarray]], row_labels: list[str],
+              column_labels: list[str] | None = None, title: str = "") -> Path:
     from sensorium.report.figures import _pyplot, save_png
 
     plt = _pyplot()
@@ -71,8 +71,8 @@ def write_samples_png(path: Path, real, generated: torch.Tensor, labels: torch.T
     return _grid_png(path, rows, [f"ID_{u}" for u in users], columns, "real (left) vs generated (right)")
 
 
-def write_cfg_sweep_png(path: Path, scales: list[float], samples: list[torch.Tensor], per_user: int, users: list[int],
-                        shown: list[int]) -> Path:
+def write_cfg_sweep_png(path: Path, scales: list[float], samples: list[torch.Tensor], per_user: int,
+                        users: list[int], shown: list[int]) -> Path:
     """One row per CFG scale: the first sample of each shown user (same noise at every scale)."""
     index = {u: i for i, u in enumerate(users)}
     rows = [[_hwc(pixels[index[u] * per_user]) for u in shown] for pixels in samples]
@@ -100,32 +100,41 @@ def sections(run_dir: Path) -> list[Section]:
     if result is None:
         if export.get("stage") == "dit":
             out.append(Section("Generation").text(
-                f"no eval/doppler.json yet: run `sensorium eval doppler --ckpt {run_dir}/checkpoints/last.ckpt "
-                "--data PREPARED_DIR`", muted=True))
+                f"no eval/doppler.json yet: run `sensorium eval doppler --ckpt "
+                f"{run_dir}/checkpoints/last.ckpt --data PREPARED_DIR`", muted=True))
         return out
 
     base = result.get("baseline") or {}
     table = Section(f"Generation: {len(result['users'])} users (chance {result['chance']:.3f})")
     rows = [["conditioning fidelity (real-data classifier on generated)", result["cond_fidelity"],
              base.get("cond_fidelity")],
-            ["the classifier on real val (ceiling of fidelity)", result["classifier"]["real_val_accuracy"], None],
+            ["the classifier on real val (ceiling of fidelity)", result["classifier"]["real_val_accuracy"],
+             None],
             ["the classifier on VAE reconstructions of val (ceiling through this VAE)",
              result["vae_reconstruction"]["accuracy"], None],
-            ["the same, judged by a classifier trained without blur", result["sharp_classifier"]["cond_fidelity"],
+            ["the same, judged by a classifier trained without blur",
+             result["sharp_classifier"]["cond_fidelity"],
              None],
             ["CAS (trained on generated, tested on real val)", result["cas"], None],
             ["Fréchet distance (classifier features)", result["fd"], base.get("fd")],
             ["Fréchet distance, real vs real (floor)", result["fd_floor"], base.get("fd_floor")]]
-    table.table(["metric", "trained generator", "untrained generator"], [[r[0], _fmt(r[1]), _fmt(r[2])] for r in rows])
+    table.table(["metric", "trained generator", "untrained generator"],
+                [[r[0], _fmt(r[1]), _fmt(r[2])] for r in rows])
     table.text(f"FD on {result['fd_samples']} samples per side; VAE reconstruction PSNR "
                f"{result['vae_reconstruction']['psnr']:.2f} dB; sampling {result['sampling']}", muted=True)
     out.append(table)
 
     aug = result["aug"]
-    gains = Section(f"Augmentation gain ({aug['low_data_per_user']} real recordings per user, {len(aug['seeds'])} seeds)")
+    gains = Section(f"Augmentation gain ({aug['low_data_per_user']} real recordings per user, "
+                    f"{len(aug['seeds'])} seeds)")
+    def per_seed(name: str) -> str:
+        return ", ".join(f"{v:.3f}" for v in aug["accuracy"][name])
+
+    def gain(name: str) -> str:
+        return "" if name == "real" else f"{aug['gain'][name]['mean']:+.3f} ± {aug['gain'][name]['std']:.3f}"
+
     gains.table(["training data", "val accuracy (mean)", "per seed", "gain over real only"],
-                [[name, _fmt(aug["accuracy_mean"][name]), ", ".join(f"{v:.3f}" for v in aug["accuracy"][name]),
-                  "" if name == "real" else f"{aug['gain'][name]['mean']:+.3f} ± {aug['gain'][name]['std']:.3f}"]
+                [[name, _fmt(aug["accuracy_mean"][name]), per_seed(name), gain(name)]
                  for name in ("real", "classic", "generated", "both")])
     out.append(gains)
 
@@ -135,8 +144,8 @@ def sections(run_dir: Path) -> list[Section]:
     for user in result["users"]:
         u = str(user)
         fd = result["fd_per_user"].get(u, {})
-        rows.append([f"ID_{user}", _fmt(result["cond_fidelity_per_user"].get(u)), _fmt(result["cas_per_user"].get(u)),
-                     _fmt(fd.get("fd")), _fmt(fd.get("fd_floor"))])
+        rows.append([f"ID_{user}", _fmt(result["cond_fidelity_per_user"].get(u)),
+                     _fmt(result["cas_per_user"].get(u)), _fmt(fd.get("fd")), _fmt(fd.get("fd_floor"))])
     per_user.table(header, rows)
     out.append(per_user)
 
@@ -144,7 +153,8 @@ def sections(run_dir: Path) -> list[Section]:
     if physical:
         section = Section("Physical fidelity (synthetic data: measured from spectrograms vs users.csv)")
         section.table(["quantity", "real val: MAE", "real val: corr", "generated: MAE", "generated: corr"],
-                      [["torso Doppler (Hz)", _fmt(physical["real_torso_mae_hz"]), _fmt(physical["real_torso_corr"]),
+                      [["torso Doppler (Hz)", _fmt(physical["real_torso_mae_hz"]),
+                        _fmt(physical["real_torso_corr"]),
                         _fmt(physical["generated_torso_mae_hz"]), _fmt(physical["generated_torso_corr"])],
                        ["gait-cycle frequency (Hz)", _fmt(physical["real_cycle_mae_hz"]),
                         _fmt(physical["real_cycle_corr"]), _fmt(physical["generated_cycle_mae_hz"]),
@@ -153,7 +163,8 @@ def sections(run_dir: Path) -> list[Section]:
 
     sweep = Section("CFG scale sweep")
     sweep.table(["cfg scale", "fidelity", "FD", "FD floor"],
-                [[s["cfg_scale"], _fmt(s["cond_fidelity"]), _fmt(s["fd"]), _fmt(s["fd_floor"])] for s in result["cfg_sweep"]])
+                [[s["cfg_scale"], _fmt(s["cond_fidelity"]), _fmt(s["fd"]), _fmt(s["fd_floor"])]
+                 for s in result["cfg_sweep"]])
     for name in ("cfg_sweep.png", "samples_grid.png"):
         if (eval_dir / name).is_file():
             sweep.image((eval_dir / name).read_bytes(), alt=name)

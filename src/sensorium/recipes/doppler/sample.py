@@ -32,7 +32,8 @@ class Generator:
                                      f"({getattr(dit, 'checkpoint_path', 'dit')}) was trained on "
                                      f"{'x'.join(map(str, dit_shape))}")
         if list(dit.hparams["users"]) != list(vae.hparams["users"]):
-            raise ConfigError(where, f"the VAE's users {vae.hparams['users']} differ from the DiT's {dit.hparams['users']}")
+            raise ConfigError(where, f"the VAE's users {vae.hparams['users']} differ from the DiT's "
+                              f"{dit.hparams['users']}")
         self.dit, self.vae = dit.eval(), vae.eval()
         self.users: list[int] = list(dit.hparams["users"])
 
@@ -42,12 +43,14 @@ class Generator:
         record = dit.hparams.get("vae") or {}
         vae_path = Path(vae_ckpt or record.get("checkpoint", ""))
         if not vae_path.is_file():
-            raise ConfigError(vae_path, f"the VAE checkpoint of this DiT ({dit_ckpt}) is missing; pass --vae FILE")
+            raise ConfigError(vae_path,
+                              f"the VAE checkpoint of this DiT ({dit_ckpt}) is missing; pass --vae FILE")
         generator = cls(dit, load_stage(vae_path, DopplerVAETask))  # checks the latent shape and the users
         if record.get("digest") and file_digest(vae_path) != record["digest"]:
-            raise ConfigError(vae_path, f"is not the VAE the DiT ({dit_ckpt}) was trained on: its content differs "
-                                        f"from the one its latents came from ({record.get('checkpoint')}); decoding "
-                                        "with it would give meaningless images")
+            raise ConfigError(vae_path, f"is not the VAE the DiT ({dit_ckpt}) was trained on: its content "
+                                        f"differs from the one its latents came from "
+                                        f"({record.get('checkpoint')}); decoding with it would give "
+                                        "meaningless images")
         return generator
 
     def labels(self, user_ids: list[int]) -> torch.Tensor:
@@ -72,7 +75,8 @@ class Generator:
         return torch.cat(out)
 
     @torch.no_grad()
-    def generate(self, user_ids: list[int], per_user: int, seed: int = 0, **sampling) -> tuple[torch.Tensor, torch.Tensor]:
+    def generate(self, user_ids: list[int], per_user: int, seed: int = 0,
+                 **sampling) -> tuple[torch.Tensor, torch.Tensor]:
         """per_user images of each user: (uint8 (N, C, H, W), label indices (N,)), user-major.
         `sampling`: cfg_scale, steps, solver, shift, cfg_interval (default: the DiT's sampling config)."""
         labels = self.labels(list(user_ids)).repeat_interleave(per_user)
@@ -92,7 +96,8 @@ def write_pngs(out: str | Path, pixels: torch.Tensor, user_ids: list[int], prefi
         array = image.permute(1, 2, 0).numpy()
         array = array[..., 0] if array.shape[-1] == 1 else array
         path = out / f"ID_{user}" / f"{prefix}_{n:04d}.png"
-        atomic_write(path, lambda tmp, a=np.ascontiguousarray(array): Image.fromarray(a).save(tmp, format="PNG"))
+        pixels_hw = np.ascontiguousarray(array)
+        atomic_write(path, lambda tmp, a=pixels_hw: Image.fromarray(a).save(tmp, format="PNG"))
         paths.append(path)
     return paths
 
@@ -101,10 +106,13 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="sensorium sample doppler", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", type=Path, required=True, help="the DiT checkpoint (stage 3)")
-    parser.add_argument("--vae", type=Path, default=None, help="the VAE checkpoint (default: the one the DiT names)")
-    parser.add_argument("--users", type=int, nargs="+", default=None, help="user ids (the k of ID_k; default: all)")
+    parser.add_argument("--vae", type=Path, default=None,
+                        help="the VAE checkpoint (default: the one the DiT names)")
+    parser.add_argument("--users", type=int, nargs="+", default=None,
+                        help="user ids (the k of ID_k; default: all)")
     parser.add_argument("--per-user", type=int, default=8)
-    parser.add_argument("--cfg", type=float, default=None, help="guidance scale (default: the DiT's sampling config)")
+    parser.add_argument("--cfg", type=float, default=None,
+                        help="guidance scale (default: the DiT's sampling config)")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--solver", choices=("euler", "heun"), default=None)
     parser.add_argument("--shift", type=float, default=None, help="timestep shift")
@@ -121,8 +129,10 @@ def main(argv: list[str]) -> int:
                 "cfg_interval": tuple(args.cfg_interval) if args.cfg_interval else None}
     pixels, labels = generator.generate(users, args.per_user, args.seed, **sampling)
     paths = write_pngs(args.out, pixels, [generator.users[i] for i in labels.tolist()])
-    atomic_write_json(args.out / "sample.json", {"dit": str(args.ckpt), "vae": str(generator.vae.checkpoint_path),
+    atomic_write_json(args.out / "sample.json", {"dit": str(args.ckpt),
+                                                 "vae": str(generator.vae.checkpoint_path),
                                                  "users": users, "per_user": args.per_user, "seed": args.seed,
-                                                 "sampling": {k: v for k, v in sampling.items() if v is not None}})
+                                                 "sampling": {k: v for k, v in sampling.items()
+                                                              if v is not None}})
     print(f"[sample] {len(paths)} spectrograms of {len(users)} user(s) -> {args.out}/ID_k/gen_XXXX.png")
     return 0

@@ -111,7 +111,8 @@ class Population:
 
 
 # --- users and recordings -------------------------------------------------------------------------
-def draw_users(num_users: int, rng: np.random.Generator, population: Population | None = None) -> dict[str, np.ndarray]:
+def draw_users(num_users: int, rng: np.random.Generator,
+               population: Population | None = None) -> dict[str, np.ndarray]:
     """Each user's true gait parameters, (num_users,) arrays."""
     p = population or Population()
 
@@ -176,8 +177,9 @@ def _limb_angles(phase: np.ndarray, relative_velocity: np.ndarray, leg_swing: np
     return {"hip": hip, "knee": knee, "ankle": ankle, "shoulder": shoulder, "elbow": elbow}
 
 
-def body_points(t: np.ndarray, height: np.ndarray, speed: np.ndarray, cycle_hz: np.ndarray, phase0: np.ndarray,
-                leg_swing: np.ndarray, arm_swing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def body_points(t: np.ndarray, height: np.ndarray, speed: np.ndarray, cycle_hz: np.ndarray,
+                phase0: np.ndarray, leg_swing: np.ndarray,
+                arm_swing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Segment end points in the body frame (x forward, y left, z up; origin on the ground below
     the pelvis at t = 0, moving forward at `speed`).
 
@@ -263,11 +265,13 @@ def returns(distance: np.ndarray, amplitude: np.ndarray, wavelength: float) -> n
 def scatterer_returns(points: np.ndarray, axes: np.ndarray, radius: np.ndarray, half_length: np.ndarray,
                       radar: np.ndarray, wavelength: float) -> np.ndarray:
     """(R, T) complex baseband of scatterers sampled at the pulse rate (see `scatterer_geometry`)."""
-    return returns(*scatterer_geometry(points, axes, radius, half_length, radar), wavelength).astype(np.complex64)
+    return returns(*scatterer_geometry(points, axes, radius, half_length, radar),
+                   wavelength).astype(np.complex64)
 
 
 def _upsample(x: np.ndarray, factor: float, length: int) -> np.ndarray:
-    """Linear interpolation along axis 1 of (R, Tc, ...) samples at rate r to `length` samples at r * factor."""
+    """Linear interpolation along axis 1 of (R, Tc, ...) samples at rate r to `length` samples at
+    rate r * factor."""
     position = np.arange(length) / factor  # (T,) in coarse samples
     i0 = np.minimum(position.astype(np.int64), x.shape[1] - 2)
     w = (position - i0).reshape(1, -1, *([1] * (x.ndim - 2)))
@@ -298,7 +302,8 @@ def simulate_returns(recordings: dict[str, np.ndarray], users: dict[str, np.ndar
     bearing, aspect = np.radians(recordings["bearing_deg"]), np.radians(recordings["aspect_deg"])
     heading = bearing + np.pi + aspect
     cos_h, sin_h = (v[:, None, None] for v in (np.cos(heading), np.sin(heading)))  # (R, 1, 1)
-    origin = recordings["distance_m"][:, None, None] * np.stack([np.cos(bearing), np.sin(bearing)], -1)[:, None]
+    start_at = np.stack([np.cos(bearing), np.sin(bearing)], -1)[:, None]  # (R, 1, 2) unit vectors
+    origin = recordings["distance_m"][:, None, None] * start_at
 
     def to_world(v: np.ndarray, shift: bool) -> np.ndarray:
         x, y = v[..., 0] * cos_h - v[..., 1] * sin_h, v[..., 0] * sin_h + v[..., 1] * cos_h  # (R, Tc, K)
@@ -309,9 +314,10 @@ def simulate_returns(recordings: dict[str, np.ndarray], users: dict[str, np.ndar
     radius = np.array([RADIUS[s] if s in RADIUS else RADIUS[s.rsplit("_", 1)[0]] for s in SEGMENTS])  # (K,)
     radius = radius[None, None, :] * height[:, None, None]  # (R, 1, K)
     radar_position = np.array([0.0, 0.0, radar.radar_height_m])
-    distance, amplitude = scatterer_geometry(to_world(centre, True), to_world(axes, False), radius, length / 2,
-                                             radar_position)
-    signal = returns(_upsample(distance, factor, n), _upsample(amplitude, factor, n), radar.wavelength)  # (R, T)
+    distance, amplitude = scatterer_geometry(to_world(centre, True), to_world(axes, False), radius,
+                                             length / 2, radar_position)
+    signal = returns(_upsample(distance, factor, n), _upsample(amplitude, factor, n),
+                     radar.wavelength)  # (R, T)
 
     power = np.mean(np.abs(signal) ** 2, axis=1, keepdims=True)  # (R, 1)
     clutter = np.sqrt(power * 10 ** (recordings["clutter_db"][:, None] / 10)) * np.exp(
@@ -346,7 +352,8 @@ def doppler_axis(radar: RadarConfig) -> np.ndarray:
     """(bins,) centre frequency (Hz) of each image row, top (most positive) to bottom."""
     lo, hi = radar.band_hz
     if not -radar.prf_hz / 2 <= lo < hi <= radar.prf_hz / 2:
-        raise ConfigError("radar.band_hz", f"{radar.band_hz} must lie within +-prf/2 = {radar.prf_hz / 2:g} Hz")
+        raise ConfigError("radar.band_hz",
+                          f"{radar.band_hz} must lie within +-prf/2 = {radar.prf_hz / 2:g} Hz")
     edges = np.linspace(lo, hi, radar.bins + 1)
     return ((edges[:-1] + edges[1:]) / 2)[::-1]
 
@@ -362,8 +369,9 @@ def _write_png(path: Path, pixels: np.ndarray) -> None:
     atomic_write(path, lambda tmp: Image.fromarray(pixels, mode="L").save(tmp, format="PNG"))
 
 
-def generate(out: str | Path, users: int = 31, per_user: int = 60, seed: int = 0, radar: RadarConfig | None = None,
-             population: Population | None = None, chunk: int = 32) -> dict:
+def generate(out: str | Path, users: int = 31, per_user: int = 60, seed: int = 0,
+             radar: RadarConfig | None = None, population: Population | None = None,
+             chunk: int = 32) -> dict:
     """Write `out/ID_k/rec_XXXX.png` for users k = 1..users, `out/users.csv` and `out/synth.json`.
     Deterministic for a seed; returns the synth.json content."""
     if users < 1 or per_user < 1:
@@ -373,14 +381,16 @@ def generate(out: str | Path, users: int = 31, per_user: int = 60, seed: int = 0
     max_doppler = 2 * 5.0 / radar.wavelength
     if radar.prf_hz < 2 * max_doppler:
         raise ConfigError("radar.prf_hz", f"{radar.prf_hz:g} Hz aliases the feet's Doppler (up to "
-                                          f"{max_doppler:.0f} Hz at 5 m/s): use at least {2 * max_doppler:.0f} Hz")
+                                          f"{max_doppler:.0f} Hz at 5 m/s): use at least "
+                                          f"{2 * max_doppler:.0f} Hz")
     out = Path(out)
     rng = np.random.default_rng(seed)
     truth = draw_users(users, rng, population)
     recordings = draw_recordings(truth, per_user, rng, population)
     for first in range(0, users * per_user, chunk):
         part = {k: v[first:first + chunk] for k, v in recordings.items()}
-        images = to_uint8(spectrogram_db(simulate_returns(part, truth, radar, rng), radar), radar.dynamic_range_db)
+        images = to_uint8(spectrogram_db(simulate_returns(part, truth, radar, rng), radar),
+                          radar.dynamic_range_db)
         for i, pixels in enumerate(images):
             n = first + i
             _write_png(out / f"ID_{int(recordings['user'][n]) + 1}" / f"rec_{n % per_user:04d}.png", pixels)
@@ -394,8 +404,8 @@ def generate(out: str | Path, users: int = 31, per_user: int = 60, seed: int = 0
     info = {"users": users, "per_user": per_user, "seed": seed, "radar": asdict(radar),
             "population": asdict(population), "image_size": [radar.bins, radar.frames], "mode": "L",
             "doppler_axis_hz": [round(float(f), 3) for f in doppler_axis(radar)],
-            "torso_doppler_note": "users.csv torso_doppler_hz = 2 v E[cos aspect] / lambda over the recordings' "
-                                  "aspect range"}
+            "torso_doppler_note": "users.csv torso_doppler_hz = 2 v E[cos aspect] / lambda over the "
+                                  "recordings' aspect range"}
     atomic_write_json(out / "synth.json", info)
     return info
 
@@ -409,7 +419,8 @@ def _mean_cos(bounds: tuple[float, float]) -> float:
 def read_users_csv(path: str | Path) -> dict[int, dict[str, float]]:
     """users.csv -> {user id: {column: value}}."""
     with open(path, newline="") as f:
-        return {int(row["user"]): {k: float(v) for k, v in row.items() if k != "user"} for row in csv.DictReader(f)}
+        return {int(row["user"]): {k: float(v) for k, v in row.items() if k != "user"}
+                for row in csv.DictReader(f)}
 
 
 def main(argv: list[str]) -> int:

@@ -82,7 +82,8 @@ class VFConfig:
     input_size: int = 224
     """DINOv2's input resolution (a multiple of its patch size)."""
     random_widths: tuple[int, ...] = (32, 64)
-    """Widths of the random conv net (one stride-2 stage each; its features are resized to the latent grid)."""
+    """Widths of the random conv net (one stride-2 stage each); its features are resized to the
+    latent grid."""
     random_seed: int = 0
     cos_margin: float = 0.5
     distmat_margin: float = 0.25
@@ -106,8 +107,9 @@ class DopplerVAETask(SensoriumTask):
     share_check_exempt = frozenset({"rec", "kl", "vf", "gan", "disc"})
 
     def __init__(self, net: VAENetConfig | dict | None = None, loss: VAELossConfig | dict | None = None,
-                 vf: VFConfig | dict | None = None, users: list[int] | None = None, image_size: int | None = None,
-                 channels: int | None = None, optim: OptimConfig | dict | None = None):
+                 vf: VFConfig | dict | None = None, users: list[int] | None = None,
+                 image_size: int | None = None, channels: int | None = None,
+                 optim: OptimConfig | dict | None = None):
         """users, image_size, channels: filled from the data when the run starts (leave them unset)."""
         super().__init__(optim)
         self.net_config = as_config(VAENetConfig, net)
@@ -115,8 +117,8 @@ class DopplerVAETask(SensoriumTask):
         self.vf_config = as_config(VFConfig, vf)
         self.save_config(net=self.net_config, loss=self.loss_config, vf=self.vf_config, users=users,
                          image_size=image_size, channels=channels, optim=self.optim)
-        self.vf_loss = VFLoss(self.vf_config.cos_margin, self.vf_config.distmat_margin, self.vf_config.cos_weight,
-                              self.vf_config.distmat_weight)
+        v = self.vf_config
+        self.vf_loss = VFLoss(v.cos_margin, v.distmat_margin, v.cos_weight, v.distmat_weight)
         self.vae: ConditionalVAE | None = None
         self._preview: dict[str, torch.Tensor] | None = None
         if users is not None and image_size is not None and channels is not None:
@@ -128,7 +130,8 @@ class DopplerVAETask(SensoriumTask):
             return
         datamodule = self.trainer.datamodule if self._trainer is not None else None
         if datamodule is None or not hasattr(datamodule, "users"):
-            raise ConfigError("data", "DopplerVAETask needs a DopplerImageDataModule (or users, image_size, channels)")
+            raise ConfigError("data", "DopplerVAETask needs a DopplerImageDataModule (or users, image_size "
+                                      "and channels)")
         datamodule.setup("fit")
         self._build(list(datamodule.users), int(datamodule.image_size), int(datamodule.channels))
 
@@ -147,7 +150,8 @@ class DopplerVAETask(SensoriumTask):
             self.projection = nn.Conv2d(n.z_channels, self.foundation.out_dim, kernel_size=1)
         self.discriminator = None
         if self.loss_config.disc_weight > 0:
-            self.discriminator = PatchDiscriminator(channels, self.loss_config.disc_width, self.loss_config.disc_layers)
+            loss = self.loss_config
+            self.discriminator = PatchDiscriminator(channels, loss.disc_width, loss.disc_layers)
 
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule if self._trainer is not None else None
@@ -156,8 +160,8 @@ class DopplerVAETask(SensoriumTask):
             expected = (list(self.hparams["users"]), self.hparams["image_size"], self.hparams["channels"])
             found = (list(datamodule.users), datamodule.image_size, datamodule.channels)
             if expected != found:
-                raise DataError(datamodule.root, f"the data's users, image size and channels {found} differ from the "
-                                                 f"model's {expected}")
+                raise DataError(datamodule.root, f"the data's users, image size and channels {found} differ "
+                                                 f"from the model's {expected}")
 
     def export_module(self) -> nn.Module:
         return self.vae
@@ -165,11 +169,13 @@ class DopplerVAETask(SensoriumTask):
     # The frozen encoder is rebuilt from its config (seeded random weights, or the DINOv2 directory)
     # and never trained: checkpoints leave it out (a DINOv2-B would add 350 MB to each).
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("foundation.")}
+        state = checkpoint["state_dict"]
+        checkpoint["state_dict"] = {k: v for k, v in state.items() if not k.startswith("foundation.")}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if self.foundation is not None:  # resuming a fit: Lightning loads strictly
-            checkpoint["state_dict"].update({f"foundation.{k}": v for k, v in self.foundation.state_dict().items()})
+            frozen = self.foundation.state_dict()
+            checkpoint["state_dict"].update({f"foundation.{k}": v for k, v in frozen.items()})
 
     def export_config(self) -> dict:
         return {**super().export_config(), "stage": "vae", "latent_shape": list(self.latent_shape)}
@@ -180,12 +186,13 @@ class DopplerVAETask(SensoriumTask):
         labels = batch["label"] if self.vae.num_classes else None
         recon, posterior, z = self.vae(x, labels)
         rec = (x - recon.float()).abs().flatten(1).sum(1).mean()
-        terms = {"rec": rec,
-                 "kl": self.loss_config.kl_weight * kl_per_sample(posterior.mean.float(), posterior.logvar.float()).mean()}
+        kl = kl_per_sample(posterior.mean.float(), posterior.logvar.float()).mean()
+        terms = {"rec": rec, "kl": self.loss_config.kl_weight * kl}
         if self.foundation is not None:
             features = self.foundation(batch["image"])  # (B, D, g, g)
             if features.shape[-2:] != z.shape[-2:]:
-                features = F.interpolate(features.float(), size=z.shape[-2:], mode="bilinear", align_corners=False)
+                features = F.interpolate(features.float(), size=z.shape[-2:], mode="bilinear",
+                                         align_corners=False)
             vf = self.vf_loss(self.projection(z), features)
             weight = adaptive_weight(rec, vf.total, self.vae.encoder_last_layer, self.vf_config.weight)
             terms["vf"] = weight * vf.total
@@ -195,7 +202,8 @@ class DopplerVAETask(SensoriumTask):
             terms.update(self._adversarial(x, recon, rec))
         return terms
 
-    def _adversarial(self, x: torch.Tensor, recon: torch.Tensor, rec: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _adversarial(self, x: torch.Tensor, recon: torch.Tensor,
+                     rec: torch.Tensor) -> dict[str, torch.Tensor]:
         """Both GAN terms in one loss: the generator's sees the discriminator through detached weights
         (so it trains only the autoencoder), the discriminator's sees detached reconstructions (so it
         trains only the discriminator); one optimiser then steps both."""
@@ -204,7 +212,10 @@ class DopplerVAETask(SensoriumTask):
         active = float(self.global_step >= self.loss_config.disc_start)
         frozen = {k: v.detach() for k, v in self.discriminator.named_parameters()}
         g = generator_loss(functional_call(self.discriminator, frozen, (recon,)))
-        weight = adaptive_weight(rec, g, self.vae.decoder_last_layer, 1.0, 1e4) if active else rec.new_zeros(())
+        if active:
+            weight = adaptive_weight(rec, g, self.vae.decoder_last_layer, 1.0, 1e4)
+        else:
+            weight = rec.new_zeros(())
         d = hinge_discriminator_loss(self.discriminator(x.detach()), self.discriminator(recon.detach()))
         scale = self.loss_config.disc_weight * active
         # At weight 0 before disc_start, so the discriminator's parameters still see a (zero) gradient.
@@ -281,8 +292,8 @@ class DopplerDiTTask(SensoriumTask):
 
     def __init__(self, net: DiTNetConfig | dict | None = None, flow: FlowConfig | dict | None = None,
                  sampling: SamplingConfig | dict | None = None, ema_decay: float = 0.9999,
-                 latent_shape: list[int] | None = None, users: list[int] | None = None, vae: dict | None = None,
-                 optim: OptimConfig | dict | None = None):
+                 latent_shape: list[int] | None = None, users: list[int] | None = None,
+                 vae: dict | None = None, optim: OptimConfig | dict | None = None):
         """
         Args:
             ema_decay: decay of the weights' exponential moving average that sampling uses (DiT:
@@ -298,8 +309,9 @@ class DopplerDiTTask(SensoriumTask):
         if not 0.0 <= ema_decay < 1.0:
             raise ConfigError("model.ema_decay", f"must be in [0, 1), got {ema_decay}")
         self.ema_decay = ema_decay
-        self.save_config(net=self.net_config, flow=self.flow_config, sampling=self.sampling, ema_decay=ema_decay,
-                         latent_shape=latent_shape, users=users, vae=vae, optim=self.optim)
+        self.save_config(net=self.net_config, flow=self.flow_config, sampling=self.sampling,
+                         ema_decay=ema_decay, latent_shape=latent_shape, users=users, vae=vae,
+                         optim=self.optim)
         f = self.flow_config
         self.flow = FlowMatching(f.time_sampling, f.logit_mean, f.logit_std, f.direction_weight)
         self.net: DiT | None = None
@@ -311,7 +323,8 @@ class DopplerDiTTask(SensoriumTask):
             return
         datamodule = self.trainer.datamodule if self._trainer is not None else None
         if datamodule is None or not hasattr(datamodule, "latent_info"):
-            raise ConfigError("data", "DopplerDiTTask needs a DopplerLatentDataModule (or latent_shape and users)")
+            raise ConfigError("data", "DopplerDiTTask needs a DopplerLatentDataModule (or latent_shape and "
+                                      "users)")
         info = datamodule.latent_info()
         self._build(info["latent_shape"], info["users"], info["vae"])
         self.channel_mean.copy_(info["channel_mean"])
@@ -323,8 +336,8 @@ class DopplerDiTTask(SensoriumTask):
             raise DataError("latents", f"the DiT takes square latents, got {h}x{w}")
         self.hparams.update(latent_shape=[C, h, w], users=users, vae=vae)
         n = self.net_config
-        self.net = DiT(h, C, n.patch_size, n.dim, n.depth, n.num_heads, n.mlp_ratio, len(users), n.class_dropout,
-                       n.swiglu, n.rms_norm, n.rope, n.qk_norm)
+        self.net = DiT(h, C, n.patch_size, n.dim, n.depth, n.num_heads, n.mlp_ratio, len(users),
+                       n.class_dropout, n.swiglu, n.rms_norm, n.rope, n.qk_norm)
         self.ema = copy.deepcopy(self.net).requires_grad_(False).eval()
         self.register_buffer("channel_mean", torch.zeros(C))
         self.register_buffer("channel_std", torch.ones(C))
@@ -336,8 +349,9 @@ class DopplerDiTTask(SensoriumTask):
             info = datamodule.latent_info()
             expected = (list(self.hparams["latent_shape"]), list(self.hparams["users"]))
             if (list(info["latent_shape"]), list(info["users"])) != expected:
-                raise DataError(datamodule.root, f"the latents' shape and users {info['latent_shape']}, {info['users']} "
-                                                 f"differ from the model's {expected[0]}, {expected[1]}")
+                raise DataError(datamodule.root, f"the latents' shape and users {info['latent_shape']}, "
+                                                 f"{info['users']} differ from the model's {expected[0]}, "
+                                                 f"{expected[1]}")
 
     def export_module(self) -> nn.Module:
         return self.ema
@@ -379,14 +393,15 @@ class DopplerDiTTask(SensoriumTask):
     @torch.no_grad()
     def generate_latents(self, labels: torch.Tensor, cfg_scale: float | None = None, steps: int | None = None,
                          solver: str | None = None, shift: float | None = None,
-                         cfg_interval: tuple[float, float] | None = None, generator: torch.Generator | None = None,
-                         batch_size: int = 512) -> torch.Tensor:
+                         cfg_interval: tuple[float, float] | None = None,
+                         generator: torch.Generator | None = None, batch_size: int = 512) -> torch.Tensor:
         """(N,) label indices -> (N, C, h, w) latents in the VAE's space (denormalised), from the EMA
         weights; None arguments take `self.sampling`'s values."""
         s = self.sampling
         cfg_scale = s.cfg_scale if cfg_scale is None else cfg_scale
-        options = {"steps": steps or s.steps, "solver": solver or s.solver, "shift": s.shift if shift is None else shift,
-                   "cfg_scale": cfg_scale, "cfg_interval": tuple(cfg_interval or s.cfg_interval)}
+        options = {"steps": steps or s.steps, "solver": solver or s.solver,
+                   "shift": s.shift if shift is None else shift, "cfg_scale": cfg_scale,
+                   "cfg_interval": tuple(cfg_interval or s.cfg_interval)}
         C, h, w = self.hparams["latent_shape"]
         model = self.ema.eval()
         out = []
@@ -420,7 +435,8 @@ def load_stage(path: str | Path | None, cls: type[DopplerVAETask] | type[Doppler
 
     key, name = _STAGE_KEYS[cls]
     if path is None:
-        raise ConfigError("--ckpt", f"no {name} checkpoint given: train the stage first (`sensorium pipeline doppler`)")
+        raise ConfigError("--ckpt", f"no {name} checkpoint given: train the stage first "
+                                    "(`sensorium pipeline doppler`)")
     path = Path(path)
     if not path.is_file():
         raise ConfigError(path, f"no such {name} checkpoint")
@@ -430,7 +446,8 @@ def load_stage(path: str | Path | None, cls: type[DopplerVAETask] | type[Doppler
         raise DataError(path, f"cannot read as a checkpoint ({type(e).__name__}: {e})") from None
     hparams, state = checkpoint.get("hyper_parameters"), checkpoint.get("state_dict")
     if not isinstance(hparams, dict) or not isinstance(state, dict):
-        raise DataError(path, "not a Lightning checkpoint of a sensorium task (no hyper_parameters / state_dict)")
+        raise DataError(path, "not a Lightning checkpoint of a sensorium task (no hyper_parameters / "
+                              "state_dict)")
     if hparams.get(key) is None:
         other = "DiT" if "latent_shape" in hparams else "VAE" if "image_size" in hparams else "non-doppler"
         raise ConfigError(path, f"is a {other} checkpoint, not a trained doppler {name} checkpoint")
@@ -438,7 +455,8 @@ def load_stage(path: str | Path | None, cls: type[DopplerVAETask] | type[Doppler
     if cls is DopplerVAETask:
         # Extraction and sampling need the autoencoder only: the frozen encoder (maybe a DINOv2 in a
         # directory of the training machine), the VF projection and the discriminator are not built.
-        hparams = {**hparams, "vf": {**hparams["vf"], "weight": 0.0}, "loss": {**hparams["loss"], "disc_weight": 0.0}}
+        hparams = {**hparams, "vf": {**hparams["vf"], "weight": 0.0},
+                   "loss": {**hparams["loss"], "disc_weight": 0.0}}
         training_only = ("foundation.", "projection.", "discriminator.")
     task = cls(**hparams)
     try:

@@ -63,7 +63,8 @@ def classic_augment(images: torch.Tensor, targets: torch.Tensor, config: Classic
         return torch.rand(B, 1, generator=generator) < c.probability  # (B, 1): which images get it
 
     if c.crop < 1.0:
-        width = ((c.crop + (1 - c.crop) * torch.rand(B, 1, generator=generator)) * W).round()  # (B, 1) kept frames
+        fraction = c.crop + (1 - c.crop) * torch.rand(B, 1, generator=generator)
+        width = (fraction * W).round()  # (B, 1) kept frames
         start = (torch.rand(B, 1, generator=generator) * (W - width + 1)).floor()
         position = torch.arange(W)[None, :]
         cut = ~((position >= start) & (position < start + width)) & chosen()  # (B, W)
