@@ -16,10 +16,13 @@ from pathlib import Path
 
 from sensorium.engine.demo import (
     Stopwatch,
+    add_seed_arguments,
     fit,
     read_json,
+    seed_overrides,
     test_checkpoint,
     test_untrained,
+    train_seed,
     write_summary,
 )
 from sensorium.recipes import resolve_config
@@ -48,7 +51,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="sensorium demo cardiac", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--seed", type=int, default=0)
+    add_seed_arguments(parser)
     parser.add_argument("--cases", type=int, default=DEMO_DATA["cases"])
     parser.add_argument("--workers", type=int, default=2, help="processes for synth and prepare")
     parser.add_argument("--config", default="cardiac/demo",
@@ -82,7 +85,8 @@ def main(argv: list[str]) -> int:
     fit_budget = max(60, int(BUDGET_S - clock.seconds - EVAL_RESERVE_S))
     max_time = f"00:00:{fit_budget // 60:02d}:{fit_budget % 60:02d}"
     print(f"[demo] fitting for at most {fit_budget} s (--trainer.max_time {max_time})")
-    cli = fit(config, out / "runs", "demo", "--data.root", str(data), "--trainer.max_time", max_time, *overrides)
+    cli = fit(config, out / "runs", "demo", "--data.root", str(data), "--trainer.max_time", max_time,
+              *seed_overrides(args), *overrides)
     run_dir = cli.run_dir
     clock.lap("fit")
     test_checkpoint(cli, run_dir / "checkpoints" / "best.ckpt")
@@ -111,7 +115,8 @@ def main(argv: list[str]) -> int:
                 "mean_shape_class_iou": mean_shape["class_iou"], "mean_shape_chamfer": mean_shape["chamfer"],
                 "untrained_chamfer": untrained["chamfer"]}
     summary = write_summary(
-        out, "cardiac", clock, metrics, baseline, split=report["split"], num_cases=report["num_cases"],
+        out, "cardiac", clock, metrics, baseline, data_seed=args.seed, train_seed=train_seed(cli),
+        split=report["split"], num_cases=report["num_cases"],
         model=report["model"], data={**DEMO_DATA, "prepared": prepared["prepared"], "splits": prepared["splits"],
                                      "variation": "mild"},
         best_val_mean_iou=_best_val(cli), load_average={"before": round(load_before[0], 2),

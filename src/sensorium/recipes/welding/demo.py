@@ -11,10 +11,13 @@ from pathlib import Path
 
 from sensorium.engine.demo import (
     Stopwatch,
+    add_seed_arguments,
     fit,
     read_json,
+    seed_overrides,
     test_checkpoint,
     test_untrained,
+    train_seed,
     write_summary,
 )
 from sensorium.recipes import resolve_config
@@ -23,7 +26,7 @@ from sensorium.recipes import resolve_config
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="sensorium demo welding", description=__doc__)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--seed", type=int, default=0)
+    add_seed_arguments(parser)
     parser.add_argument("--samples-per-class", type=int, default=120)
     parser.add_argument("--config", default="welding/demo",
                         help="a YAML path or a packaged name (default: %(default)s)")
@@ -41,7 +44,7 @@ def main(argv: list[str]) -> int:
     generate(data, seed=args.seed, samples_per_class=args.samples_per_class)
     clock.lap("synth")
 
-    cli = fit(config, out / "runs", "demo", "--data.root", str(data), *overrides)
+    cli = fit(config, out / "runs", "demo", "--data.root", str(data), *seed_overrides(args), *overrides)
     run_dir = cli.run_dir
     clock.lap("fit")
     test_checkpoint(cli, run_dir / "checkpoints" / "best.ckpt")
@@ -56,6 +59,7 @@ def main(argv: list[str]) -> int:
 
     metrics = {"knn_accuracy": report["accuracy"], "f1_macro": report["f1_macro"], "ablation": report["ablation"]}
     summary = write_summary(out, "welding", clock, metrics, {"knn_accuracy": baseline["accuracy"]},
+                            data_seed=args.seed, train_seed=train_seed(cli),
                             baseline_ablation=baseline["ablation"], run_dir=str(run_dir),
                             report=str(run_dir / "report.html"))
     ablation = ", ".join(f"{m} {a:.3f}" for m, a in metrics["ablation"].items())
