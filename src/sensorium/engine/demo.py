@@ -12,18 +12,34 @@ from pathlib import Path
 from sensorium.engine.checkpoint import atomic_write_json
 
 
-def add_seed_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--seed` (the synthetic dataset) and `--train-seed` (Lightning's seed_everything: weights,
-    batches, augmentation; default: the config's). Kept apart, so that a spread of results can be
-    traced to the data sample or to training (benchmarks/seeds.py runs grids of both)."""
+def demo_parser(recipe: str, description: str | None) -> argparse.ArgumentParser:
+    """The arguments every `sensorium demo <recipe>` takes: --out, --seed (the synthetic dataset),
+    --train-seed (Lightning's seed_everything: weights, batches, augmentation; default: the
+    config's), --config (default <recipe>/demo) and trailing LightningCLI overrides. Data and
+    training seeds are kept apart, so that a spread of results can be traced to the data sample or
+    to training (benchmarks/seeds.py runs grids of both). Recipes add their own flags."""
+    parser = argparse.ArgumentParser(prog=f"sensorium demo {recipe}", description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0, help="data seed: which synthetic dataset (default 0)")
     parser.add_argument("--train-seed", type=int, default=None,
                         help="training seed, seed_everything (default: the config's)")
+    parser.add_argument("--config", default=f"{recipe}/demo",
+                        help="a YAML path or a packaged name (default: %(default)s)")
+    parser.add_argument("overrides", nargs="*", help="extra LightningCLI arguments, e.g. --trainer.max_epochs=5")
+    return parser
 
 
-def seed_overrides(args: argparse.Namespace) -> list[str]:
-    """LightningCLI arguments for `--train-seed` (none when the config's seed stands)."""
-    return [] if args.train_seed is None else ["--seed_everything", str(args.train_seed)]
+def parse_demo_args(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """(args, LightningCLI overrides). `args.config` is resolved first, so a bad --config fails before
+    minutes of synthesis; `args.out` exists afterwards; the overrides carry --train-seed."""
+    from sensorium.recipes import resolve_config
+
+    args, unknown = parser.parse_known_args(argv)
+    args.config = resolve_config(args.config)
+    args.out.mkdir(parents=True, exist_ok=True)
+    seed = [] if args.train_seed is None else ["--seed_everything", str(args.train_seed)]
+    return args, [*seed, *args.overrides, *unknown]
 
 
 def train_seed(cli) -> int | None:

@@ -11,41 +11,15 @@ import pytest
 from sensorium.cli import main
 
 CHECKER = Path(__file__).resolve().parents[4] / "shared" / "tools" / "check_summary.py"
-TINY = """
-trainer:
-  max_epochs: 1
-  precision: 32-true
-  enable_progress_bar: false
-  enable_model_summary: false
-model:
-  init_args:
-    net:
-      video: {width: 16, depth: 1}
-      images: {width: 16, depth: 1}
-      audio: {width: 16, depth: 1}
-      sensor: {width: 16, depth: 1, patch: 8}
-      fusion_dim: 32
-      fusion_tokens: 2
-      fusion_heads: 2
-      embed_dim: 32
-data:
-  init_args:
-    samples_per_class: 2
-    preprocess: {num_frames: 4, frame_size: 32, num_images: 2, image_size: 32, n_mels: 16, audio_frames: 16,
-                 sensor_length: 64}
-"""
-
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("clean_run_env")
-def test_demo_writes_a_summary_with_both_seeds(tmp_path):
-    tiny = tmp_path / "tiny.yaml"
-    tiny.write_text(TINY)
+def test_demo_writes_a_summary_with_both_seeds(tmp_path, tiny_config):
     out = tmp_path / "demo"
     assert main(["demo", "welding", "--out", str(out), "--samples-per-class", "9", "--seed", "3",
-                 "--train-seed", "7", "--config", str(tiny.parent / "welding_demo.yaml")]) == 2  # no such file
+                 "--train-seed", "7", "--config", str(tmp_path / "welding_demo.yaml")]) == 2  # no such file
     assert main(["demo", "welding", "--out", str(out), "--samples-per-class", "9", "--seed", "3",
-                 "--train-seed", "7", "--", "--config", str(tiny)]) == 0  # welding/demo, then the tiny sizes
+                 "--train-seed", "7", "--", "--config", str(tiny_config)]) == 0  # welding/demo, then the tiny sizes
     summary = json.loads((out / "summary.json").read_text())
     assert summary["recipe"] == "welding"
     assert (summary["data_seed"], summary["train_seed"]) == (3, 7)

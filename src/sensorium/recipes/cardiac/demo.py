@@ -9,23 +9,21 @@ shape (the mean of the training cases' SDF grids). `baseline.mean_iou` is the st
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from pathlib import Path
 
 from sensorium.engine.demo import (
     Stopwatch,
-    add_seed_arguments,
+    demo_parser,
     fit,
+    parse_demo_args,
     read_json,
-    seed_overrides,
     test_checkpoint,
     test_untrained,
     train_seed,
     write_summary,
 )
-from sensorium.recipes import resolve_config
 
 # The demo's data: small volumes of a mildly varied heart (the synthetic generator's defaults vary
 # more) and fewer stored points than `sensorium prepare cardiac`'s defaults, so that synth + prepare
@@ -40,20 +38,11 @@ DEMO_DATA = {"cases": 96, "shape": (88, 88, 66), "spacing": (1.5, 1.5, 2.0), "su
              "volume_points": 4096, "near_points": 4096, "near_sigmas": (0.02, 0.06), "grid_resolution": 24,
              "val_fraction": 0.2}
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="sensorium demo cardiac", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True)
-    add_seed_arguments(parser)
+    parser = demo_parser("cardiac", __doc__)
     parser.add_argument("--cases", type=int, default=DEMO_DATA["cases"])
     parser.add_argument("--workers", type=int, default=2, help="processes for synth and prepare")
-    parser.add_argument("--config", default="cardiac/demo",
-                        help="a YAML path or a packaged name (default: %(default)s)")
-    parser.add_argument("overrides", nargs="*", help="extra LightningCLI arguments, e.g. --trainer.max_epochs=5")
-    args, unknown = parser.parse_known_args(argv)
-    overrides = [*args.overrides, *unknown]
-    config = resolve_config(args.config)  # a bad --config fails before minutes of synthesis
+    args, overrides = parse_demo_args(parser, argv)
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
     clock = Stopwatch()
 
@@ -75,7 +64,7 @@ def main(argv: list[str]) -> int:
     # A fixed schedule (the config's max_epochs), not "whatever fits in 15 minutes": a clock-sized fit
     # trained 1,781 steps on idle cores and 456 on a loaded machine (val mean IoU 0.778 vs 0.624),
     # so its numbers measured the machine as much as the recipe.
-    cli = fit(config, out / "runs", "demo", "--data.root", str(data), *seed_overrides(args), *overrides)
+    cli = fit(args.config, out / "runs", "demo", "--data.root", str(data), *overrides)
     run_dir = cli.run_dir
     clock.lap("fit")
     test_checkpoint(cli, run_dir / "checkpoints" / "best.ckpt")

@@ -8,41 +8,30 @@ least 0.10 above the untrained encoder.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 from pathlib import Path
 
 from sensorium.engine.demo import (
     Stopwatch,
-    add_seed_arguments,
+    demo_parser,
     fit,
+    parse_demo_args,
     read_json,
-    seed_overrides,
     test_checkpoint,
     test_untrained,
     train_seed,
     write_summary,
 )
-from sensorium.recipes import resolve_config
 
 TARGET_RATIO, TARGET_KNN_GAIN = 0.8, 0.10
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="sensorium demo tactile", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True)
-    add_seed_arguments(parser)
+    parser = demo_parser("tactile", __doc__)
     parser.add_argument("--items-indoor", type=int, default=300)
     parser.add_argument("--items-outdoor", type=int, default=100)
-    parser.add_argument("--config", default="tactile/demo",
-                        help="a YAML path or a packaged name (default: %(default)s)")
-    parser.add_argument("overrides", nargs="*", help="extra LightningCLI arguments, e.g. --trainer.max_epochs=5")
-    args, unknown = parser.parse_known_args(argv)
-    overrides = [*args.overrides, *unknown]
-    config = resolve_config(args.config)  # a bad --config fails before minutes of synthesis
+    args, overrides = parse_demo_args(parser, argv)
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
     clock = Stopwatch()
 
     from sensorium.recipes.tactile.synth import generate
@@ -51,7 +40,7 @@ def main(argv: list[str]) -> int:
     generate(data, seed=args.seed, items_indoor=args.items_indoor, items_outdoor=args.items_outdoor)
     clock.lap("synth")
 
-    cli = fit(config, out / "runs", "demo", "--data.root", str(data), *seed_overrides(args), *overrides)
+    cli = fit(args.config, out / "runs", "demo", "--data.root", str(data), *overrides)
     run_dir = cli.run_dir
     clock.lap("fit")
     test_checkpoint(cli, run_dir / "checkpoints" / "best.ckpt")

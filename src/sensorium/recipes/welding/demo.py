@@ -6,36 +6,26 @@ untrained encoders, and every single-modality ablation below the all-modality ac
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from sensorium.engine.demo import (
     Stopwatch,
-    add_seed_arguments,
+    demo_parser,
     fit,
+    parse_demo_args,
     read_json,
-    seed_overrides,
     test_checkpoint,
     test_untrained,
     train_seed,
     write_summary,
 )
-from sensorium.recipes import resolve_config
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="sensorium demo welding", description=__doc__)
-    parser.add_argument("--out", type=Path, required=True)
-    add_seed_arguments(parser)
+    parser = demo_parser("welding", __doc__)
     parser.add_argument("--samples-per-class", type=int, default=120)
-    parser.add_argument("--config", default="welding/demo",
-                        help="a YAML path or a packaged name (default: %(default)s)")
-    parser.add_argument("overrides", nargs="*", help="extra LightningCLI arguments, e.g. --trainer.max_epochs=5")
-    args, unknown = parser.parse_known_args(argv)
-    overrides = [*args.overrides, *unknown]
-    config = resolve_config(args.config)  # a bad --config fails before minutes of synthesis
+    args, overrides = parse_demo_args(parser, argv)
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
     clock = Stopwatch()
 
     from sensorium.recipes.welding.synth import generate
@@ -44,7 +34,7 @@ def main(argv: list[str]) -> int:
     generate(data, seed=args.seed, samples_per_class=args.samples_per_class)
     clock.lap("synth")
 
-    cli = fit(config, out / "runs", "demo", "--data.root", str(data), *seed_overrides(args), *overrides)
+    cli = fit(args.config, out / "runs", "demo", "--data.root", str(data), *overrides)
     run_dir = cli.run_dir
     clock.lap("fit")
     test_checkpoint(cli, run_dir / "checkpoints" / "best.ckpt")
