@@ -1,9 +1,11 @@
+from dataclasses import replace
+
 import pytest
 import torch
 
 from sensorium.errors import ConfigError
 from sensorium.models.encoders import EncoderConfig, PretrainedEncoder
-from sensorium.recipes.welding.model import WeldingNet, WeldingNetConfig, welding_demo
+from sensorium.recipes.welding.model import WeldingNet, WeldingNetConfig, welding_demo, with_run_relative
 from sensorium.recipes.welding.reader import MODALITIES
 from sensorium.recipes.welding.task import drop_modalities
 
@@ -140,3 +142,26 @@ def test_modality_dropout_ramps_up_from_zero_over_training():
         assert task.current_modality_dropout() == pytest.approx(expected)
     task._trainer = SimpleNamespace(estimated_stepping_batches=float("inf"), global_step=10)
     assert task.current_modality_dropout() == 0.2  # open-ended training: the configured value
+
+
+def test_run_relative_sensor_channels_ignore_each_runs_level():
+    # The same current profile welded at two set-points: the TRAIN-standardised half differs, the
+    # run-relative half does not (that is what lets a step be told from a level).
+    g = torch.Generator().manual_seed(0)
+    profile = torch.rand(1, 64, 6, generator=g) + 1.0
+    runs = torch.cat([profile * 110.0, profile * 190.0 + 5.0])  # (2, 64, 6)
+    out = with_run_relative(runs)
+    assert out.shape == (2, 64, 12)
+    assert not torch.allclose(out[0, :, :6], out[1, :, :6])
+    assert torch.allclose(out[0, :, 6:], out[1, :, 6:], atol=1e-4)
+    assert torch.equal(with_run_relative(torch.zeros(1, 8, 6))[..., 6:], torch.zeros(1, 8, 6))  # missing stays 0
+
+
+def test_sensor_relative_net_encodes_six_channel_batches():
+    torch.manual_seed(0)
+    net = WeldingNet(replace(_tiny(), sensor_relative=True)).eval()
+    batch = _batch()
+    rescaled = dict(batch, sensor=batch["sensor"] * 3.0)
+    tokens = net.encode(batch)["sensor"]
+    assert torch.isfinite(tokens).all()
+    assert not torch.allclose(tokens, net.encode(rescaled)["sensor"])
