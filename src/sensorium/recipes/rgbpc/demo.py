@@ -30,9 +30,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--workers", type=int, default=1, help="processes for synth")
     parser.add_argument("--config", default="rgbpc/demo", help="alignment YAML (default: %(default)s)")
     parser.add_argument("--distil-config", default="rgbpc/distil", help="distillation YAML (default: %(default)s)")
-    parser.add_argument("overrides", nargs="*", help="extra LightningCLI arguments for the alignment fit")
-    args, unknown = parser.parse_known_args(argv)
-    overrides = [*args.overrides, *unknown]
+    # Anything else is a LightningCLI argument for the alignment fit (e.g. --trainer.max_epochs 5), in order.
+    args, overrides = parser.parse_known_args(argv)
     config, distil_config = resolve_config(args.config), resolve_config(args.distil_config)  # fail before synth
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
