@@ -224,23 +224,31 @@ class StudentConfig:
 
 class StudentCNN(nn.Module):
     """Raw frames (B, 3, H, W) uint8 -> (B, D, H / s, W / s) features, trained to reproduce the aligned
-    fused features at the points, so inference needs neither point clouds nor the large encoders."""
+    fused features at the points, so inference needs neither point clouds nor the large encoders.
+
+    The frame is fed with two more channels, each pixel's normalised column and row (CoordConv, Liu
+    et al. 2018): the aligned features carry where in the image a point is (a ViT's positions), which
+    a translation-equivariant CNN cannot reproduce on its own (val cosine to the teacher 0.72 without
+    them in the demo)."""
 
     def __init__(self, config: StudentConfig):
         super().__init__()
         self.config = config
-        self.stem = ConvStem(3, tuple(config.widths), first_stride=2)
+        self.stem = ConvStem(3 + 2, tuple(config.widths), first_stride=2)
         self.head = nn.Conv2d(config.widths[-1], config.dim, 1)
         self.stride = 2 ** len(config.widths)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        H, W = images.shape[-2:]
+        B, _, H, W = images.shape
         if H % self.stride or W % self.stride:
             raise ConfigError("student", f"frames of {H}x{W} are not a whole number of {self.stride}-pixel cells")
         x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-        return self.head(self.stem((x - self.mean) / self.std))  # (B, D, H/s, W/s)
+        rows = torch.linspace(-1, 1, H, device=x.device)[:, None].expand(H, W)
+        cols = torch.linspace(-1, 1, W, device=x.device)[None, :].expand(H, W)
+        coords = torch.stack([cols, rows])[None].expand(B, -1, -1, -1)  # (B, 2, H, W)
+        return self.head(self.stem(torch.cat([(x - self.mean) / self.std, coords], dim=1)))  # (B, D, H/s, W/s)
 
     def at_points(self, images: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
         """(B, K, D) features at pixels uv (B, K, 2) of the original frames."""
