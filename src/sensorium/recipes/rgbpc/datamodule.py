@@ -36,7 +36,7 @@ from typing import Literal
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
 
 from sensorium.data.bad_samples import OnBadSample, collate_skipping, handle_bad_sample
 from sensorium.data.fingerprint import sample_fingerprint

@@ -19,14 +19,20 @@ Per episode:
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
 from sensorium.data.packs import FeaturePack, open_pack
 from sensorium.errors import DataError
-from sensorium.recipes.rgbpc.reader import Episode, find_episodes, pack_path, read_episode, read_ply, read_point_sidecar
+from sensorium.recipes.rgbpc.reader import (
+    Episode,
+    find_episodes,
+    pack_path,
+    read_episode,
+    read_ply,
+    read_point_sidecar,
+)
 
 COLOUR_TOLERANCE = 24.0
 """Largest median |point colour - pixel colour| (0-255) of a frame's sampled points."""
