@@ -3,12 +3,50 @@ stages, and write summary.json with the measured numbers."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import time
 from pathlib import Path
 
 from sensorium.engine.checkpoint import atomic_write_json
+
+
+def demo_parser(recipe: str, description: str | None) -> argparse.ArgumentParser:
+    """The arguments every `sensorium demo <recipe>` takes: --out, --seed (the synthetic dataset),
+    --train-seed (Lightning's seed_everything: weights, batches, augmentation; default: the
+    config's), --config (default <recipe>/demo) and trailing LightningCLI overrides. Data and
+    training seeds are kept apart, so that a spread of results can be traced to the data sample or
+    to training (benchmarks/seeds.py runs grids of both). Recipes add their own flags."""
+    parser = argparse.ArgumentParser(prog=f"sensorium demo {recipe}", description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=0, help="data seed: which synthetic dataset (default 0)")
+    parser.add_argument("--train-seed", type=int, default=None,
+                        help="training seed, seed_everything (default: the config's)")
+    parser.add_argument("--config", default=f"{recipe}/demo",
+                        help="a YAML path or a packaged name (default: %(default)s)")
+    parser.add_argument("overrides", nargs="*", help="extra LightningCLI arguments, e.g. --trainer.max_epochs=5")
+    return parser
+
+
+def parse_demo_args(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """(args, LightningCLI overrides). `args.config` is resolved first, so a bad --config fails before
+    minutes of synthesis; `args.out` exists afterwards; the overrides carry --train-seed."""
+    from sensorium.recipes import resolve_config
+
+    args, unknown = parser.parse_known_args(argv)
+    args.config = resolve_config(args.config)
+    args.out.mkdir(parents=True, exist_ok=True)
+    seed = [] if args.train_seed is None else ["--seed_everything", str(args.train_seed)]
+    return args, [*seed, *args.overrides, *unknown]
+
+
+def train_seed(cli) -> int | None:
+    """The seed_everything a fit (or test) CLI ran with."""
+    config = cli.config[cli.subcommand] if cli.subcommand else cli.config
+    seed = config.get("seed_everything")
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
 
 def fit(config: str | Path, runs: Path, version: str, *overrides: str):
@@ -32,9 +70,8 @@ def test_untrained(cli, out_dir: Path) -> Path:
     evaluated on the same data; writes <out_dir>/eval/ and returns out_dir."""
     import lightning as L
 
-    config = cli.config[cli.subcommand] if cli.subcommand else cli.config  # fit (demo) or test (eval)
-    seed = config.get("seed_everything")
-    L.seed_everything(seed if isinstance(seed, int) else 0, verbose=False)
+    seed = train_seed(cli)  # fit (demo) or test (eval): the same initialisation as the trained model
+    L.seed_everything(seed if seed is not None else 0, verbose=False)
     model = type(cli.model)(**dict(cli.model.hparams))
     trainer = L.Trainer(accelerator=cli.trainer.accelerator, devices=1, precision=cli.trainer.precision_plugin.precision,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -60,11 +97,19 @@ class Stopwatch:
         return round(time.perf_counter() - self.start, 1)
 
 
-def write_summary(out: Path, recipe: str, clock: Stopwatch, metrics: dict, baseline: dict, **extra) -> dict:
+def write_summary(out: Path, recipe: str, clock: Stopwatch, metrics: dict, baseline: dict, *, data_seed: int,
+                  train_seed: int | None, **extra) -> dict:
     summary = {"recipe": recipe, "seconds": clock.seconds, "metrics": metrics, "baseline": baseline,
-               "stages_seconds": clock.stages, **extra}
+               "data_seed": data_seed, "train_seed": train_seed, "stages_seconds": clock.stages,
+               "threads": torch_threads(), **extra}
     atomic_write_json(out / "summary.json", summary)
     return summary
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def read_json(path: Path) -> dict:

@@ -8,38 +8,30 @@ least 0.10 above the untrained encoder.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 from pathlib import Path
 
 from sensorium.engine.demo import (
     Stopwatch,
+    demo_parser,
     fit,
+    parse_demo_args,
     read_json,
     test_checkpoint,
     test_untrained,
+    train_seed,
     write_summary,
 )
-from sensorium.recipes import resolve_config
 
 TARGET_RATIO, TARGET_KNN_GAIN = 0.8, 0.10
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="sensorium demo tactile", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = demo_parser("tactile", __doc__)
     parser.add_argument("--items-indoor", type=int, default=300)
     parser.add_argument("--items-outdoor", type=int, default=100)
-    parser.add_argument("--config", default="tactile/demo",
-                        help="a YAML path or a packaged name (default: %(default)s)")
-    parser.add_argument("overrides", nargs="*", help="extra LightningCLI arguments, e.g. --trainer.max_epochs=5")
-    args, unknown = parser.parse_known_args(argv)
-    overrides = [*args.overrides, *unknown]
-    config = resolve_config(args.config)  # a bad --config fails before minutes of synthesis
+    args, overrides = parse_demo_args(parser, argv)
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
     clock = Stopwatch()
 
     from sensorium.recipes.tactile.synth import generate
@@ -48,7 +40,7 @@ def main(argv: list[str]) -> int:
     generate(data, seed=args.seed, items_indoor=args.items_indoor, items_outdoor=args.items_outdoor)
     clock.lap("synth")
 
-    cli = fit(config, out / "runs", "demo", "--data.root", str(data), *overrides)
+    cli = fit(args.config, out / "runs", "demo", "--data.root", str(data), *overrides)
     run_dir = cli.run_dir
     clock.lap("fit")
     test_checkpoint(cli, run_dir / "checkpoints" / "best.ckpt")
@@ -72,7 +64,8 @@ def main(argv: list[str]) -> int:
     gain = metrics["knn_accuracy"] - baseline["knn_accuracy"]
     targets = {"pred_mse_ratio_at_most": TARGET_RATIO, "knn_gain_at_least": TARGET_KNN_GAIN,
                "met": metrics["pred_mse_ratio"] <= TARGET_RATIO and gain >= TARGET_KNN_GAIN}
-    summary = write_summary(out, "tactile", clock, metrics, baseline, metrics_more=extra,
+    summary = write_summary(out, "tactile", clock, metrics, baseline, data_seed=args.seed,
+                            train_seed=train_seed(cli), metrics_more=extra,
                             baseline_more={"linear_probe_accuracy": untrained["linear_probe_accuracy"],
                                            "pred_mse_ratio": untrained["pred_mse_ratio"],
                                            "knn_protocols": untrained["knn_protocols"]},

@@ -6,33 +6,26 @@ untrained encoders, and every single-modality ablation below the all-modality ac
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from sensorium.engine.demo import (
     Stopwatch,
+    demo_parser,
     fit,
+    parse_demo_args,
     read_json,
     test_checkpoint,
     test_untrained,
+    train_seed,
     write_summary,
 )
-from sensorium.recipes import resolve_config
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="sensorium demo welding", description=__doc__)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = demo_parser("welding", __doc__)
     parser.add_argument("--samples-per-class", type=int, default=120)
-    parser.add_argument("--config", default="welding/demo",
-                        help="a YAML path or a packaged name (default: %(default)s)")
-    parser.add_argument("overrides", nargs="*", help="extra LightningCLI arguments, e.g. --trainer.max_epochs=5")
-    args, unknown = parser.parse_known_args(argv)
-    overrides = [*args.overrides, *unknown]
-    config = resolve_config(args.config)  # a bad --config fails before minutes of synthesis
+    args, overrides = parse_demo_args(parser, argv)
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
     clock = Stopwatch()
 
     from sensorium.recipes.welding.synth import generate
@@ -41,7 +34,7 @@ def main(argv: list[str]) -> int:
     generate(data, seed=args.seed, samples_per_class=args.samples_per_class)
     clock.lap("synth")
 
-    cli = fit(config, out / "runs", "demo", "--data.root", str(data), *overrides)
+    cli = fit(args.config, out / "runs", "demo", "--data.root", str(data), *overrides)
     run_dir = cli.run_dir
     clock.lap("fit")
     test_checkpoint(cli, run_dir / "checkpoints" / "best.ckpt")
@@ -56,6 +49,7 @@ def main(argv: list[str]) -> int:
 
     metrics = {"knn_accuracy": report["accuracy"], "f1_macro": report["f1_macro"], "ablation": report["ablation"]}
     summary = write_summary(out, "welding", clock, metrics, {"knn_accuracy": baseline["accuracy"]},
+                            data_seed=args.seed, train_seed=train_seed(cli),
                             baseline_ablation=baseline["ablation"], run_dir=str(run_dir),
                             report=str(run_dir / "report.html"))
     ablation = ", ".join(f"{m} {a:.3f}" for m, a in metrics["ablation"].items())
