@@ -129,7 +129,10 @@ def test_report_and_compare_of_missing_runs(capsys, tmp_path):
 
 
 def test_unknown_recipe_and_verb(capsys):
-    assert "unknown recipe; known: cardiac, tactile, welding" in _one_error_line(capsys, ["synth", "weld"])
+    from sensorium.recipes import RECIPES
+
+    known = ", ".join(sorted(RECIPES))  # the registry's recipes, however many there are
+    assert f"unknown recipe; known: {known}" in _one_error_line(capsys, ["synth", "weld"])
     assert "unknown command 'fitt'" in _one_error_line(capsys, ["fitt"])
     assert "recipe 'welding' has no prepare step" in _one_error_line(capsys, ["prepare", "welding"])
 

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sensorium.layers.mlp import Mlp
+from sensorium.layers.rope import apply_rope
 
 
 def _split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -66,23 +67,37 @@ def masked_sdpa(q, k, v, key_mask: torch.Tensor | None = None, dropout_p: float 
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention."""
+    """Multi-head self-attention.
+
+    qk_norm: RMS-normalise queries and keys per head before the dot product (QK-norm, Dehghani et
+    al. 2023; LightningDiT): attention logits stay bounded, which keeps large or bf16 models stable.
+    A `rope` (cos, sin) pair from `sensorium.layers.rope` rotates queries and keys by position.
+    """
 
     def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True, attn_drop: float = 0.0,
-                 proj_drop: float = 0.0):
+                 proj_drop: float = 0.0, qk_norm: bool = False):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        head_dim = dim // num_heads
+        self.qk_norm = qk_norm
+        self.q_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.k_norm = nn.RMSNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
         self.proj = nn.Linear(dim, dim)
         self.attn_drop = attn_drop
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         B, N, C = x.shape
         qkv = self.qkv(x).view(B, N, 3, self.num_heads, C // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, N, d)
+        if self.qk_norm:  # in fp32: stabler, and bf16 input with an fp32 gain has no fused kernel
+            q, k = self.q_norm(q.float()).to(v.dtype), self.k_norm(k.float()).to(v.dtype)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         out = masked_sdpa(q, k, v, key_mask, self.attn_drop if self.training else 0.0)
         return self.proj_drop(self.proj(_merge_heads(out)))  # (B, N, C)
 

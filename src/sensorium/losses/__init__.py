@@ -2,7 +2,8 @@
 
 Names resolve lazily (PEP 562) so `import sensorium.losses` stays cheap and each family lives in
 its own module: contrastive (supcon, info_nce with negative masks, cross-rank gathering and a
-negative queue), masked (mae_loss), sdf (cardiac SDF terms).
+negative queue), masked (mae_loss), sdf (cardiac SDF terms), kl (Gaussian KL), alignment (VA-VAE's
+vision-foundation alignment), adversarial (hinge GAN terms).
 """
 
 from importlib import import_module
@@ -18,6 +19,13 @@ _EXPORTS = {
     "surface_loss": "sdf",
     "eikonal_loss": "sdf",
     "kl_loss": "sdf",
+    "gaussian_kl": "kl",
+    "kl_per_sample": "kl",
+    "vf_loss": "alignment",
+    "VFLoss": "alignment",
+    "adaptive_weight": "alignment",
+    "hinge_discriminator_loss": "adversarial",
+    "generator_loss": "adversarial",
 }
 
 __all__ = sorted(_EXPORTS)

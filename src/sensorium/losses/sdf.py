@@ -17,6 +17,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from sensorium.losses.kl import gaussian_kl
+
 
 def sdf_l1_loss(pred: torch.Tensor, target: torch.Tensor, clamp: float | None = None) -> torch.Tensor:
     """Mean over structures of each structure's mean absolute SDF error.
@@ -80,9 +82,7 @@ def kl_loss(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     Args:
         mean, logvar: (B, M, D) posterior parameters of the KL bottleneck.
     """
-    if mean.shape != logvar.shape:
-        raise ValueError(f"mean {tuple(mean.shape)} and logvar {tuple(logvar.shape)} differ")
-    return 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).mean()
+    return gaussian_kl(mean, logvar).mean()
 
 
 class SdfLossOutput(NamedTuple):

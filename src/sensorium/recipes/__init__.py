@@ -51,6 +51,9 @@ RECIPES: dict[str, Recipe] = {
     "cardiac": _recipe("cardiac", {"synth": "synth", "prepare": "prepare", "eval": "evaluate", "demo": "demo"}),
     "rgbpc": _recipe("rgbpc", {"synth": "synth", "prepare": "prepare", "extract": "extract", "verify": "verify",
                                "eval": "evaluate", "embed": "embed", "demo": "demo"}),
+    "doppler": _recipe("doppler", {"synth": "synth", "prepare": "prepare", "extract": "extract",
+                                   "sample": "sample", "pipeline": "pipeline", "eval": "evaluate",
+                                   "demo": "demo"}),
 }
 
 
