@@ -4,6 +4,12 @@
     sensorium configs [NAME [--out FILE]]                  list packaged configs, or write an editable copy
     sensorium synth <recipe> --out DIR [--seed S] [...]     write synthetic data in the real layout
     sensorium prepare <recipe> --input DIR --out DIR        turn raw files into training samples
+    sensorium extract <recipe> ...                          frozen encoders -> feature packs (rgbpc),
+                                                            VAE -> latents (doppler)
+    sensorium verify <recipe> DIR                           check a dataset and its packs (rgbpc)
+    sensorium embed <recipe> --ckpt DIR --frames DIR --out DIR   features from a distilled model (rgbpc)
+    sensorium sample <recipe> --ckpt PATH --out DIR [...]   generated data in the real layout (doppler)
+    sensorium pipeline <recipe> --data DIR --out DIR        the stages in order, reusing finished ones (doppler)
     sensorium eval <recipe|knn> --ckpt PATH [...]           evaluate a checkpoint into RUN/eval/
     sensorium demo <recipe> --out DIR                       synth -> fit -> eval -> report
     sensorium report RUN_DIR                                write RUN_DIR/report.html

@@ -1,4 +1,4 @@
-"""Evaluation: k-NN, probes, shape metrics. Public: `knn_predict` (see DESIGN.md).
+"""Evaluation: k-NN, probes, shape metrics, retrieval. Public: `knn_predict` (see DESIGN.md).
 
 Names resolve lazily (PEP 562) so importing the package does not import every metric family.
 """
@@ -8,6 +8,7 @@ from importlib import import_module
 _EXPORTS = {
     "knn_predict": "knn",
     "classification_report": "knn",
+    "retrieval_topk": "retrieval",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,8 +1,9 @@
 """Losses: `nn.Module`s plus the public functions below (see DESIGN.md, "Public API").
 
 Names resolve lazily (PEP 562) so `import sensorium.losses` stays cheap and each family lives in
-its own module: contrastive (supcon, info_nce), masked (mae_loss), sdf (cardiac SDF terms), kl
-(Gaussian KL), alignment (VA-VAE's vision-foundation alignment), adversarial (hinge GAN terms).
+its own module: contrastive (supcon, info_nce with negative masks, cross-rank gathering and a
+negative queue), masked (mae_loss), sdf (cardiac SDF terms), kl (Gaussian KL), alignment (VA-VAE's
+vision-foundation alignment), adversarial (hinge GAN terms).
 """
 
 from importlib import import_module
@@ -11,6 +12,8 @@ _EXPORTS = {
     "supcon_loss": "contrastive",
     "SupConLoss": "contrastive",
     "info_nce": "contrastive",
+    "gather_rows": "contrastive",
+    "NegativeQueue": "contrastive",
     "mae_loss": "masked",
     "sdf_l1_loss": "sdf",
     "surface_loss": "sdf",

@@ -1,4 +1,7 @@
-"""Cross-attention fusion of several modalities through learnable fusion tokens.
+"""Fusion of several inputs: `CrossAttentionFusion` of modalities through learnable fusion tokens
+(welding), and `FeatureFusion` of per-encoder features already aligned to one space (rgbpc, below).
+
+Cross-attention fusion:
 
     per modality m:  z_m = LayerNorm(q + CrossAttn_m(q, Linear_m(tokens_m)))      (B, K, dim)
     across modalities: w = softmax_m(score(z_m)) over the modalities present       (B, K, M)
@@ -12,6 +15,7 @@ recipe). A missing modality gets weight 0, so an embedding is produced from what
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -75,3 +79,79 @@ class CrossAttentionFusion(nn.Module):
         scores = scores.float().masked_fill(~present[:, None, :], float("-inf"))
         weights = torch.softmax(scores, dim=-1)  # (B, K, M)
         return torch.nan_to_num(weights, nan=0.0).to(per_modality.dtype)  # no modality present -> 0
+
+
+# --- fusing aligned features of several encoders ----------------------------------------------------
+FusionMode = Literal["weighted", "gate", "concat"]
+
+
+@dataclass
+class FeatureFusionOutput:
+    fused: torch.Tensor  # (..., D)
+    weights: torch.Tensor | None  # (..., E): sums to 1 over the inputs; None for concat
+
+
+class FeatureFusion(nn.Module):
+    """Fuses E feature vectors of the same width D, already aligned to one space (one per encoder, at
+    one point or token): (..., E, D) -> (..., D).
+
+    - weighted: fused = sum_e w_e x_e with w = softmax(learned logits), one weight per input shared by
+      every row (the rgbpc note's WeightedFusion);
+    - gate: per row, w = softmax over the inputs of a linear map of their concatenation (Cambrian's
+      per-token gates over vision encoders), so each point can trust another encoder;
+    - concat: Linear(E * D -> D) of the concatenation (no weights; `input_shares` reports each input's
+      share of the weight norm instead).
+    """
+
+    def __init__(self, num_inputs: int, dim: int, mode: FusionMode = "weighted"):
+        super().__init__()
+        if mode not in ("weighted", "gate", "concat"):
+            raise ValueError(f"unknown fusion mode {mode!r}; one of weighted, gate, concat")
+        self.mode, self.num_inputs, self.dim = mode, num_inputs, dim
+        if mode == "weighted":
+            self.logits = nn.Parameter(torch.zeros(num_inputs))
+        elif mode == "gate":
+            self.gate = nn.Linear(num_inputs * dim, num_inputs)
+        else:
+            self.proj = nn.Linear(num_inputs * dim, dim)
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        # weighted and gate start as the plain mean of the inputs (zero logits), so no encoder is
+        # preferred before the data says so; concat starts as a scaled mean of the inputs too.
+        if self.mode == "weighted":
+            nn.init.zeros_(self.logits)
+        elif self.mode == "gate":
+            nn.init.zeros_(self.gate.weight)
+            nn.init.zeros_(self.gate.bias)
+        else:
+            nn.init.zeros_(self.proj.bias)
+            eye = torch.eye(self.dim).repeat(1, self.num_inputs) / self.num_inputs  # (D, E*D)
+            with torch.no_grad():
+                self.proj.weight.copy_(eye + 0.02 * torch.randn_like(eye))
+
+    def no_weight_decay(self) -> set[str]:
+        return {"logits"} if self.mode == "weighted" else set()
+
+    def forward(self, x: torch.Tensor) -> FeatureFusionOutput:
+        if x.shape[-2:] != (self.num_inputs, self.dim):
+            raise ValueError(f"expected (..., {self.num_inputs}, {self.dim}) inputs, got {tuple(x.shape)}")
+        if self.mode == "concat":
+            return FeatureFusionOutput(self.proj(x.flatten(-2)), None)  # (..., D)
+        if self.mode == "weighted":
+            weights = torch.softmax(self.logits.float(), dim=0).expand(*x.shape[:-2], -1)  # (..., E)
+        else:
+            weights = torch.softmax(self.gate(x.flatten(-2)).float(), dim=-1)  # (..., E)
+        fused = torch.einsum("...e,...ed->...d", weights.to(x.dtype), x)  # (..., D)
+        return FeatureFusionOutput(fused, weights)
+
+    @torch.no_grad()
+    def input_shares(self) -> torch.Tensor:
+        """(E,) each input's share: the softmax weights (weighted), or the share of the projection's
+        weight norm (concat); for gate the shares are per row (see the forward's weights)."""
+        if self.mode == "weighted":
+            return torch.softmax(self.logits.float(), dim=0)
+        if self.mode == "concat":
+            norms = self.proj.weight.float().view(self.dim, self.num_inputs, self.dim).norm(dim=(0, 2))  # (E,)
+            return norms / norms.sum()
+        raise ValueError("gate fusion has per-row weights; read them from the forward pass")

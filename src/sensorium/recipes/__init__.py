@@ -49,6 +49,8 @@ RECIPES: dict[str, Recipe] = {
     "welding": _recipe("welding", {"synth": "synth", "eval": "evaluate", "demo": "demo"}, aliases=("knn",)),
     "tactile": _recipe("tactile", {"synth": "synth", "eval": "evaluate", "demo": "demo"}),
     "cardiac": _recipe("cardiac", {"synth": "synth", "prepare": "prepare", "eval": "evaluate", "demo": "demo"}),
+    "rgbpc": _recipe("rgbpc", {"synth": "synth", "prepare": "prepare", "extract": "extract", "verify": "verify",
+                               "eval": "evaluate", "embed": "embed", "demo": "demo"}),
     "doppler": _recipe("doppler", {"synth": "synth", "prepare": "prepare", "extract": "extract",
                                    "sample": "sample", "pipeline": "pipeline", "eval": "evaluate",
                                    "demo": "demo"}),

@@ -1,0 +1,347 @@
+"""The rgbpc recipe's data: episodes of the layout (reader.py) with their feature packs, as samples
+of K points with each encoder's features around them, read one window at a time.
+
+A sample is one anchor frame of one window (or of one step) of an episode:
+
+    feat/<encoder>   float16 (T, Hf, Wf, C)  the pack's frames of the window (T = 1 without temporal
+                                             pooling: only the anchor frame is read)
+    grid/<encoder>   float32 (K, 2)          the K points' positions on that encoder's grid (x, y)
+    anchor           int64 ()                the anchor frame's index in feat/* (0 when T = 1)
+    uv               float32 (K, 2)          the points' pixels in the original frame
+    pc_feat          float32 (K, C_pc)       the point encoder's features (or xyzrgb (K, 6): xyz and
+                                             rgb in [0, 1], when the data has none)
+    xyz              float32 (K, 3)          world coordinates; depth float32 (K,) camera z (NaN
+                                             without extrinsics)
+    action           float32 (A,)            the step's action; task int64 (); episode int64 ()
+    frame_id         int64 ()                unique per (episode, step): pairs of one frame
+    patch_px         float32 ()              the coarsest encoder's cell size in pixels (the
+                                             same-patch negative mask and "hit within one patch")
+    image            uint8 (3, H, W)         the anchor frame's pixels (distillation and test only)
+
+K points are drawn among the frame's points that every encoder's crop contains: at random for
+training (torch's RNG, new each epoch and per worker), seeded by the sample's position for
+validation and test (every evaluation sees the same points). Workers open packs lazily (the
+`FeaturePack` handles are opened in the worker on first read) and read only the window they need.
+
+Episodes are split by episode (never by window) into train / val / test per task, deterministically
+for `split_seed`; `test` is the held-out set of the evaluation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
+
+from sensorium.data.bad_samples import OnBadSample, collate_skipping, handle_bad_sample
+from sensorium.data.fingerprint import sample_fingerprint
+from sensorium.data.splits import rank_shard, stratified_split
+from sensorium.errors import ConfigError, DataError
+from sensorium.recipes.rgbpc.reader import (
+    Episode,
+    attach_packs,
+    find_episodes,
+    read_point_sidecar,
+    read_ply,
+    read_episode,
+)
+
+Anchor = Literal["middle", "random", "first", "last"]
+PointInput = Literal["pc_feat", "xyzrgb"]
+
+
+@dataclass(frozen=True)
+class Item:
+    episode: int
+    start: int  # the window's first frame
+    length: int  # the window's frames (T)
+    anchor: int  # the anchor's offset in the window; -1: drawn at random at each access
+    whole_window: bool  # read all T frames (temporal pooling), or only the anchor frame
+
+
+class RgbpcSamples(Dataset):
+    """Samples of K points around one anchor frame each (see the module docstring)."""
+
+    def __init__(self, episodes: list[Episode], items: list[Item], encoders: list[str], points: int,
+                 point_input: PointInput = "pc_feat", images: bool = False, seed: int | None = None,
+                 on_bad_sample: OnBadSample = "error"):
+        """seed: None draws points and random anchors afresh at every access (training); an int
+        makes sample i always the same (evaluation)."""
+        self.episodes, self.items, self.encoders = episodes, items, list(encoders)
+        self.points, self.point_input, self.images = points, point_input, images
+        self.seed, self.on_bad_sample = seed, on_bad_sample
+        self.tasks = sorted({e.task for e in episodes})
+        self.patch_px = max(max(e.packs[enc].transform.cell_pixels) for e in episodes for enc in self.encoders)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor] | None:
+        try:
+            return self._sample(index)
+        except DataError as e:
+            handle_bad_sample(e, self.on_bad_sample)
+            return None
+
+    def _random(self, index: int) -> torch.Generator | None:
+        return None if self.seed is None else torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+
+    def _sample(self, index: int) -> dict[str, torch.Tensor]:
+        item = self.items[index]
+        episode = self.episodes[item.episode]
+        generator = self._random(index)
+        anchor = item.anchor if item.anchor >= 0 else int(torch.randint(item.length, (1,), generator=generator))
+        frame = item.start + anchor
+        first, count = (item.start, item.length) if item.whole_window else (frame, 1)
+        xyz, rgb = read_ply(episode.ply_file(frame))
+        uv, pc_feat = read_point_sidecar(episode.sidecar_file(frame), len(xyz), episode.camera.image_size,
+                                         require_features=self.point_input == "pc_feat")
+        packs = [episode.packs[enc] for enc in self.encoders]
+        usable = np.flatnonzero(np.logical_and.reduce([p.transform.inside(uv) for p in packs]))
+        if len(usable) == 0:
+            raise DataError(episode.sidecar_file(frame), "no point lies inside every encoder's crop")
+        if len(usable) >= self.points:
+            chosen = usable[torch.randperm(len(usable), generator=generator)[: self.points].numpy()]
+        else:  # a sparse frame: repeat points (the same-patch mask keeps repeats out of the negatives)
+            chosen = usable[torch.randint(len(usable), (self.points,), generator=generator).numpy()]
+        sample: dict[str, torch.Tensor] = {}
+        for encoder, pack in zip(self.encoders, packs):
+            window = pack.frames(first, first + count)  # (T, Hf, Wf, C), one contiguous read
+            if not np.isfinite(window).all():
+                raise DataError(pack.path, f"NaN or infinite features in frames {first}..{first + count - 1}")
+            sample[f"feat/{encoder}"] = torch.from_numpy(np.ascontiguousarray(window))
+            sample[f"grid/{encoder}"] = torch.from_numpy(pack.transform.to_grid(uv[chosen]).astype(np.float32))
+        if self.point_input == "pc_feat":
+            sample["pc_feat"] = torch.from_numpy(pc_feat[chosen])
+        else:
+            sample["pc_feat"] = torch.from_numpy(np.concatenate([xyz[chosen], rgb[chosen] / 255.0], 1).astype(np.float32))
+        step = episode.steps[frame]
+        depth = episode.camera.depth(step, xyz[chosen])
+        sample.update(
+            uv=torch.from_numpy(uv[chosen]),
+            xyz=torch.from_numpy(xyz[chosen]),
+            depth=torch.from_numpy((depth if depth is not None else np.full(len(chosen), np.nan)).astype(np.float32)),
+            anchor=torch.tensor(anchor if item.whole_window else 0),
+            action=torch.from_numpy(episode.actions[frame]) if episode.actions is not None else torch.zeros(0),
+            task=torch.tensor(self.tasks.index(episode.task)),
+            episode=torch.tensor(item.episode),
+            frame_id=torch.tensor(item.episode * 100_000 + frame),
+            patch_px=torch.tensor(self.patch_px, dtype=torch.float32),
+        )
+        if self.images:
+            from sensorium.recipes.rgbpc.extract import read_frames
+
+            sample["image"] = (read_frames([episode.frame_file(frame)])[0] * 255).round().to(torch.uint8)
+        return sample
+
+
+# --- items -------------------------------------------------------------------------------------------
+def window_items(episodes: list[Episode], members: list[int], encoder: str, anchor: Anchor,
+                 temporal: bool) -> list[Item]:
+    """One item per pack window of each member episode (the windows index of `encoder`'s packs)."""
+    items = []
+    for e in members:
+        for frames in episodes[e].packs[encoder].windows:
+            T = len(frames)
+            offset = {"first": 0, "middle": T // 2, "last": T - 1, "random": -1}[anchor]
+            items.append(Item(e, int(frames[0]), T, offset, temporal))
+    return items
+
+
+def step_items(episodes: list[Episode], members: list[int], window: int, temporal: bool) -> list[Item]:
+    """One item per step of each member episode; with temporal pooling, the window of `window`
+    frames around the step (shifted to fit the episode), the step as anchor."""
+    items = []
+    for e in members:
+        F = len(episodes[e].steps)
+        for f in range(F):
+            if temporal and F >= window:
+                start = min(max(f - window // 2, 0), F - window)
+                items.append(Item(e, start, window, f - start, True))
+            else:
+                items.append(Item(e, f, 1, 0, False))
+    return items
+
+
+# --- the DataModule ----------------------------------------------------------------------------------
+class RgbpcDataModule(L.LightningDataModule):
+    def __init__(self, root: str, features: str | None = None, encoders: list[str] | None = None, points: int = 64,
+                 batch_size: int = 32, anchor: Anchor = "middle", temporal: bool = False,
+                 point_input: PointInput = "pc_feat", images: bool = False, test_fraction: float = 0.25,
+                 val_fraction: float = 0.1, split_seed: int = 0, eval_windows: int = 16, eval_points: int = 32,
+                 action_points: int = 128, action_train_episodes: int = 12, actions: bool = True,
+                 batches_per_epoch: int | None = None, num_workers: int = 0, on_bad_sample: OnBadSample = "error"):
+        """
+        Args:
+            root: dataset root (ROOT/rgb, ROOT/pc, ROOT/actions).
+            features: root of the feature packs; default ROOT/features.
+            encoders: the packs to read (FEATURES/<encoder>/...), in the model's order.
+            points: K points per training sample.
+            anchor: which frame of a window is aligned (training samples).
+            temporal: read the whole window (the model pools over its T frames at each point).
+            point_input: pc_feat (the point encoder's features) or xyzrgb (raw points: data without one).
+            images: also read each training sample's anchor frame (the distillation student's input).
+            test_fraction, val_fraction: episodes of each task held out for the evaluation / validation.
+            eval_windows, eval_points: a retrieval batch holds eval_windows samples of eval_points points
+                each: the candidates every query is ranked against (chance 1 / (eval_windows * eval_points)).
+            action_points: points per step fed to the action head in the test.
+            action_train_episodes: training episodes the action head is fitted on (a probe: few).
+            actions: read ROOT/actions (the action-head test needs them; alignment does not: data
+                converted from the note has none, set false there).
+            batches_per_epoch: cap on training batches per epoch (default: all windows once).
+        """
+        super().__init__()
+        self.root = Path(root)
+        self.features = Path(features) if features else self.root / "features"
+        self.encoders = list(encoders or ["shape8", "vit16"])
+        self.points, self.batch_size, self.anchor, self.temporal = points, batch_size, anchor, temporal
+        self.point_input, self.images = point_input, images
+        self.test_fraction, self.val_fraction, self.split_seed = test_fraction, val_fraction, split_seed
+        self.eval_windows, self.eval_points = eval_windows, eval_points
+        self.action_points, self.action_train_episodes, self.actions = action_points, action_train_episodes, actions
+        self.batches_per_epoch, self.num_workers, self.on_bad_sample = batches_per_epoch, num_workers, on_bad_sample
+        if anchor not in ("middle", "random", "first", "last"):
+            raise ConfigError("data.anchor", f"must be middle, random, first or last, got {anchor!r}")
+        self.save_hyperparameters({"root": str(root), "encoders": self.encoders})
+        self.episodes: list[Episode] | None = None
+        self.splits: dict[str, list[int]] = {}
+
+    # --- setup: every episode checked before the first batch ------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.episodes is not None:
+            return
+        episodes, skipped = [], 0
+        for task, name in find_episodes(self.root):
+            try:
+                episode = read_episode(self.root, task, name, with_actions=self.actions)
+                attach_packs(episode, self.features, self.encoders)
+            except DataError as e:
+                handle_bad_sample(e, self.on_bad_sample)
+                skipped += 1
+                continue
+            episodes.append(episode)
+        if skipped:
+            print(f"[rgbpc] skipped {skipped} bad episode(s) under {self.root}")
+        if not episodes:
+            raise DataError(self.root, "no usable episodes")
+        self._check_encoders(episodes)
+        self.episodes = episodes
+        self.splits = self._split(episodes)
+        if stage in ("fit", None) and len(self.splits["train"]) == 0:
+            raise DataError(self.root, "no training episodes after holding out val and test")
+        if stage in ("fit", "validate", None) and not self.splits["val"]:
+            raise DataError(self.root, f"no validation episodes (data.val_fraction={self.val_fraction})")
+        if stage in ("test", None) and not self.splits["test"]:
+            raise DataError(self.root, f"no held-out episodes (data.test_fraction={self.test_fraction})")
+        if stage in ("fit", None):
+            windows = len(self._train_dataset())
+            if windows < self.batch_size:
+                raise DataError(self.root, f"{windows} training windows cannot fill one batch of "
+                                           f"data.batch_size={self.batch_size}")
+
+    def _check_encoders(self, episodes: list[Episode]) -> None:
+        """The same grid and width per encoder in every episode (the model's adapters are sized once)."""
+        for encoder in self.encoders:
+            first = episodes[0].packs[encoder]
+            for e in episodes[1:]:
+                pack = e.packs[encoder]
+                if pack.channels != first.channels or pack.transform != first.transform:
+                    raise DataError(pack.path, f"{pack.channels} channels on {pack.transform}, but "
+                                               f"{first.path} has {first.channels} on {first.transform}")
+
+    def channels(self) -> dict[str, int]:
+        """Feature width of each encoder's packs (the model's adapters must match)."""
+        return {enc: self.episodes[0].packs[enc].channels for enc in self.encoders}
+
+    def _split(self, episodes: list[Episode]) -> dict[str, list[int]]:
+        tasks = sorted({e.task for e in episodes})
+        labels = [tasks.index(e.task) for e in episodes]
+        rest, test = stratified_split(labels, self.test_fraction, self.split_seed)
+        fraction = min(0.99, self.val_fraction / max(1e-9, 1 - self.test_fraction))
+        keep, val = stratified_split([labels[i] for i in rest], fraction, self.split_seed + 1)
+        return {"train": [int(rest[i]) for i in keep], "val": [int(rest[i]) for i in val],
+                "test": [int(i) for i in test]}
+
+    def split_fingerprints(self) -> dict[str, dict[str, str]]:
+        """{split: {episode: content hash of its first frame and point file}} for the doctor."""
+        return {split: {self.episodes[e].key: sample_fingerprint([self.episodes[e].frame_file(0),
+                                                                  self.episodes[e].sidecar_file(0)])
+                        for e in members} for split, members in self.splits.items()}
+
+    # --- datasets ------------------------------------------------------------------------------------
+    def _dataset(self, items: list[Item], points: int, images: bool, seed: int | None) -> RgbpcSamples:
+        return RgbpcSamples(self.episodes, items, self.encoders, points, self.point_input, images, seed,
+                            self.on_bad_sample)
+
+    def _train_dataset(self) -> RgbpcSamples:
+        items = window_items(self.episodes, self.splits["train"], self.encoders[0], self.anchor, self.temporal)
+        return self._dataset(items, self.points, self.images, None)
+
+    def _eval_windows(self, split: str) -> RgbpcSamples:
+        items = window_items(self.episodes, self.splits[split], self.encoders[0], "middle", self.temporal)
+        order = np.random.default_rng(self.split_seed).permutation(len(items))  # batches mix episodes
+        return self._dataset([items[i] for i in order], self.eval_points, self.images, seed=1)
+
+    def _eval_steps(self, members: list[int], points: int, shuffle: bool) -> RgbpcSamples:
+        window = self.episodes[0].packs[self.encoders[0]].window_size
+        items = step_items(self.episodes, members, window, self.temporal)
+        if shuffle:
+            items = [items[i] for i in np.random.default_rng(self.split_seed).permutation(len(items))]
+        return self._dataset(items, points, True, seed=2)
+
+    def action_train_members(self) -> list[int]:
+        """The first `action_train_episodes` training episodes, taken evenly over the tasks."""
+        train = self.splits["train"]
+        by_task: dict[str, list[int]] = {}
+        for e in train:
+            by_task.setdefault(self.episodes[e].task, []).append(e)
+        chosen, queues = [], [list(v) for v in by_task.values()]
+        while len(chosen) < min(self.action_train_episodes, len(train)):
+            for queue in queues:
+                if queue and len(chosen) < self.action_train_episodes:
+                    chosen.append(queue.pop(0))
+        return sorted(chosen)
+
+    # --- loaders -------------------------------------------------------------------------------------
+    def _rank(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _loader(self, dataset, **kwargs) -> DataLoader:
+        return DataLoader(dataset, num_workers=self.num_workers, collate_fn=collate_skipping,
+                          persistent_workers=self.num_workers > 0, **kwargs)
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self._train_dataset()
+        rank, world = self._rank()
+        if world > 1:
+            sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.split_seed,
+                                         drop_last=True)
+        else:
+            count = self.batches_per_epoch * self.batch_size if self.batches_per_epoch else None
+            sampler = RandomSampler(dataset, replacement=count is not None and count > len(dataset), num_samples=count)
+        # drop_last: every step holds exactly batch_size windows on every rank (the gathered loss
+        # needs equal shapes across ranks).
+        return self._loader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True)
+
+    def _sharded(self, dataset, batch_size: int) -> DataLoader:
+        rank, world = self._rank()
+        # Whole retrieval batches per rank, so every rank ranks the same number of candidates.
+        batches = [list(range(i, min(i + batch_size, len(dataset)))) for i in range(0, len(dataset), batch_size)]
+        mine = [batches[i] for i in rank_shard(len(batches), rank, world)]
+        return self._loader(dataset, batch_sampler=mine)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._sharded(self._eval_windows("val"), self.eval_windows)
+
+    def test_dataloader(self) -> list[DataLoader]:
+        """[steps of the action head's few training episodes, steps of the held-out episodes (in a
+        fixed shuffled order: retrieval batches of eval_windows steps mix episodes)]."""
+        bank = self._eval_steps(self.action_train_members(), self.action_points, shuffle=False)
+        held_out = self._eval_steps(self.splits["test"], self.action_points, shuffle=True)
+        return [self._sharded(bank, self.eval_windows), self._sharded(held_out, self.eval_windows)]

@@ -1,0 +1,83 @@
+"""`sensorium extract rgbpc`: packs hold the encoders' features of every frame with their exact
+transform; finished packs are skipped; shards split the episodes; a local transformers backbone
+(a tiny random DINOv2 saved to a temporary directory) extracts through the same path."""
+
+import numpy as np
+import pytest
+import torch
+
+from sensorium.data.packs import open_pack
+from sensorium.errors import ConfigError
+from sensorium.recipes.rgbpc.extract import ShapePretraining, build_encoder, extract, parse_shard, read_frames
+
+PRETRAINING = ShapePretraining(views=16, steps=5, batch_size=8)  # as in conftest.py
+
+
+def test_packs_hold_the_encoders_features(tiny_data):
+    frames_dir = tiny_data / "rgb" / "reach_box" / "episode_003"
+    frames = read_frames(sorted(frames_dir.glob("step_*.png")))
+    for name, grid, channels in (("shape8", (4, 6), 96), ("vit16", (3, 4), 64)):
+        pack = open_pack(tiny_data / "features" / name / "reach_box" / "episode_003.zarr")
+        assert pack.grid == grid and pack.channels == channels and pack.num_frames == 10
+        assert pack.frame_paths[0] == "reach_box/episode_003/step_0000.png"
+        encoder = build_encoder(name, (32, 48), seed=0, pretraining=PRETRAINING)
+        assert pack.transform == encoder.transform and pack.extra == encoder.extra
+        np.testing.assert_allclose(pack.frames(0, 10).astype(np.float32), encoder(frames), rtol=2e-3, atol=2e-3)
+        np.testing.assert_array_equal(pack.windows, [[0, 1, 2, 3, 4, 5, 6, 7], [2, 3, 4, 5, 6, 7, 8, 9]])
+    assert open_pack(tiny_data / "features" / "vit16" / "reach_box" / "episode_003.zarr").transform.resize == (48, 64)
+
+
+def test_resumable_and_sharded(data_copy, monkeypatch):
+    import shutil
+
+    again = extract(data_copy / "rgb", data_copy / "features", ["shape8", "vit16"], window=8, window_stride=2,
+                    progress=False, pretraining=PRETRAINING)
+    assert again == {"episodes": 12, "written": 0, "skipped": 24, "shard": [0, 1]}
+    shutil.rmtree(data_copy / "features" / "vit16" / "reach_sphere" / "episode_001.zarr")
+    redo = extract(data_copy / "rgb", data_copy / "features", ["shape8", "vit16"], window=8, window_stride=2,
+                   progress=False, pretraining=PRETRAINING)
+    assert redo["written"] == 1 and redo["skipped"] == 23
+    # other windowing or other pretraining: every pack is stale
+    stale = extract(data_copy / "rgb", data_copy / "features", ["shape8"], window=8, window_stride=2,
+                    shard=(1, 4), progress=False, pretraining=ShapePretraining(views=16, steps=6, batch_size=8))
+    assert stale["episodes"] == 3 and stale["written"] == 3
+    assert parse_shard("1/4") == (1, 4)
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    assert parse_shard(None) == (2, 3)
+    with pytest.raises(ConfigError, match="i/n"):
+        parse_shard("2")
+
+
+def test_a_local_transformers_backbone(tiny_data, tmp_path):
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(0)
+    local = tmp_path / "tiny-dinov2"
+    Dinov2Model(Dinov2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                             patch_size=8, image_size=32)).save_pretrained(local)
+    out = tmp_path / "features"
+    result = extract(tiny_data / "rgb", out, [f"dino=hf:{local}"], resize=(32, 48), shard=(0, 6), progress=False)
+    assert result["written"] == 2
+    pack = open_pack(out / "dino" / "reach_box" / "episode_000.zarr")
+    assert pack.grid == (4, 6) and pack.channels == 16 and pack.extra["model_type"] == "dinov2"
+    assert pack.transform.stride == 8 and pack.transform.resize == (32, 48)
+    with pytest.raises(ConfigError, match="not a local transformers checkpoint"):
+        build_encoder(f"x=hf:{tmp_path / 'nothing'}", (32, 48), 0)
+
+
+def test_shape8_is_pretrained_deterministically_on_views_of_its_own():
+    """Two builds give the same weights; the pretraining changes them from the seeded initialisation;
+    the pretraining views come from their own stream, not from any episode."""
+    from sensorium.recipes.rgbpc.synth import SynthConfig, render_views
+
+    a = build_encoder("shape8", (32, 48), seed=0, pretraining=PRETRAINING)
+    b = build_encoder("shape8", (32, 48), seed=0, pretraining=PRETRAINING)
+    untrained = build_encoder("shape8", (32, 48), seed=0, pretraining=ShapePretraining(views=16, steps=0))
+    for (name, pa), pb, pu in zip(a.net.state_dict().items(), b.net.state_dict().values(),
+                                  untrained.net.state_dict().values()):
+        torch.testing.assert_close(pa, pb, msg=name)
+    assert any(not torch.equal(pa, pu) for pa, pu in zip(a.net.state_dict().values(), untrained.net.state_dict().values()))
+    images, depth, parts = render_views(3, seed=2, config=SynthConfig(image_size=(32, 48)))
+    assert images.shape == (3, 32, 48, 3) and depth.shape == parts.shape == (3, 32, 48)
+    assert (depth[parts < 8] > 0).all() and (depth[parts == 8] == 0).all()
