@@ -9,12 +9,21 @@ that gap; set-level top-1 reported.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from pathlib import Path
 
-from sensorium.engine.demo import Stopwatch, fit, read_json, test_checkpoint, test_untrained, write_summary
+from sensorium.engine.demo import (
+    Stopwatch,
+    demo_parser,
+    fit,
+    parse_demo_args,
+    read_json,
+    test_checkpoint,
+    test_untrained,
+    train_seed,
+    write_summary,
+)
 from sensorium.errors import DataError
 from sensorium.recipes import resolve_config
 
@@ -22,19 +31,15 @@ TARGET_CHANCE_RATIO, TARGET_UNTRAINED_RATIO, TARGET_GAP_CLOSED = 10.0, 3.0, 0.4
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="sensorium demo rgbpc", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--seed", type=int, default=0, help="the synthetic data's seed")
+    parser = demo_parser("rgbpc", __doc__)
     parser.add_argument("--episodes-per-task", type=int, default=None, help="default: the generator's (48)")
     parser.add_argument("--workers", type=int, default=1, help="processes for synth")
-    parser.add_argument("--config", default="rgbpc/demo", help="alignment YAML (default: %(default)s)")
     parser.add_argument("--distil-config", default="rgbpc/distil", help="distillation YAML (default: %(default)s)")
-    # Anything else is a LightningCLI argument for the alignment fit (e.g. --trainer.max_epochs 5), in order.
-    args, overrides = parser.parse_known_args(argv)
-    config, distil_config = resolve_config(args.config), resolve_config(args.distil_config)  # fail before synth
+    # --config is the alignment YAML; other arguments go to the alignment fit (e.g. --trainer.max_epochs 5).
+    args, overrides = parse_demo_args(parser, argv)
+    config, distil_config = args.config, resolve_config(args.distil_config)  # fail before synth
+    seed = [] if args.train_seed is None else ["--seed_everything", str(args.train_seed)]
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
     clock = Stopwatch()
 
@@ -59,7 +64,7 @@ def main(argv: list[str]) -> int:
     best = run_dir / "checkpoints" / "best.ckpt"
     clock.lap("fit")
     student = fit(distil_config, out / "runs", "distil", "--data.root", str(data), "--model.init_args.teacher",
-                  str(best))
+                  str(best), *seed)
     clock.lap("distil")
 
     align.model.eval_config.student = str(student.run_dir / "export")
@@ -93,7 +98,7 @@ def main(argv: list[str]) -> int:
                            and (action["gap_closed"] or 0) >= TARGET_GAP_CLOSED and clock.seconds <= 15 * 60)}
     summary = write_summary(
         out, "rgbpc", clock, metrics, {"point_top1": untrained["point_top1"], "set_top1": untrained["set_top1"]},
-        metrics_more=more, targets=targets, data_seed=args.seed, train_seed=_seed(align),
+        metrics_more=more, targets=targets, data_seed=args.seed, train_seed=train_seed(align),
         data={"episodes": checked["episodes"], "packs": checked["packs"], "synth": vars(synth) | {}},
         load_average={"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
         cpu_count=os.cpu_count(), run_dir=str(run_dir), student_run=str(student.run_dir),
@@ -108,7 +113,3 @@ def main(argv: list[str]) -> int:
           f"{os.cpu_count()} cores) -> {out / 'summary.json'}")
     return 0
 
-
-def _seed(cli) -> int | None:
-    seed = cli.config["fit"].get("seed_everything") if "fit" in cli.config else cli.config.get("seed_everything")
-    return seed if isinstance(seed, int) else None
