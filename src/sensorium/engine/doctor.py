@@ -229,7 +229,8 @@ class Doctor(Callback):
         optimizer.zero_grad(set_to_none=True)
         self.nonfinite_steps += 1
         self.nonfinite_in_row += 1
-        pl_module.log("doctor/nonfinite_steps", float(self.nonfinite_steps), on_step=True, on_epoch=False)
+        pl_module.log("doctor/nonfinite_steps", float(self.nonfinite_steps), on_step=True, on_epoch=False,
+                      batch_size=1)  # a per-step count (and Lightning need not guess a batch size)
         what = "loss" if not finite_loss else "gradients"
         print(f"[doctor] step {trainer.global_step}: non-finite {what}; optimiser step skipped "
               f"({self.nonfinite_in_row} in a row, {self.nonfinite_steps} in total)")
@@ -266,7 +267,8 @@ class Doctor(Callback):
         momentum = min(0.9, 1 - 1 / self._share_steps)  # plain mean over the first steps
         for name, share in shares.items():
             self._share_avg[name] = momentum * self._share_avg.get(name, share) + (1 - momentum) * share
-        pl_module.log_dict({f"share/{name}": value for name, value in shares.items()}, on_step=True, on_epoch=True)
+        pl_module.log_dict({f"share/{name}": value for name, value in shares.items()}, on_step=True, on_epoch=True,
+                           batch_size=1)  # the epoch value is the mean over steps, each step once
         if self._share_steps < self.config.share_warmup_steps:
             return
         exempt = getattr(pl_module, "share_check_exempt", frozenset())

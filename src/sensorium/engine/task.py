@@ -68,20 +68,21 @@ class SensoriumTask(L.LightningModule):
             self.log_dict({f"train/{name}": value for name, value in self.loss_terms.items()},
                           on_step=True, on_epoch=True, batch_size=batch_size)
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, batch_size=batch_size)
-        self._log_running_loss(loss.detach())
+        self._log_running_loss(loss.detach(), batch_size)
         if "skipped" in batch:
             self.log("data/skipped", batch["skipped"].float(), on_step=False, on_epoch=True, reduce_fx="sum",
                      batch_size=batch_size)
         return loss
 
-    def _log_running_loss(self, loss: torch.Tensor) -> None:
+    def _log_running_loss(self, loss: torch.Tensor, batch_size: int) -> None:
         # An exponential moving average for the progress bar: the raw per-step loss jumps too much
         # to read; the logged `train/loss` keeps every raw value.
         value = float(loss) if torch.isfinite(loss) else None
         if value is not None:
             self._running_loss = value if self._running_loss is None else 0.9 * self._running_loss + 0.1 * value
         if self._running_loss is not None:
-            self.log("loss", self._running_loss, prog_bar=True, logger=False, on_step=True, on_epoch=False)
+            self.log("loss", self._running_loss, prog_bar=True, logger=False, on_step=True, on_epoch=False,
+                     batch_size=batch_size)  # given, so Lightning does not guess it from the batch (and warn)
 
     @staticmethod
     def _batch_size(batch: dict[str, Any]) -> int:
