@@ -26,6 +26,17 @@ def read_metrics(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return {k: (np.asarray(xs), np.asarray(ys)) for k, (xs, ys) in series.items()}
 
 
+def run_metrics(run_dir: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """read_metrics of RUN_DIR/metrics.csv, or None when the run has not logged any."""
+    path = Path(run_dir) / "metrics.csv"
+    return read_metrics(path) if path.is_file() else None
+
+
+def keys_with(metrics: dict, prefix: str, suffix: str = "") -> list[str]:
+    """The metric names that start with `prefix` and end with `suffix`, sorted."""
+    return sorted(k for k in metrics if k.startswith(prefix) and k.endswith(suffix))
+
+
 def curves_png(metrics: dict[str, tuple[np.ndarray, np.ndarray]], keys: list[str], title: str,
                logy: bool = False) -> bytes | None:
     keys = [k for k in keys if k in metrics]

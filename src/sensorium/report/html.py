@@ -31,6 +31,13 @@ class Section:
         self.parts.append(f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">')
         return self
 
+    def images(self, pngs, alt: str = "") -> Section:
+        """Each figure that exists: `curves_png` gives None for metrics the run did not log."""
+        for png in pngs:
+            if png is not None:
+                self.image(png, alt)
+        return self
+
     def table(self, header: list[str], rows: list[list]) -> Section:
         head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
         body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(c))}</td>" for c in row) + "</tr>" for row in rows)

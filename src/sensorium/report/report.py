@@ -16,7 +16,7 @@ from pathlib import Path
 from sensorium.engine.checkpoint import atomic_write_text
 from sensorium.errors import ConfigError
 from sensorium.recipes import RECIPES
-from sensorium.report.curves import curves_png, read_metrics
+from sensorium.report.curves import curves_png, keys_with, run_metrics
 from sensorium.report.html import Section, page
 
 
@@ -29,24 +29,18 @@ def run_recipe(run_dir: Path) -> str:
 
 
 def training_sections(run_dir: Path) -> list[Section]:
-    metrics_path = run_dir / "metrics.csv"
-    if not metrics_path.is_file():
+    metrics = run_metrics(run_dir)
+    if metrics is None:
         return [Section("Training").text(f"no metrics.csv in {run_dir}", muted=True)]
-    metrics = read_metrics(metrics_path)
     section = Section("Training curves")
-    loss_keys = ["train/loss_step"] + sorted(k for k in metrics if k.startswith("train/") and k.endswith("_step")
-                                             and k != "train/loss_step")
-    figures = [
+    loss_keys = ["train/loss_step"] + [k for k in keys_with(metrics, "train/", "_step") if k != "train/loss_step"]
+    section.images([
         curves_png(metrics, loss_keys, "training loss and its terms (weighted)"),
-        curves_png(metrics, sorted(k for k in metrics if k.startswith("share/") and k.endswith("_step")),
-                   "share of each term in the total loss"),
-        curves_png(metrics, sorted(k for k in metrics if k.startswith("lr-")), "learning rate"),
-        curves_png(metrics, sorted(k for k in metrics if k.startswith("val/")), "validation metrics (per epoch)"),
-    ]
-    for png in figures:
-        if png is not None:
-            section.image(png)
-    val_keys = sorted(k for k in metrics if k.startswith("val/"))
+        curves_png(metrics, keys_with(metrics, "share/", "_step"), "share of each term in the total loss"),
+        curves_png(metrics, keys_with(metrics, "lr-"), "learning rate"),
+        curves_png(metrics, keys_with(metrics, "val/"), "validation metrics (per epoch)"),
+    ])
+    val_keys = keys_with(metrics, "val/")
     if val_keys:
         rows = [[k, float(metrics[k][1][-1]), float(metrics[k][1].max()), float(metrics[k][1].min())] for k in val_keys]
         section.table(["validation metric", "last", "max", "min"], rows)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sensorium.report.curves import curves_png, read_metrics
+from sensorium.report.curves import curves_png, keys_with, run_metrics
 from sensorium.report.html import Section
 
 
@@ -61,24 +61,19 @@ def sections(run_dir: Path) -> list[Section]:
 
 
 def _training_sections(run_dir: Path) -> list[Section]:
-    path = run_dir / "metrics.csv"
-    if not path.is_file():
+    metrics = run_metrics(run_dir)
+    if metrics is None:
         return []
-    metrics = read_metrics(path)
     section = Section("Per-structure IoU and loss terms over training")
-    figures = [
-        curves_png(metrics, sorted(k for k in metrics if k.startswith("val/iou/")) + ["val/mean_iou"],
+    section.images([
+        curves_png(metrics, keys_with(metrics, "val/iou/") + ["val/mean_iou"],
                    "validation IoU per structure (per epoch)"),
-        curves_png(metrics, sorted(k for k in metrics if k.startswith("share/") and k.endswith("_epoch")),
+        curves_png(metrics, keys_with(metrics, "share/", "_epoch"),
                    "share of each loss term in the total (epoch means)"),
-        curves_png(metrics, sorted(k for k in metrics if k.startswith("train/") and k.endswith("_epoch")),
-                   "weighted loss terms (epoch means)", logy=True),
-    ]
-    for png in figures:
-        if png is not None:
-            section.image(png)
-    shares = {k.removeprefix("share/").removesuffix("_epoch"): float(v[1][-1])
-              for k, v in metrics.items() if k.startswith("share/") and k.endswith("_epoch")}
+        curves_png(metrics, keys_with(metrics, "train/", "_epoch"), "weighted loss terms (epoch means)", logy=True),
+    ])
+    shares = {k.removeprefix("share/").removesuffix("_epoch"): float(metrics[k][1][-1])
+              for k in keys_with(metrics, "share/", "_epoch")}
     if shares:
         section.table(["loss term", "share of the total, last epoch"], [[k, v] for k, v in sorted(shares.items())])
     return [section] if section.parts else []

@@ -32,7 +32,7 @@ def _grid_png(path: Path, rows: list[list[np.ndarray]], row_labels: list[str],
             ax.set_yticks([])
             if j < len(row):
                 image = row[j]
-                ax.imshow(image if image.ndim == 3 else image, cmap=None if image.ndim == 3 else "gray",
+                ax.imshow(image, cmap=None if image.ndim == 3 else "gray",
                           vmin=0, vmax=255, aspect="auto")
             else:
                 ax.axis("off")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sensorium.report.curves import curves_png, read_metrics
+from sensorium.report.curves import curves_png, keys_with, run_metrics
 from sensorium.report.html import Section
 
 SOURCE_NAMES = {"pc": "(a) point-cloud features (teacher)", "rgb_aligned": "(b) aligned fused RGB",
@@ -73,17 +73,14 @@ def sections(run_dir: Path) -> list[Section]:
 
 
 def _training_sections(run_dir: Path) -> list[Section]:
-    path = run_dir / "metrics.csv"
-    if not path.is_file():
+    metrics = run_metrics(run_dir)
+    if metrics is None:
         return []
-    metrics = read_metrics(path)
     section = Section("Retrieval and fusion over training")
-    for png in (curves_png(metrics, ["val/point_top1", "val/patch_top1", "val/point_top1_within_patch", "val/set_top1",
-                                     "val/chance_top1"], "validation retrieval top-1 (per epoch)"),
-                curves_png(metrics, sorted(k for k in metrics if k.startswith("fusion/")),
-                           "mean fusion weight per encoder (per epoch)"),
-                curves_png(metrics, ["train/masked_negatives_epoch"], "same-patch pairs left out of the negatives, "
-                                                                      "per point")):
-        if png is not None:
-            section.image(png)
+    section.images([
+        curves_png(metrics, ["val/point_top1", "val/patch_top1", "val/point_top1_within_patch", "val/set_top1",
+                             "val/chance_top1"], "validation retrieval top-1 (per epoch)"),
+        curves_png(metrics, keys_with(metrics, "fusion/"), "mean fusion weight per encoder (per epoch)"),
+        curves_png(metrics, ["train/masked_negatives_epoch"], "same-patch pairs left out of the negatives, per point"),
+    ])
     return [section] if section.parts else []

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sensorium.report.curves import curves_png, read_metrics
+from sensorium.report.curves import curves_png, run_metrics
 from sensorium.report.html import Section
 
 CURVES = [
@@ -53,18 +53,13 @@ def sections(run_dir: Path) -> list[Section]:
 
 def _curves(run_dir: Path) -> Section:
     section = Section("Static and dynamic tasks over the steps")
-    path = run_dir / "metrics.csv"
-    if not path.is_file():
+    metrics = run_metrics(run_dir)
+    if metrics is None:
         return section.text(f"no metrics.csv in {run_dir}", muted=True)
-    metrics = read_metrics(path)
     for names, title in CURVES:
-        png = curves_png(metrics, [f"train/{n}_step" for n in names], title)
-        if png is not None:
-            section.image(png, title)
+        section.images([curves_png(metrics, [f"train/{n}_step" for n in names], title)], title)
     for names, title in VAL_CURVES:
-        png = curves_png(metrics, [f"val/{n}" for n in names], title)
-        if png is not None:
-            section.image(png, title)
+        section.images([curves_png(metrics, [f"val/{n}" for n in names], title)], title)
     epoch_keys = [f"train/{n}_epoch" for names, _ in CURVES[:3] for n in names]
     rows = [[k.removeprefix("train/").removesuffix("_epoch"), float(metrics[k][1][-1])]
             for k in epoch_keys if k in metrics]
