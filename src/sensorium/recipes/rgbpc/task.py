@@ -118,12 +118,9 @@ class AlignTask(SensoriumTask):
         self._extras: list = []  # (raw net, student) during a test: not submodules, not in checkpoints
 
     def setup(self, stage: str) -> None:
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
-        if datamodule is None or not hasattr(datamodule, "channels"):
-            return
-        if datamodule.episodes is None:
-            datamodule.setup(stage)
-        check_data_matches(self.net_config, datamodule)
+        datamodule = _set_up_datamodule(self, stage)
+        if datamodule is not None:
+            check_data_matches(self.net_config, datamodule)
 
     # --- training -------------------------------------------------------------------------------------
     def training_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -352,6 +349,17 @@ def _jsonable(value):
     return value
 
 
+def _set_up_datamodule(task: SensoriumTask, stage: str):
+    """The trainer's rgbpc datamodule, set up (the task's checks need its episodes), or None outside
+    a Trainer or with another kind of datamodule."""
+    datamodule = task.trainer.datamodule if task._trainer is not None else None
+    if datamodule is None or not hasattr(datamodule, "channels"):
+        return None
+    if datamodule.episodes is None:
+        datamodule.setup(stage)
+    return datamodule
+
+
 def check_data_matches(config: AlignNetConfig, datamodule) -> None:
     """The model's encoders and widths are the data's, and temporal pooling has windows to pool."""
     channels = datamodule.channels()
@@ -425,11 +433,9 @@ class DistilTask(SensoriumTask):
         self._parts: list[dict[str, torch.Tensor]] = []
 
     def setup(self, stage: str) -> None:
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
-        if datamodule is None or not hasattr(datamodule, "channels"):
+        datamodule = _set_up_datamodule(self, stage)
+        if datamodule is None:
             return
-        if datamodule.episodes is None:
-            datamodule.setup(stage)
         check_data_matches(self.teacher.config, datamodule)
         if not datamodule.images:
             raise ConfigError("data.init_args.images", "must be true for distillation (the student reads frames)")
