@@ -157,11 +157,13 @@ def test_run_relative_sensor_channels_ignore_each_runs_level():
     assert torch.equal(with_run_relative(torch.zeros(1, 8, 6))[..., 6:], torch.zeros(1, 8, 6))  # missing stays 0
 
 
-def test_sensor_relative_net_encodes_six_channel_batches():
+def test_sensor_relative_net_feeds_its_encoder_both_copies_of_six_channel_batches():
     torch.manual_seed(0)
     net = WeldingNet(replace(_tiny(), sensor_relative=True)).eval()
     batch = _batch()
-    rescaled = dict(batch, sensor=batch["sensor"] * 3.0)
     tokens = net.encode(batch)["sensor"]
     assert torch.isfinite(tokens).all()
-    assert not torch.allclose(tokens, net.encode(rescaled)["sensor"])
+    # The batch keeps its 6 channels; the encoder sees the series and its run-relative copy.
+    assert torch.allclose(tokens, net.encoders["sensor"](with_run_relative(batch["sensor"])))
+    with pytest.raises(RuntimeError):  # a 12-channel encoder cannot take the bare 6 channels
+        net.encoders["sensor"](batch["sensor"])
