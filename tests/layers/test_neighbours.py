@@ -73,3 +73,33 @@ def test_block_depends_on_the_offsets_and_passes_gradients_to_them():
     assert grad.abs().sum() > 0 and torch.isfinite(grad).all()
     with pytest.raises(ValueError, match="divisible"):
         NeighbourCrossAttentionBlock(30, num_heads=4)
+
+
+def _block_by_definition(block: NeighbourCrossAttentionBlock, x, tokens, index, offsets):
+    """The block's docstring formula written out: the relative embedding added to every
+    neighbour's key and value, softmax over the neighbours."""
+    B, Q, k = index.shape
+    H = block.num_heads
+    d = x.shape[-1] // H
+    kv = gather_neighbours(block.kv(block.norm_kv(tokens)), index) + block.rel(offsets * block.rel_scale)
+    keys, values = kv.view(B, Q, k, 2, H, d).unbind(3)  # (B, Q, k, H, d)
+    q = block.q(block.norm_q(x)).view(B, Q, 1, H, d) * d**-0.5
+    weights = (q * keys).sum(-1).softmax(dim=2)  # (B, Q, k, H)
+    out = x + block.proj((weights[..., None] * values).sum(2).reshape(B, Q, H * d))
+    return out + block.mlp(block.norm2(out))
+
+
+def test_block_equals_adding_the_relative_embedding_to_every_key_and_value():
+    # The block applies the relative term on the Fourier-feature side (cheaper); it must stay the
+    # same function, biases included, and the same gradients.
+    torch.manual_seed(0)
+    block = NeighbourCrossAttentionBlock(32, num_heads=4).double()
+    torch.nn.init.normal_(block.rel.proj.bias)  # a non-zero key and value bias
+    x, tokens, index, offsets = (t.double() if t.is_floating_point() else t for t in _block_inputs(seed=3))
+    offsets.requires_grad_(True)
+    out = block(x, tokens, index, offsets)
+    expected = _block_by_definition(block, x, tokens, index, offsets)
+    torch.testing.assert_close(out, expected)
+    (grad,) = torch.autograd.grad(out.square().sum(), offsets)
+    (expected_grad,) = torch.autograd.grad(expected.square().sum(), offsets)
+    torch.testing.assert_close(grad, expected_grad)

@@ -10,8 +10,8 @@ every other shape (the inductive bias of point convolutions and of 3DILG, Zhang 
 Conventions: points (B, N, 3), queries (B, Q, 3); neighbour indices (B, Q, k) index the N points of
 the same shape; offsets are neighbour minus query.
 
-Attention over k <= 32 keys per query is written with broadcast products instead of SDPA: SDPA
-would see B * Q batches of one query each, where its per-call overhead dominates.
+Attention over k <= 32 keys per query is written with einsums over the gathered neighbours instead
+of SDPA: SDPA would see B * Q batches of one query each, where its per-call overhead dominates.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from sensorium.layers.mlp import Mlp
-from sensorium.layers.pos_embed import PointFourierEmbed
+from sensorium.layers.pos_embed import PointFourierEmbed, fourier_point_embed
 
 
 @torch.no_grad()
@@ -89,15 +89,30 @@ class NeighbourCrossAttentionBlock(nn.Module):
         """x (B, Q, dim) queries; tokens (B, N, dim); index (B, Q, k) into tokens; offsets
         (B, Q, k, 3) neighbour position minus query position. Returns (B, Q, dim)."""
         B, Q, k = index.shape
-        H, d = self.num_heads, x.shape[-1] // self.num_heads
+        N, H, d = tokens.shape[1], self.num_heads, x.shape[-1] // self.num_heads
+        # The relative term W_rel PE + b is linear in the offsets' F Fourier features, so it is
+        # applied on the F-wide side instead of building (B, Q, k, 2 * dim) key / value tensors:
+        #   q . (W_k PE_j + b_k)        = (W_k^T q) . PE_j + const   (the constant cancels in the softmax)
+        #   sum_j a_j (W_v PE_j + b_v)  = W_v (sum_j a_j PE_j) + b_v  (the weights sum to one)
+        # The same function as adding it to every neighbour's key and value (tests check it), and
+        # cheaper: the cardiac demo's encoder block (16 shapes x 256 latents x 16 neighbours, bf16,
+        # forward + backward, 2 threads) took 123-127 ms instead of 203-330 ms.
         # Project every token once, then gather: k times fewer rows through the linear layer.
-        kv = gather_neighbours(self.kv(self.norm_kv(tokens)), index)  # (B, Q, k, 2 * dim)
-        kv = kv + self.rel(offsets * self.rel_scale)  # (B, Q, k, 2 * dim)
-        keys, values = kv.view(B, Q, k, 2, H, d).unbind(3)  # each (B, Q, k, H, d)
-        q = self.q(self.norm_q(x)).view(B, Q, 1, H, d) * d**-0.5  # (B, Q, 1, H, d)
-        logits = (q * keys).sum(-1)  # (B, Q, k, H)
+        keys, values = self.kv(self.norm_kv(tokens)).view(B, N, 2, H * d).unbind(2)  # each (B, N, dim)
+        keys = gather_neighbours(keys, index).view(B, Q, k, H, d)
+        values = gather_neighbours(values, index).view(B, Q, k, H, d)
+        features = fourier_point_embed(offsets * self.rel_scale, self.rel.num_freqs)  # (B, Q, k, F)
+        rel_keys, rel_values = self.rel.proj.weight.view(2, H, d, -1).unbind(0)  # each (H, d, F)
+        rel_value_bias = self.rel.proj.bias.view(2, H, d)[1]
+        q = self.q(self.norm_q(x)).view(B, Q, H, d) * d**-0.5  # (B, Q, H, d)
+        features = features.to(q.dtype)
+        logits = (torch.einsum("bqhd,bqkhd->bqkh", q, keys)
+                  + torch.einsum("bqhf,bqkf->bqkh", torch.einsum("bqhd,hdf->bqhf", q, rel_keys.to(q.dtype)), features))
         # Softmax over the neighbours in at least fp32 (bf16 under autocast would round the weights).
         weights = logits.softmax(dim=2, dtype=torch.promote_types(logits.dtype, torch.float32)).to(values.dtype)
-        out = (weights[..., None] * values).sum(2).reshape(B, Q, H * d)  # (B, Q, dim)
-        x = x + self.proj(out)
+        pooled_features = torch.einsum("bqkh,bqkf->bqhf", weights, features.to(weights.dtype))
+        out = (torch.einsum("bqkh,bqkhd->bqhd", weights, values)
+               + torch.einsum("bqhf,hdf->bqhd", pooled_features, rel_values.to(weights.dtype))
+               + rel_value_bias.to(weights.dtype))  # (B, Q, H, d)
+        x = x + self.proj(out.reshape(B, Q, H * d))
         return x + self.mlp(self.norm2(x))
