@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from sensorium.layers.mlp import Mlp
-from sensorium.layers.pos_embed import PointFourierEmbed, fourier_point_embed
+from sensorium.layers.pos_embed import PointFourierEmbed
 
 
 @torch.no_grad()
@@ -101,13 +101,13 @@ class NeighbourCrossAttentionBlock(nn.Module):
         keys, values = self.kv(self.norm_kv(tokens)).view(B, N, 2, H * d).unbind(2)  # each (B, N, dim)
         keys = gather_neighbours(keys, index).view(B, Q, k, H, d)
         values = gather_neighbours(values, index).view(B, Q, k, H, d)
-        features = fourier_point_embed(offsets * self.rel_scale, self.rel.num_freqs)  # (B, Q, k, F)
         rel_keys, rel_values = self.rel.proj.weight.view(2, H, d, -1).unbind(0)  # each (H, d, F)
         rel_value_bias = self.rel.proj.bias.view(2, H, d)[1]
         q = self.q(self.norm_q(x)).view(B, Q, H, d) * d**-0.5  # (B, Q, H, d)
-        features = features.to(q.dtype)
+        features = self.rel.features(offsets * self.rel_scale).to(q.dtype)  # (B, Q, k, F)
+        rel_queries = torch.einsum("bqhd,hdf->bqhf", q, rel_keys.to(q.dtype))  # W_k^T q
         logits = (torch.einsum("bqhd,bqkhd->bqkh", q, keys)
-                  + torch.einsum("bqhf,bqkf->bqkh", torch.einsum("bqhd,hdf->bqhf", q, rel_keys.to(q.dtype)), features))
+                  + torch.einsum("bqhf,bqkf->bqkh", rel_queries, features))  # (B, Q, k, H)
         # Softmax over the neighbours in at least fp32 (bf16 under autocast would round the weights).
         weights = logits.softmax(dim=2, dtype=torch.promote_types(logits.dtype, torch.float32)).to(values.dtype)
         pooled_features = torch.einsum("bqkh,bqkf->bqhf", weights, features.to(weights.dtype))

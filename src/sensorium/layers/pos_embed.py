@@ -55,7 +55,10 @@ class PointFourierEmbed(nn.Module):
         embed_dim = fourier_dims * (2 * num_freqs + 1) + (in_dim - fourier_dims)
         self.proj = nn.Linear(embed_dim, dim)
 
-    def forward(self, points: torch.Tensor) -> torch.Tensor:
+    def features(self, points: torch.Tensor) -> torch.Tensor:
+        """The features before the linear map (..., embed_dim): forward is proj(features)."""
         xyz, extra = points[..., : self.fourier_dims], points[..., self.fourier_dims :]
-        features = torch.cat([fourier_point_embed(xyz, self.num_freqs), extra], dim=-1)
-        return self.proj(features)  # (..., dim)
+        return torch.cat([fourier_point_embed(xyz, self.num_freqs), extra], dim=-1)
+
+    def forward(self, points: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.features(points))  # (..., dim)
