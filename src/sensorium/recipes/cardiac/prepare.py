@@ -53,14 +53,14 @@ import os
 import tempfile
 import time
 import zlib
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import asdict, dataclass, replace
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
 from sensorium.data.bad_samples import OnBadSample, handle_bad_sample
+from sensorium.data.processes import process_pool
 from sensorium.errors import DataError
 
 log = logging.getLogger("sensorium.data.cardiac")
@@ -392,8 +392,7 @@ def run(input_dir: str | Path, out_dir: str | Path, config: PrepareConfig = Prep
                 finish(path, result)
             bar.update()
     else:
-        # spawn: the parent may hold torch / OpenMP threads, which fork does not copy safely.
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        with process_pool(workers) as pool:
             futures = {pool.submit(process_case, p, out_dir, config): p for p in paths}
             for future in as_completed(futures):
                 try:

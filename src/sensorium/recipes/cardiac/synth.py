@@ -31,13 +31,12 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
+from sensorium.data.processes import process_pool
 from sensorium.errors import ConfigError
 from sensorium.recipes.cardiac.prepare import CARDIAC_STRUCTURES, write_label_map
 
@@ -266,8 +265,7 @@ def generate(out: str | Path, seed: int = 0, cases: int = 8, shape: tuple[int, i
     write_label_map(out / "labels.json", CARDIAC_STRUCTURES)
     if workers <= 1 or cases <= 1:
         return [write_case(out, seed, case, shape, affine, variation) for case in range(cases)]
-    # spawn: the parent may hold torch / OpenMP threads, which fork does not copy safely.
-    with ProcessPoolExecutor(min(workers, cases), mp_context=get_context("spawn")) as pool:
+    with process_pool(min(workers, cases)) as pool:
         return list(pool.map(write_case, *zip(*[(out, seed, case, shape, affine, variation)
                                                for case in range(cases)])))
 

@@ -48,14 +48,13 @@ import argparse
 import json
 import os
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from sensorium.data.processes import process_pool
 from sensorium.errors import ConfigError
 from sensorium.recipes.rgbpc.reader import CAMERA_FILE, write_ply
 
@@ -453,8 +452,7 @@ def generate(out: str | Path, seed: int = 0, config: SynthConfig | None = None, 
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(out, task, i, seed, config) for task in tasks for i in range(config.episodes_per_task)]
     if workers > 1:
-        os.environ.setdefault("OMP_NUM_THREADS", "1")
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        with process_pool(workers) as pool:
             list(pool.map(_render_job, jobs))
     else:
         for job in jobs:
