@@ -70,10 +70,20 @@ def farthest_point_sample(points: torch.Tensor, num_samples: int) -> torch.Tenso
     indices = torch.empty(B, num_samples, dtype=torch.long, device=points.device)
     nearest = torch.full((B, N), float("inf"), device=points.device, dtype=points.dtype)
     current = (points - points.mean(dim=1, keepdim=True)).square().sum(-1).argmax(dim=1)  # (B,)
+    # One coordinate plane at a time into preallocated buffers: a sum over a trailing axis of 3
+    # and fresh (B, N, 3) temporaries each step made the 256 picks of the cardiac demo's batch
+    # (16 x 1024 points) take 48 ms instead of 19 (2 threads), same indices.
+    coords = points.permute(2, 0, 1).contiguous()  # (3, B, N)
+    distance = torch.empty_like(nearest)
+    delta = torch.empty_like(nearest)
     for i in range(num_samples):
         indices[:, i] = current
         chosen = points[batch, current]  # (B, 3)
-        nearest = torch.minimum(nearest, (points - chosen[:, None, :]).square().sum(-1))  # (B, N)
+        torch.sub(coords[0], chosen[:, 0:1], out=distance).square_()
+        for axis in (1, 2):
+            torch.sub(coords[axis], chosen[:, axis:axis + 1], out=delta)
+            distance.addcmul_(delta, delta)  # (B, N) squared distance to the new pick
+        torch.minimum(nearest, distance, out=nearest)
         current = nearest.argmax(dim=1)
     return indices
 
