@@ -65,14 +65,15 @@ def test_checkpoint(cli, ckpt: Path) -> Path:
     return cli.run_dir
 
 
-def test_untrained(cli, out_dir: Path) -> Path:
+def test_untrained(cli, out_dir: Path, **hparams) -> Path:
     """The same pipeline with the model as initialised before training (same seed, same config),
-    evaluated on the same data; writes <out_dir>/eval/ and returns out_dir."""
+    evaluated on the same data; writes <out_dir>/eval/ and returns out_dir. `hparams` replace the
+    model's own (for example evaluation settings that cannot change an untrained model's result)."""
     import lightning as L
 
     seed = train_seed(cli)  # fit (demo) or test (eval): the same initialisation as the trained model
     L.seed_everything(seed if seed is not None else 0, verbose=False)
-    model = type(cli.model)(**dict(cli.model.hparams))
+    model = type(cli.model)(**{**dict(cli.model.hparams), **hparams})
     trainer = L.Trainer(accelerator=cli.trainer.accelerator, devices=1, precision=cli.trainer.precision_plugin.precision,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, use_distributed_sampler=False, default_root_dir=str(out_dir))
