@@ -45,6 +45,9 @@ def run(rank: int, world: int, out: Path) -> None:
             grads[f"{name}.{pname}"] = grad
     torch.save({"loss": loss.detach(), "grads": grads}, out / f"w{world}_r{rank}.pt")
     if world > 1:
+        # Both ranks done before either closes its connections: a rank that tore down while the
+        # other still talked to it aborted ("terminate called without an active exception").
+        dist.barrier()
         dist.destroy_process_group()
 
 
