@@ -2,8 +2,8 @@
 
 Why one thread each: numpy's OpenBLAS (and torch's OpenMP pool, where a worker imports torch) start
 one thread per core in every process, so W workers on W cores run W x W threads that spin-wait on
-each other. On 2 cores the cardiac generator's 96 demo cases took 82 s with 2 workers and 35 s with
-the same 2 workers held to one thread each (the output is the same: the work is per case).
+each other. On 2 idle cores the cardiac generator's 96 demo cases took 82 s with 2 workers and 37 s
+with the same 2 workers held to one thread each (the output is the same: the work is per case).
 Why spawn: the parent may hold torch / OpenMP threads, which fork does not copy safely.
 """
 
