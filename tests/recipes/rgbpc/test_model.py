@@ -5,10 +5,12 @@ student's features at pixels, and the action head."""
 import pytest
 import torch
 
+from sensorium.errors import ConfigError
 from sensorium.recipes.rgbpc.model import (
     ActionHead,
     AlignNet,
     AlignNetConfig,
+    ConvAdapter,
     StudentCNN,
     StudentConfig,
     TemporalGatedPooling,
@@ -52,6 +54,18 @@ def test_align_net_shapes(adapter, fusion):
     assert net.point_features(batch).shape == (2, 5, 16)
     assert net.set_features(batch, tokens=3).shape == (2, 16) and net.set_features(batch).shape == (2, 16)
     assert net.set_teacher_features(batch).shape == (2, 16)
+
+
+def test_coord_channels_let_the_conv_adapter_tell_places_apart():
+    uniform = torch.ones(1, 6, 5, 7)  # every cell has the same features
+    for coords in (False, True):
+        torch.manual_seed(0)
+        out = ConvAdapter(6, 4, 8, coords=coords)(uniform)[0]  # (4, 5, 7)
+        interior = out[:, 2:3, 2:5]  # cells whose 5 x 5 neighbourhood is inside the grid
+        spread = float((interior - interior[:, :, :1]).abs().max())
+        assert (spread > 1e-3) if coords else (spread < 1e-5)
+    with pytest.raises(ConfigError, match="coord_channels"):
+        AlignNet(AlignNetConfig(encoders={"a": 6}, dim=8, adapter="mlp", coord_channels=True))
 
 
 def test_temporal_gates_sum_to_one_and_the_anchor_frame_is_used_without_pooling():

@@ -43,6 +43,10 @@ class AlignNetConfig:
     feature then sees its 5x5-cell neighbourhood: the object around it); mlp: a per-point MLP of the
     feature sampled at the point (the design note's adapter)."""
     adapter_hidden: int = 128
+    coord_channels: bool = False
+    """Conv adapters: two channels of each cell's position on the encoder's grid (x, y in [-1, 1])
+    beside its features (CoordConv): a convolution cannot tell where in the frame a cell is, and a
+    point's place in the frame is half of where it is in the world."""
     fusion: FusionMode = "weighted"
     """weighted: one softmax weight per encoder; gate: per-point softmax gates; concat: linear."""
     temporal: bool = False
@@ -74,14 +78,20 @@ class ConvAdapter(nn.Module):
     """A map (N, C, Hf, Wf) -> (N, D, Hf, Wf): per-cell LayerNorm, then 3x3 conv -> GELU -> 3x3 conv, so a
     cell's output sees a 5x5-cell neighbourhood of the encoder's grid."""
 
-    def __init__(self, in_dim: int, dim: int, hidden: int):
+    def __init__(self, in_dim: int, dim: int, hidden: int, coords: bool = False):
         super().__init__()
+        self.coords = coords
         self.norm = nn.LayerNorm(in_dim)
-        self.conv1 = nn.Conv2d(in_dim, hidden, 3, padding=1)
+        self.conv1 = nn.Conv2d(in_dim + 2 * coords, hidden, 3, padding=1)
         self.conv2 = nn.Conv2d(hidden, dim, 3, padding=1)
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
         x = self.norm(maps.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # (N, C, Hf, Wf), normalised per cell
+        if self.coords:
+            N, _, H, W = x.shape
+            rows, cols = torch.meshgrid(torch.linspace(-1, 1, H, device=x.device, dtype=x.dtype),
+                                        torch.linspace(-1, 1, W, device=x.device, dtype=x.dtype), indexing="ij")
+            x = torch.cat([x, torch.stack([cols, rows])[None].expand(N, -1, -1, -1)], dim=1)  # (N, C + 2, Hf, Wf)
         return self.conv2(F.gelu(self.conv1(x)))
 
 
@@ -130,8 +140,13 @@ class AlignNet(nn.Module):
         D = config.dim
         if config.adapter not in ("conv", "mlp"):
             raise ConfigError("model.net.adapter", f"must be conv or mlp, got {config.adapter!r}")
-        kind = ConvAdapter if config.adapter == "conv" else Adapter
-        self.adapters = nn.ModuleDict({e: kind(c, D, config.adapter_hidden) for e, c in config.encoders.items()})
+        if config.coord_channels and config.adapter != "conv":
+            raise ConfigError("model.net.coord_channels", "needs net.adapter: conv (a per-point MLP sees no grid)")
+        if config.adapter == "conv":
+            self.adapters = nn.ModuleDict({e: ConvAdapter(c, D, config.adapter_hidden, config.coord_channels)
+                                           for e, c in config.encoders.items()})
+        else:
+            self.adapters = nn.ModuleDict({e: Adapter(c, D, config.adapter_hidden) for e, c in config.encoders.items()})
         self.temporal = (nn.ModuleDict({e: TemporalGatedPooling(D, config.window) for e in self.encoders})
                          if config.temporal else None)
         self.fusion = FeatureFusion(len(self.encoders), D, config.fusion)
