@@ -32,7 +32,7 @@ TARGET_CHANCE_RATIO, TARGET_UNTRAINED_RATIO, TARGET_GAP_CLOSED = 10.0, 3.0, 0.4
 
 def main(argv: list[str]) -> int:
     parser = demo_parser("rgbpc", __doc__)
-    parser.add_argument("--episodes-per-task", type=int, default=None, help="default: the generator's (48)")
+    parser.add_argument("--episodes-per-task", type=int, default=None, help="default: the generator's (96)")
     parser.add_argument("--workers", type=int, default=1, help="processes for synth")
     parser.add_argument("--distil-config", default="rgbpc/distil", help="distillation YAML (default: %(default)s)")
     # --config is the alignment YAML; other arguments go to the alignment fit (e.g. --trainer.max_epochs 5).
