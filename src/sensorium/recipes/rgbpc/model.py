@@ -76,7 +76,8 @@ class Adapter(nn.Module):
 
 class ConvAdapter(nn.Module):
     """A map (N, C, Hf, Wf) -> (N, D, Hf, Wf): per-cell LayerNorm, then 3x3 conv -> GELU -> 3x3 conv, so a
-    cell's output sees a 5x5-cell neighbourhood of the encoder's grid."""
+    cell's output sees a 5x5-cell neighbourhood of the encoder's grid; with `coords`, two channels of
+    the cell's grid position join the normalised features before the first convolution."""
 
     def __init__(self, in_dim: int, dim: int, hidden: int, coords: bool = False):
         super().__init__()
