@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import nn
+
+
+def with_coordinates(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C + 2, H, W): each position's normalised column and row (x, y in [-1, 1])
+    appended as two channels (CoordConv, Liu et al. 2018), so the convolutions that follow can tell
+    where on the grid they are."""
+    B, _, H, W = x.shape
+    rows, cols = torch.meshgrid(torch.linspace(-1, 1, H, device=x.device, dtype=x.dtype),
+                                torch.linspace(-1, 1, W, device=x.device, dtype=x.dtype), indexing="ij")
+    return torch.cat([x, torch.stack([cols, rows])[None].expand(B, -1, -1, -1)], dim=1)
 
 
 def _norm(channels: int) -> nn.GroupNorm:

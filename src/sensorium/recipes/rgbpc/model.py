@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sensorium.errors import ConfigError
-from sensorium.layers.conv import ConvStem
+from sensorium.layers.conv import ConvStem, with_coordinates
 from sensorium.layers.mlp import Mlp
 from sensorium.layers.sampling import sample_points
 from sensorium.models.encoders import IMAGENET_MEAN, IMAGENET_STD
@@ -89,10 +89,7 @@ class ConvAdapter(nn.Module):
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
         x = self.norm(maps.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # (N, C, Hf, Wf), normalised per cell
         if self.coords:
-            N, _, H, W = x.shape
-            rows, cols = torch.meshgrid(torch.linspace(-1, 1, H, device=x.device, dtype=x.dtype),
-                                        torch.linspace(-1, 1, W, device=x.device, dtype=x.dtype), indexing="ij")
-            x = torch.cat([x, torch.stack([cols, rows])[None].expand(N, -1, -1, -1)], dim=1)  # (N, C + 2, Hf, Wf)
+            x = with_coordinates(x)  # (N, C + 2, Hf, Wf)
         return self.conv2(F.gelu(self.conv1(x)))
 
 
@@ -143,11 +140,12 @@ class AlignNet(nn.Module):
             raise ConfigError("model.net.adapter", f"must be conv or mlp, got {config.adapter!r}")
         if config.coord_channels and config.adapter != "conv":
             raise ConfigError("model.net.coord_channels", "needs net.adapter: conv (a per-point MLP sees no grid)")
-        if config.adapter == "conv":
-            self.adapters = nn.ModuleDict({e: ConvAdapter(c, D, config.adapter_hidden, config.coord_channels)
-                                           for e, c in config.encoders.items()})
-        else:
-            self.adapters = nn.ModuleDict({e: Adapter(c, D, config.adapter_hidden) for e, c in config.encoders.items()})
+        def adapter(channels: int) -> nn.Module:
+            if config.adapter == "conv":
+                return ConvAdapter(channels, D, config.adapter_hidden, config.coord_channels)
+            return Adapter(channels, D, config.adapter_hidden)
+
+        self.adapters = nn.ModuleDict({e: adapter(c) for e, c in config.encoders.items()})
         self.temporal = (nn.ModuleDict({e: TemporalGatedPooling(D, config.window) for e in self.encoders})
                          if config.temporal else None)
         self.fusion = FeatureFusion(len(self.encoders), D, config.fusion)
@@ -257,14 +255,11 @@ class StudentCNN(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        B, _, H, W = images.shape
+        H, W = images.shape[-2:]
         if H % self.stride or W % self.stride:
             raise ConfigError("student", f"frames of {H}x{W} are not a whole number of {self.stride}-pixel cells")
         x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-        rows = torch.linspace(-1, 1, H, device=x.device)[:, None].expand(H, W)
-        cols = torch.linspace(-1, 1, W, device=x.device)[None, :].expand(H, W)
-        coords = torch.stack([cols, rows])[None].expand(B, -1, -1, -1)  # (B, 2, H, W)
-        return self.head(self.stem(torch.cat([(x - self.mean) / self.std, coords], dim=1)))  # (B, D, H/s, W/s)
+        return self.head(self.stem(with_coordinates((x - self.mean) / self.std)))  # (B, D, H/s, W/s)
 
     def at_points(self, images: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
         """(B, K, D) features at pixels uv (B, K, 2) of the original frames."""
