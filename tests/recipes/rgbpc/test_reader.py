@@ -45,6 +45,15 @@ def test_a_sample_holds_each_encoders_grid_positions(tiny_data):
     assert sum(len(v) for v in dm.splits.values()) == 12 and len(dm.splits["test"]) == 3
 
 
+def test_the_action_probe_takes_episodes_evenly_over_tasks_or_every_one(tiny_data):
+    dm = _module(tiny_data)
+    chosen = dm.action_train_members()
+    assert len(chosen) == 3 and set(chosen) <= set(dm.splits["train"])
+    assert len({dm.episodes[e].task for e in chosen}) == 3  # one per task before a second of any
+    dm.action_train_episodes = None
+    assert dm.action_train_members() == sorted(dm.splits["train"])
+
+
 def test_missing_camera_json(data_copy):
     camera = data_copy / "rgb" / EPISODE[0] / EPISODE[1] / "camera.json"
     camera.unlink()

@@ -174,7 +174,7 @@ class RgbpcDataModule(L.LightningDataModule):
                  batch_size: int = 32, anchor: Anchor = "middle", temporal: bool = False,
                  point_input: PointInput = "pc_feat", images: bool = False, test_fraction: float = 0.25,
                  val_fraction: float = 0.1, split_seed: int = 0, eval_windows: int = 16, eval_points: int = 32,
-                 action_points: int = 128, action_train_episodes: int = 12, actions: bool = True,
+                 action_points: int = 128, action_train_episodes: int | None = 12, actions: bool = True,
                  batches_per_epoch: int | None = None, num_workers: int = 0, on_bad_sample: OnBadSample = "error"):
         """
         Args:
@@ -190,7 +190,8 @@ class RgbpcDataModule(L.LightningDataModule):
             eval_windows, eval_points: a retrieval batch holds eval_windows samples of eval_points points
                 each: the candidates every query is ranked against (chance 1 / (eval_windows * eval_points)).
             action_points: points per step fed to the action head in the test.
-            action_train_episodes: training episodes the action head is fitted on (a probe: few).
+            action_train_episodes: training episodes the action head is fitted on (a probe: few);
+                None: every training episode.
             actions: read ROOT/actions (the action-head test needs them; alignment does not: data
                 converted from the note has none, set false there).
             batches_per_epoch: cap on training batches per epoch (default: all windows once).
@@ -295,15 +296,17 @@ class RgbpcDataModule(L.LightningDataModule):
         return self._dataset(items, points, True, seed=2)
 
     def action_train_members(self) -> list[int]:
-        """The first `action_train_episodes` training episodes, taken evenly over the tasks."""
+        """The first `action_train_episodes` training episodes, taken evenly over the tasks (all of them
+        when it is None)."""
         train = self.splits["train"]
+        wanted = len(train) if self.action_train_episodes is None else min(self.action_train_episodes, len(train))
         by_task: dict[str, list[int]] = {}
         for e in train:
             by_task.setdefault(self.episodes[e].task, []).append(e)
         chosen, queues = [], [list(v) for v in by_task.values()]
-        while len(chosen) < min(self.action_train_episodes, len(train)):
+        while len(chosen) < wanted:
             for queue in queues:
-                if queue and len(chosen) < self.action_train_episodes:
+                if queue and len(chosen) < wanted:
                     chosen.append(queue.pop(0))
         return sorted(chosen)
 
