@@ -31,8 +31,11 @@ TARGET_CHANCE_RATIO, TARGET_UNTRAINED_RATIO, TARGET_GAP_CLOSED = 10.0, 3.0, 0.4
 
 
 def main(argv: list[str]) -> int:
+    from sensorium.recipes.rgbpc.synth import SynthConfig, generate
+
     parser = demo_parser("rgbpc", __doc__)
-    parser.add_argument("--episodes-per-task", type=int, default=None, help="default: the generator's (96)")
+    parser.add_argument("--episodes-per-task", type=int, default=SynthConfig.episodes_per_task,
+                        help="default: the generator's (%(default)s)")
     parser.add_argument("--workers", type=int, default=1, help="processes for synth")
     parser.add_argument("--distil-config", default="rgbpc/distil", help="distillation YAML (default: %(default)s)")
     # --config is the alignment YAML; other arguments go to the alignment fit (e.g. --trainer.max_epochs 5).
@@ -44,11 +47,10 @@ def main(argv: list[str]) -> int:
     clock = Stopwatch()
 
     from sensorium.recipes.rgbpc.extract import extract
-    from sensorium.recipes.rgbpc.synth import SynthConfig, generate
     from sensorium.recipes.rgbpc.verify import verify
 
     data = out / "data"
-    synth = SynthConfig() if args.episodes_per_task is None else SynthConfig(episodes_per_task=args.episodes_per_task)
+    synth = SynthConfig(episodes_per_task=args.episodes_per_task)
     generate(data, seed=args.seed, config=synth, workers=args.workers)
     clock.lap("synth")
     extract(data / "rgb", data / "features", ["shape8", "vit16"], seed=0, window=8, window_stride=2, progress=False)
