@@ -31,7 +31,8 @@ def test_round_trip_and_windows(tmp_path):
     # chunked by frame: one chunk file per frame, so a window reads only its own frames
     assert zarr.open_array(str(path / "features"), mode="r").chunks == (1, 4, 6, 5)
     # the handle is opened lazily and never pickled (DataLoader workers open their own)
-    assert pack._features is not None
+    assert pack._features is None  # an uncompressed pack's frames are read from its chunk files
+    assert pack.features is not None and pack._features is not None  # zarr's handle opens on first use
     copy = pickle.loads(pickle.dumps(pack))
     assert copy._features is None
     np.testing.assert_array_equal(copy.window(2), pack.window(2))
@@ -82,3 +83,21 @@ def test_bad_packs_name_the_pack_and_the_problem(tmp_path):
         open_pack(path)
     with pytest.raises(DataError, match="no such feature pack"):
         open_pack(tmp_path / "missing.zarr")
+
+
+def test_uncompressed_frames_are_read_from_their_chunk_files_as_zarr_reads_them(tmp_path):
+    features = _features()
+    features[3] = 0.0  # equal to the fill value: zarr writes no chunk file for it
+    raw = open_pack(write_pack(tmp_path / "raw.zarr", features, PATHS, TRANSFORM, encoder="e"))
+    packed = open_pack(write_pack(tmp_path / "lz4.zarr", features, PATHS, TRANSFORM, encoder="e", compression="lz4"))
+    assert raw.raw_chunks and not packed.raw_chunks  # a compressed pack goes through zarr
+    assert not (raw.path / "features" / "c" / "3").exists()
+    through_zarr = np.asarray(zarr.open_array(str(raw.path / "features"), mode="r")[...])
+    for start, stop in [(0, 10), (2, 6), (3, 4), (9, 10)]:
+        np.testing.assert_array_equal(raw.frames(start, stop), through_zarr[start:stop])
+        np.testing.assert_array_equal(packed.frames(start, stop), through_zarr[start:stop])
+    assert raw.frames(0, 2).dtype == np.float16
+    chunk = raw.path / "features" / "c" / "5" / "0" / "0" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:-2])
+    with pytest.raises(DataError, match=r"c/5/0/0/0: frame 5 holds 238 bytes, 240 expected"):
+        raw.frames(4, 8)
