@@ -15,6 +15,7 @@ u' = (u + 0.5) * W' / W - 0.5. Grid coordinates put cell centres at integers (th
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -72,11 +73,16 @@ class GridTransform:
 
     def to_grid(self, uv: np.ndarray) -> np.ndarray:
         """(..., 2) original-image (u, v) -> (..., 2) grid (x, y), cell centres at integers."""
-        uv = np.asarray(uv, dtype=np.float64)
+        gain, shift = self._grid_affine
+        return np.asarray(uv, dtype=np.float64) * gain + shift
+
+    @functools.cached_property
+    def _grid_affine(self) -> tuple[np.ndarray, np.ndarray]:
+        """to_grid as g = uv * gain + shift (one pass: it runs on every point of every training sample):
+        resized u' = (u + 0.5) * scale - 0.5, then g = (u' - offset + 0.5) / stride - 0.5."""
         scale = np.array([self.resize[1] / self.image_size[1], self.resize[0] / self.image_size[0]])
         offset = np.array([self.crop[1], self.crop[0]], dtype=np.float64)
-        resized = (uv + 0.5) * scale - 0.5  # (..., 2) in the resized image
-        return (resized - offset + 0.5) / self.stride - 0.5
+        return scale / self.stride, (0.5 * scale - offset) / self.stride - 0.5
 
     def to_image(self, grid: np.ndarray) -> np.ndarray:
         """The inverse of `to_grid`: (..., 2) grid (x, y) -> original-image (u, v)."""
