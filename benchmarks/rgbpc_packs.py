@@ -8,7 +8,8 @@ per episode (the design note's path), and the share of a demo training step spen
    (`per_frame_features` [F, Hf, Wf, C], no duplicated windows: the same bytes).
 2. Times reading one random window of 8 frames, p50 / p95 over `--reads` windows: from the zarr packs
    with the page cache dropped (a first epoch; each pack opened at its first read), the same windows
-   again from the page cache with the packs open (what a DataLoader worker does after that), and
+   again from the page cache with the packs open (what a DataLoader worker does after that; also
+   through zarr-python, which `FeaturePack.frames` bypasses for uncompressed packs), and
    through torch.load of the episode's .pt followed by the slice (the
    note's training loop loaded whole episode files).
 3. With the demo's data (`--data`, e.g. DEMO_OUT/data from `sensorium demo rgbpc`; synthesised small
@@ -90,11 +91,15 @@ def time_reads(out: Path, episodes: int, reads: int, seed: int = 1) -> dict:
         window = pack.frames(start, start + WINDOW)
         cold_ms.append((time.perf_counter() - t) * 1e3)
         assert window.shape == (WINDOW, *GRID, CHANNELS)
-    warm_ms = []
+    warm_ms, zarr_ms = [], []
     for e, start in picks:
         t = time.perf_counter()
         packs[e].frames(start, start + WINDOW)
         warm_ms.append((time.perf_counter() - t) * 1e3)
+    for e, start in picks:  # the same reads through zarr-python (what frames() does for compressed packs)
+        t = time.perf_counter()
+        np.asarray(packs[e].features[start:start + WINDOW])
+        zarr_ms.append((time.perf_counter() - t) * 1e3)
     pt_ms = []
     for e, start in picks[: max(5, reads // 20)]:  # each load reads a whole episode: fewer of them
         t = time.perf_counter()
@@ -103,7 +108,7 @@ def time_reads(out: Path, episodes: int, reads: int, seed: int = 1) -> dict:
         pt_ms.append((time.perf_counter() - t) * 1e3)
         del content
     return {"zarr_window_ms": percentiles(cold_ms), "zarr_window_warm_ms": percentiles(warm_ms),
-            "pt_window_ms": percentiles(pt_ms)}
+            "zarr_python_window_warm_ms": percentiles(zarr_ms), "pt_window_ms": percentiles(pt_ms)}
 
 
 def demo_data(path: Path | None, scratch: Path) -> Path:
@@ -179,11 +184,13 @@ def main() -> int:
               f"{result['written']['frames']} frames) in {result['written']['write_seconds']} s", flush=True)
         drop_page_cache(out)
         result["reads"] = time_reads(out, result["written"]["episodes"], args.reads)
-        z, w, p = (result["reads"][k] for k in ("zarr_window_ms", "zarr_window_warm_ms", "pt_window_ms"))
+        z, w, zp, p = (result["reads"][k] for k in ("zarr_window_ms", "zarr_window_warm_ms",
+                                                     "zarr_python_window_warm_ms", "pt_window_ms"))
         print(f"[bench] one random window of {WINDOW} frames ({WINDOW * GRID[0] * GRID[1] * CHANNELS * 2 / 2**20:.1f} "
               f"MiB): zarr pack from disk p50 {z['p50']:.2f} ms, p95 {z['p95']:.2f} ms; from the page cache, pack "
-              f"open p50 {w['p50']:.2f} ms, p95 {w['p95']:.2f} ms ({z['reads']} reads each); torch.load of the "
-              f"episode's .pt p50 {p['p50']:.0f} ms, p95 {p['p95']:.0f} ms ({p['reads']} loads)", flush=True)
+              f"open p50 {w['p50']:.2f} ms, p95 {w['p95']:.2f} ms (through zarr-python p50 {zp['p50']:.2f} ms, "
+              f"p95 {zp['p95']:.2f} ms; {z['reads']} reads each); torch.load of the episode's .pt p50 "
+              f"{p['p50']:.0f} ms, p95 {p['p95']:.0f} ms ({p['reads']} loads)", flush=True)
     finally:
         if not args.keep:
             shutil.rmtree(out / "packs", ignore_errors=True)
