@@ -177,7 +177,8 @@ def read_ply(path: Path) -> tuple[np.ndarray, np.ndarray]:
 # --- per-point sidecar ------------------------------------------------------------------------------
 def read_point_sidecar(path: Path, num_points: int, image_size: tuple[int, int],
                        require_features: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """uv (N, 2) float32 and pc_feat (N, C) float32 or None, checked against the PLY's N and the image."""
+    """uv (N, 2) float32 and pc_feat (N, C) float32 or None, checked against the PLY's N and the image
+    (read-only arrays when the file stores float32: views of its bytes)."""
     try:
         data = read_npz(path)  # np.load's arrays at a quarter of its cost (a sidecar is read per sample)
     except FileNotFoundError:
