@@ -54,12 +54,12 @@ def _stored_array(data: bytes, member: zipfile.ZipInfo) -> np.ndarray:
     if len(npy) < 10 or bytes(npy[:6]) != _NPY_MAGIC:
         raise ValueError(f"{member.filename} is not a .npy array")
     major = npy[6]
-    if major == 1:
-        header_length, header_start = struct.unpack_from("<H", npy, 8)[0], 10
-    elif major in (2, 3):
-        header_length, header_start = struct.unpack_from("<I", npy, 8)[0], 12
-    else:
+    if major not in (1, 2, 3):
         raise ValueError(f"{member.filename}: unsupported .npy format version {major}")
+    length_format, header_start = ("<H", 10) if major == 1 else ("<I", 12)  # the header's length field
+    if len(npy) < header_start:
+        raise ValueError(f"{member.filename}: truncated .npy header")
+    header_length = struct.unpack_from(length_format, npy, 8)[0]
     dtype, fortran_order, shape = _npy_header(bytes(npy[header_start:header_start + header_length]))
     count = int(np.prod(shape, dtype=np.int64))
     body = header_start + header_length

@@ -117,6 +117,12 @@ def test_point_files_wrong_shape_without_uv_uv_outside_and_malformed_ply(data_co
     np.savez(sidecar, uv=uv, pc_feat=original["pc_feat"])
     with pytest.raises(DataError, match=r"1 uv outside the 48x32 image \(e.g. \[60.0, 10.0\]"):
         _read_step(dm, 3)
+    np.savez(sidecar, uv=np.full(original["uv"].shape, "left"), pc_feat=original["pc_feat"])  # text, not numbers
+    with pytest.raises(DataError, match="cannot read point file \\(ValueError"):
+        _read_step(dm, 3)
+    sidecar.write_bytes(sidecar.read_bytes()[:-100])  # cut short
+    with pytest.raises(DataError, match="cannot read point file \\(BadZipFile"):
+        _read_step(dm, 3)
     np.savez(sidecar, **original)
     ply = _pc(data_copy, 4).with_suffix(".ply")
     ply.write_bytes(ply.read_bytes()[:200])

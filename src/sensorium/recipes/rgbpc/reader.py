@@ -181,15 +181,15 @@ def read_point_sidecar(path: Path, num_points: int, image_size: tuple[int, int],
     (read-only arrays when the file stores float32: views of its bytes)."""
     try:
         data = read_npz(path)  # np.load's arrays at a quarter of its cost (a sidecar is read per sample)
+        uv = np.asarray(data["uv"], dtype=np.float32) if "uv" in data else None
+        features = np.asarray(data["pc_feat"], dtype=np.float32) if "pc_feat" in data else None
     except FileNotFoundError:
         raise DataError(path, "missing point file (uv, pc_feat) next to the PLY") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+    except (OSError, ValueError, TypeError, zipfile.BadZipFile, EOFError) as e:
         raise DataError(path, f"cannot read point file ({type(e).__name__}: {e})") from None
-    if "uv" not in data:
+    if uv is None:
         raise DataError(path, f"point file without uv (arrays: {sorted(data)}); point-to-patch "
                               "alignment needs each point's pixel")
-    uv = np.asarray(data["uv"], dtype=np.float32)
-    features = np.asarray(data["pc_feat"], dtype=np.float32) if "pc_feat" in data else None
     if uv.shape != (num_points, 2):
         raise DataError(path, f"uv has shape {list(uv.shape)}, the PLY holds {num_points} points")
     H, W = image_size
