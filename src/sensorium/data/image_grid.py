@@ -94,6 +94,9 @@ class GridTransform:
 
     def inside(self, uv: np.ndarray) -> np.ndarray:
         """(...,) bool: the pixel lies inside the crop (the encoder saw it)."""
-        g = self.to_grid(uv)
+        return self.on_grid(self.to_grid(uv))
+
+    def on_grid(self, g: np.ndarray) -> np.ndarray:
+        """(...,) bool: grid positions (from `to_grid`) that fall on the grid's cells."""
         Hf, Wf = self.grid
         return (g[..., 0] >= -0.5) & (g[..., 0] <= Wf - 0.5) & (g[..., 1] >= -0.5) & (g[..., 1] <= Hf - 0.5)

@@ -102,7 +102,8 @@ class RgbpcSamples(Dataset):
         uv, pc_feat = read_point_sidecar(episode.sidecar_file(frame), len(xyz), episode.camera.image_size,
                                          require_features=self.point_input == "pc_feat")
         packs = [episode.packs[enc] for enc in self.encoders]
-        usable = np.flatnonzero(np.logical_and.reduce([p.transform.inside(uv) for p in packs]))
+        grids = [p.transform.to_grid(uv) for p in packs]  # every point on each encoder's grid, once
+        usable = np.flatnonzero(np.logical_and.reduce([p.transform.on_grid(g) for p, g in zip(packs, grids)]))
         if len(usable) == 0:
             raise DataError(episode.sidecar_file(frame), "no point lies inside every encoder's crop")
         if len(usable) >= self.points:
@@ -110,12 +111,12 @@ class RgbpcSamples(Dataset):
         else:  # a sparse frame: repeat points (the same-patch mask keeps repeats out of the negatives)
             chosen = usable[torch.randint(len(usable), (self.points,), generator=generator).numpy()]
         sample: dict[str, torch.Tensor] = {}
-        for encoder, pack in zip(self.encoders, packs):
+        for encoder, pack, grid in zip(self.encoders, packs, grids):
             window = pack.frames(first, first + count)  # (T, Hf, Wf, C), one contiguous read
             if not np.isfinite(window).all():
                 raise DataError(pack.path, f"NaN or infinite features in frames {first}..{first + count - 1}")
             sample[f"feat/{encoder}"] = torch.from_numpy(np.ascontiguousarray(window))
-            sample[f"grid/{encoder}"] = torch.from_numpy(pack.transform.to_grid(uv[chosen]).astype(np.float32))
+            sample[f"grid/{encoder}"] = torch.from_numpy(grid[chosen].astype(np.float32))
         if self.point_input == "pc_feat":
             sample["pc_feat"] = torch.from_numpy(pc_feat[chosen])
         else:
