@@ -60,7 +60,8 @@ def test_coord_channels_let_the_conv_adapter_tell_places_apart():
     uniform = torch.ones(1, 6, 5, 7)  # every cell has the same features
     for coords in (False, True):
         torch.manual_seed(0)
-        out = ConvAdapter(6, 4, 8, coords=coords)(uniform)[0]  # (4, 5, 7)
+        with torch.no_grad():
+            out = ConvAdapter(6, 4, 8, coords=coords)(uniform)[0]  # (4, 5, 7)
         interior = out[:, 2:3, 2:5]  # cells whose 5 x 5 neighbourhood is inside the grid
         spread = float((interior - interior[:, :, :1]).abs().max())
         assert (spread > 1e-3) if coords else (spread < 1e-5)

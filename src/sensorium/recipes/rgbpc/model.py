@@ -140,12 +140,9 @@ class AlignNet(nn.Module):
             raise ConfigError("model.net.adapter", f"must be conv or mlp, got {config.adapter!r}")
         if config.coord_channels and config.adapter != "conv":
             raise ConfigError("model.net.coord_channels", "needs net.adapter: conv (a per-point MLP sees no grid)")
-        def adapter(channels: int) -> nn.Module:
-            if config.adapter == "conv":
-                return ConvAdapter(channels, D, config.adapter_hidden, config.coord_channels)
-            return Adapter(channels, D, config.adapter_hidden)
-
-        self.adapters = nn.ModuleDict({e: adapter(c) for e, c in config.encoders.items()})
+        self.adapters = nn.ModuleDict({
+            e: ConvAdapter(c, D, config.adapter_hidden, config.coord_channels) if config.adapter == "conv"
+            else Adapter(c, D, config.adapter_hidden) for e, c in config.encoders.items()})
         self.temporal = (nn.ModuleDict({e: TemporalGatedPooling(D, config.window) for e in self.encoders})
                          if config.temporal else None)
         self.fusion = FeatureFusion(len(self.encoders), D, config.fusion)
