@@ -17,7 +17,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from sensorium.engine.callbacks import AtomicCheckpointIO, ExportFinalWeights
+from sensorium.engine.callbacks import AtomicCheckpointIO, ExportFinalWeights, ShareRunDirectory
 from sensorium.engine.doctor import Doctor
 from sensorium.engine.run import RunConfig, build_loggers, resolve_run_dir, run_dir_of_checkpoint
 from sensorium.engine.task import SensoriumTask
@@ -112,6 +112,11 @@ class SensoriumCLI(LightningCLI):
             trainer_config["logger"] = build_loggers(run, self.run_dir, sub_dir)
         trainer_config["default_root_dir"] = str(self.run_dir)
         trainer_config["plugins"] = [*(trainer_config.get("plugins") or []), AtomicCheckpointIO()]
+        # First of all callbacks (the config's trainer.callbacks come before those passed below), so
+        # that every later setup hook sees the directory all ranks share.
+        configured = trainer_config.get("callbacks") or []
+        trainer_config["callbacks"] = [ShareRunDirectory(self.run_dir),
+                                       *(configured if isinstance(configured, list) else [configured])]
         callbacks = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
         callbacks += engine_callbacks(run, model, self.run_dir, fit=self.subcommand in (None, "fit"))
         return self._instantiate_trainer(trainer_config, callbacks)

@@ -16,15 +16,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from sensorium.engine.doctor import DoctorConfig
 from sensorium.errors import ConfigError
-
-# Set by the first process of a run, so that processes started by Lightning's DDP launcher (which
-# re-runs the command) write to the same run directory instead of picking the next free version.
-RUN_DIR_ENV = "SENSORIUM_RUN_DIR"
 
 
 @dataclass
@@ -53,17 +50,14 @@ def next_version(recipe_dir: Path) -> str:
 
 
 def resolve_run_dir(run: RunConfig, recipe: str, existing: Path | None = None) -> Path:
-    """The run directory: `existing` (a resumed or evaluated run), the one the launching process
-    chose (DDP children), or <root>/<recipe>/<version>."""
+    """This process's choice of run directory: `existing` (a resumed or evaluated run) or
+    <root>/<recipe>/<version>. Each rank chooses before the process group exists, and without a
+    version ranks may see different free versions; `ShareRunDirectory` then makes global rank 0's
+    choice every rank's."""
     if existing is not None:
         return existing
-    inherited = os.environ.get(RUN_DIR_ENV)
-    if inherited and _is_launched_child():
-        return Path(inherited)
     recipe_dir = Path(run.root) / recipe
-    run_dir = recipe_dir / (run.version or next_version(recipe_dir))
-    os.environ[RUN_DIR_ENV] = str(run_dir)
-    return run_dir
+    return recipe_dir / (run.version or next_version(recipe_dir))
 
 
 def run_dir_of_checkpoint(ckpt_path: str | os.PathLike | None) -> Path | None:
@@ -72,10 +66,6 @@ def run_dir_of_checkpoint(ckpt_path: str | os.PathLike | None) -> Path | None:
         return None
     path = Path(ckpt_path)
     return path.parent.parent if path.parent.name == "checkpoints" else None
-
-
-def _is_launched_child() -> bool:
-    return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
 
 
 def build_loggers(run: RunConfig, run_dir: Path, sub_dir: str | None = None) -> list:
@@ -112,6 +102,7 @@ class _ResumableWriter(ExperimentWriter):
 
 class ResumableCSVLogger(CSVLogger):
     @property
+    @rank_zero_experiment  # as CSVLogger's: other ranks would create their own, not yet shared, run dir
     def experiment(self) -> _ResumableWriter:
         if self._experiment is None:
             self._fs.makedirs(self.root_dir, exist_ok=True)
