@@ -296,9 +296,9 @@ class DopplerDiTTask(SensoriumTask):
                  vae: dict | None = None, optim: OptimConfig | dict | None = None):
         """
         Args:
-            ema_decay: decay of the weights' exponential moving average that sampling uses (DiT:
-                0.9999); warmed up as min(decay, (1 + step) / (10 + step)) so a short run's average
-                is not dominated by its initial weights.
+            ema_decay: decay per optimizer step of the weights' exponential moving average that
+                sampling uses (DiT: 0.9999); warmed up as min(decay, (1 + step) / (10 + step)) so a
+                short run's average is not dominated by its initial weights.
             latent_shape, users, vae: filled from the latents when the run starts (leave them unset):
                 (C, h, w), the user ids in label order, and the VAE checkpoint the latents came from.
         """
@@ -372,7 +372,15 @@ class DopplerDiTTask(SensoriumTask):
         z = batch["mean"] + batch["std"] * torch.randn_like(batch["std"])  # a posterior sample per step
         return self.flow.loss(self.net, self.normalise(z), cond=batch["label"]).terms
 
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        self._steps_before_batch = self.trainer.global_step
+
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        # The EMA follows optimizer steps (Lightning's global_step), not batches: with gradient
+        # accumulation a batch that only adds to the gradients leaves the weights as they were, and
+        # averaging them in again would make the EMA decay accumulate_grad_batches times too fast.
+        if self.trainer.global_step == self._steps_before_batch:
+            return
         self.ema_steps += 1
         step = int(self.ema_steps)
         decay = min(self.ema_decay, (1 + step) / (10 + step))
