@@ -70,8 +70,10 @@ def run(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from sensorium import log
     from sensorium.errors import SensoriumError, user_message
 
+    log.setup()
     try:
         return run(sys.argv[1:] if argv is None else argv)
     except (UsageError, SensoriumError, FileNotFoundError) as e:

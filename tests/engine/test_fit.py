@@ -76,6 +76,6 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     rows = _rows(tmp_path / "runs" / "toy" / "version_0" / "metrics.csv")
     assert {float(r["val/count"]) for r in rows if r.get("val/count")} == {24.0}
     last = load_checkpoint(tmp_path / "runs" / "toy" / "version_0" / "checkpoints" / "last.ckpt")
-    # 48 train samples / batch 16 = 3 global batches, rounded down to 2 (a multiple of the world
-    # size): 1 step per rank per epoch.
-    assert last["global_step"] == 2
+    # 48 train samples / batch 16: 3 batches per epoch on every rank, as on one process (the epoch
+    # length does not depend on the world size), so 2 epochs are 6 optimiser steps.
+    assert last["global_step"] == 6

@@ -7,14 +7,13 @@ and has switches that trigger each doctor check.
 
 from __future__ import annotations
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Subset, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
+from sensorium.data.datamodule import SensoriumDataModule
 from sensorium.data.samplers import ClassBalancedBatchSampler
-from sensorium.data.splits import rank_shard
 from sensorium.engine.optim import OptimConfig
 from sensorium.engine.task import SensoriumTask
 from sensorium.eval.knn import knn_predict
@@ -27,13 +26,14 @@ class _Blobs(TensorDataset):
         return {"x": x, "label": y, "index": torch.tensor(i)}
 
 
-class ToyDataModule(L.LightningDataModule):
+class ToyDataModule(SensoriumDataModule):
     def __init__(self, num_classes: int = 4, per_class: int = 24, dim: int = 8, classes_per_batch: int = 4,
                  samples_per_class: int = 4, single_class_batches: bool = False, leak_test_into_train: bool = False,
                  seed: int = 0):
         super().__init__()
         self.save_hyperparameters()
         self.batch_size = classes_per_batch * samples_per_class
+        self.eval_batch_size, self.collate_fn = 16, None
 
     def setup(self, stage: str | None = None) -> None:
         h = self.hparams
@@ -67,9 +67,7 @@ class ToyDataModule(L.LightningDataModule):
         return DataLoader(_Blobs(x, y), batch_sampler=sampler)
 
     def _eval_loader(self, split):
-        x, y = self.parts[split]
-        shard = rank_shard(len(y), self.trainer.global_rank, self.trainer.world_size)
-        return DataLoader(Subset(_Blobs(x, y), shard), batch_size=16)
+        return self.eval_loader(_Blobs(*self.parts[split]), split)
 
     def val_dataloader(self):
         return [self._eval_loader("train"), self._eval_loader("val")]
@@ -115,5 +113,5 @@ class ToyTask(SensoriumTask):
         bank, query = self.gather_eval(self._parts.get(0, [])), self.gather_eval(self._parts.get(1, []))
         if bank and query:
             pred = knn_predict(bank["z"], bank["label"], query["z"], k=5)
-            self.log("val/knn_accuracy", (pred == query["label"]).float().mean())
-            self.log("val/count", float(len(query["label"])))
+            self.log("val/knn_accuracy", (pred == query["label"]).float().mean(), sync_dist=True)
+            self.log("val/count", float(len(query["label"])), sync_dist=True)

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import numpy as np
+import torch
 from torch.utils.data import Sampler
 
-from sensorium.errors import ConfigError
+from sensorium.errors import ConfigError, DataError
 
 
 class ClassBalancedBatchSampler(Sampler[list[int]]):
@@ -25,8 +26,8 @@ class ClassBalancedBatchSampler(Sampler[list[int]]):
     (seed, epoch) only; rank r of `num_replicas` takes batches r, r + W, r + 2W, ..., so ranks get
     distinct batches and together exactly the single-process sequence.
 
-    An epoch has `batches_per_epoch` global batches (default: len(labels) // batch_size, rounded
-    down to a multiple of num_replicas, at least num_replicas); each rank yields its share.
+    An epoch has `batches_per_epoch` batches on EVERY rank (default: len(labels) // batch_size, one
+    process's epoch), so the number of optimiser steps per epoch does not change with the world size.
     """
 
     def __init__(self, labels: Sequence[int] | np.ndarray, classes_per_batch: int, samples_per_class: int,
@@ -55,12 +56,9 @@ class ClassBalancedBatchSampler(Sampler[list[int]]):
         self.rank = rank
         self.seed = seed
         self.epoch = 0
-        batch_size = classes_per_batch * samples_per_class
-        default = max(num_replicas, (len(labels) // batch_size) // num_replicas * num_replicas)
-        self.batches_per_epoch = batches_per_epoch or default
-        if self.batches_per_epoch % num_replicas:
-            raise ConfigError("batches_per_epoch", f"{self.batches_per_epoch} is not a multiple of "
-                                                   f"num_replicas={num_replicas}")
+        if batches_per_epoch is not None and batches_per_epoch < 1:
+            raise ConfigError("batches_per_epoch", f"must be >= 1 (or null for one pass), got {batches_per_epoch}")
+        self.batches_per_epoch = batches_per_epoch or max(1, len(labels) // self.batch_size)
 
     @property
     def batch_size(self) -> int:
@@ -77,15 +75,15 @@ class ClassBalancedBatchSampler(Sampler[list[int]]):
         return self
 
     def __len__(self) -> int:
-        return self.batches_per_epoch // self.num_replicas
+        return self.batches_per_epoch
 
     def global_batches(self) -> list[list[int]]:
-        """Every rank's batches of this epoch, in order."""
+        """Every rank's batches of this epoch, in order (batches_per_epoch x num_replicas)."""
         rng = np.random.default_rng([self.seed, self.epoch])
         class_rounds = _Rounds(range(len(self.classes)), rng)
         member_rounds = [_Rounds(members.tolist(), rng) for members in self.members]
         batches = []
-        for _ in range(self.batches_per_epoch):
+        for _ in range(self.batches_per_epoch * self.num_replicas):
             batch = []
             for c in class_rounds.take(self.classes_per_batch):
                 batch.extend(member_rounds[c].take(self.samples_per_class))
@@ -114,3 +112,48 @@ class _Rounds:
             need = k - len(out)
             out, self.pool = out + unused[:need], unused[need:] + [x for x in fresh if x in out]
         return out
+
+
+class EpochSampler(Sampler[int]):
+    """Shuffled training samples for one rank: `batches_per_epoch x batch_size` per rank at any
+    world size, so an epoch is the same number of optimiser steps on 1 or 64 ranks.
+
+    The global order of an epoch is a function of (seed, epoch) only: shuffled passes over the
+    dataset, concatenated until every rank's share is filled; global step s takes the next
+    `world x batch_size` samples and rank r its r-th slice of them, so the ranks of one step hold
+    distinct samples. On one rank with the default length this is a plain shuffled epoch with
+    the last incomplete batch dropped. Lightning calls `set_epoch` (a resumed run gets the
+    epoch's own order).
+    """
+
+    def __init__(self, length: int, batch_size: int, rank: int = 0, world: int = 1, seed: int = 0,
+                 batches_per_epoch: int | None = None, where: object = "data.root"):
+        if batch_size < 1:
+            raise ConfigError("data.batch_size", f"must be >= 1, got {batch_size}")
+        if length < batch_size * world:
+            raise DataError(where, f"the train split has {length} sample(s), which do not fill one batch of "
+                                   f"data.batch_size={batch_size} on each of {world} rank(s) (the ranks of a step "
+                                   f"take distinct samples); lower data.batch_size or use fewer devices")
+        if batches_per_epoch is not None and batches_per_epoch < 1:
+            raise ConfigError("data.batches_per_epoch", f"must be >= 1 (or null for one pass), got {batches_per_epoch}")
+        self.length, self.batch_size, self.rank, self.world, self.seed = length, batch_size, rank, world, seed
+        self.batches_per_epoch = batches_per_epoch or length // batch_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch * self.batch_size
+
+    def __iter__(self) -> Iterator[int]:
+        # torch.randperm seeded with seed + epoch, as DistributedSampler draws: on one rank the first
+        # pass is exactly the order a DistributedSampler(shuffle=True, drop_last=True) gave.
+        generator = torch.Generator()
+        generator.manual_seed(self.seed + self.epoch)
+        needed = len(self) * self.world
+        passes = -(-needed // self.length)
+        order = torch.cat([torch.randperm(self.length, generator=generator) for _ in range(passes)])[:needed].numpy()
+        # (steps, world, batch) -> this rank's (steps, batch), flattened in step order
+        mine = order.reshape(self.batches_per_epoch, self.world, self.batch_size)[:, self.rank]
+        yield from mine.reshape(-1).tolist()

@@ -1,4 +1,4 @@
-"""Deterministic splits and per-rank shards."""
+"""Deterministic splits (per-rank shards: `sensorium.data.datamodule`)."""
 
 from __future__ import annotations
 
@@ -27,9 +27,3 @@ def stratified_split(labels: Sequence[int], fraction: float, seed: int = 0) -> t
     held_out = np.sort(np.asarray(held_out, dtype=np.int64))
     kept = np.setdiff1d(np.arange(len(labels)), held_out)
     return kept, held_out
-
-
-def rank_shard(length: int, rank: int, world_size: int) -> list[int]:
-    """Positions rank, rank + W, ...: every sample exactly once across ranks, no padding (evaluation
-    gathers variable-length results, so no rank needs duplicates)."""
-    return list(range(rank, length, world_size))

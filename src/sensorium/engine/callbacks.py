@@ -3,6 +3,8 @@ the export of final weights."""
 
 from __future__ import annotations
 
+import logging
+
 import os
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,8 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback
 
 from sensorium.engine.checkpoint import atomic_torch_save, export_model
+
+log = logging.getLogger(__name__)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -75,4 +79,4 @@ class ExportFinalWeights(Callback):
         config["epoch"] = trainer.current_epoch
         config["global_step"] = trainer.global_step
         path = export_model(pl_module.export_module(), config, self.export_dir)
-        print(f"[sensorium] exported final weights to {path}")
+        log.info(f"[sensorium] exported final weights to {path}")

@@ -17,6 +17,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from sensorium import log as sensorium_log
 from sensorium.engine.callbacks import AtomicCheckpointIO, ExportFinalWeights, ShareRunDirectory
 from sensorium.engine.doctor import Doctor
 from sensorium.engine.run import RunConfig, build_loggers, resolve_run_dir, run_dir_of_checkpoint
@@ -57,6 +58,7 @@ class SensoriumCLI(LightningCLI):
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
         warnings.filterwarnings("ignore", message="Precision bf16-mixed is not supported by the model summary")
         silence_lightning_tips()
+        sensorium_log.setup()  # the engine's and recipes' messages, on global rank zero only
         self.config_sources = _config_values(args)  # as the user named them, for error messages
         args = resolve_config_args(args)
         self.run_dir: Path | None = None

@@ -8,6 +8,7 @@ sum of the terms, so each term's share of the total is always visible.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, ClassVar
 
 import lightning as L
@@ -16,8 +17,11 @@ from lightning.pytorch.callbacks import Timer
 from torch import nn
 
 from sensorium.config import as_config, to_plain
+from sensorium.data.datamodule import DataSpec, SensoriumDataModule
 from sensorium.engine.optim import OptimConfig, build_optimizer, resolve_lr
 from sensorium.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 class SensoriumTask(L.LightningModule):
@@ -39,7 +43,33 @@ class SensoriumTask(L.LightningModule):
         self.resolved_lr: float | None = None
         self._running_loss: float | None = None
 
+    data_spec_type: ClassVar[type[DataSpec] | None] = None
+    """The DataSpec subclass this task reads (None: the task needs nothing from its data)."""
+
     # --- hooks for subclasses -------------------------------------------------------------------
+    def configure_data(self, spec: DataSpec) -> None:
+        """Receive the datamodule's data contract before the network is configured (build from it, or
+        check that a restored network fits it). Called once per stage by `setup`."""
+    def setup(self, stage: str) -> None:
+        # Lightning sets the datamodule up before the module and calls configure_model after both, so
+        # the spec is there for a task that builds its network from the data.
+        if self._trainer is None or self.trainer.datamodule is None:
+            return
+        datamodule = self.trainer.datamodule
+        if self.data_spec_type is None:
+            if isinstance(datamodule, SensoriumDataModule):
+                datamodule.check_fits(stage, self.trainer.accumulate_grad_batches)
+            return
+        if not isinstance(datamodule, SensoriumDataModule):
+            raise ConfigError("data.class_path", f"{type(self).__name__} needs a sensorium DataModule, got "
+                                                 f"{type(datamodule).__name__}")
+        datamodule.check_fits(stage, self.trainer.accumulate_grad_batches)
+        spec = datamodule.data_spec()
+        if not isinstance(spec, self.data_spec_type):
+            raise ConfigError("data.class_path", f"{type(self).__name__} reads {self.data_spec_type.__name__}, but "
+                                                 f"{type(datamodule).__name__} gives {type(spec).__name__}")
+        self.configure_data(spec)
+
     def training_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Weighted loss terms of one training batch; their sum is the loss that is optimised."""
         raise NotImplementedError
@@ -64,23 +94,35 @@ class SensoriumTask(L.LightningModule):
         self.loss_terms = {name: value.detach() for name, value in terms.items()}
         self.last_loss = loss.detach()
         batch_size = self._batch_size(batch)
-        if len(terms) > 1:
-            self.log_dict({f"train/{name}": value for name, value in self.loss_terms.items()},
-                          on_step=True, on_epoch=True, batch_size=batch_size)
-        self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, batch_size=batch_size)
+        values = {"loss": loss.detach(), **(self.loss_terms if len(terms) > 1 else {})}
+        self.log_step_and_epoch({f"train/{name}": value for name, value in values.items()}, batch_size)
         self._log_running_loss(loss.detach(), batch_size)
         if "skipped" in batch:
             self.log("data/skipped", batch["skipped"].float(), on_step=False, on_epoch=True, reduce_fx="sum",
-                     batch_size=batch_size)
+                     sync_dist=True, batch_size=batch_size)
         return loss
+
+    def log_step_and_epoch(self, values: dict[str, torch.Tensor | float], batch_size: int | None = None) -> None:
+        """Log each value per step (this rank's, as `<name>_step`) and as an epoch mean over every
+        rank's steps (`<name>_epoch`, the names Lightning gives on_step + on_epoch). Lightning's own
+        on_step + on_epoch + sync_dist would all-reduce on every step; this reduces once an epoch."""
+        self.log_dict({f"{name}_step": value for name, value in values.items()}, on_step=True, on_epoch=False,
+                      batch_size=batch_size)
+        self.log_dict({f"{name}_epoch": value for name, value in values.items()}, on_step=False, on_epoch=True,
+                      sync_dist=True, batch_size=batch_size)
 
     def _log_running_loss(self, loss: torch.Tensor, batch_size: int) -> None:
         # An exponential moving average for the progress bar: the raw per-step loss jumps too much
-        # to read; the logged `train/loss` keeps every raw value.
-        value = float(loss) if torch.isfinite(loss) else None
-        if value is not None:
-            self._running_loss = value if self._running_loss is None else 0.9 * self._running_loss + 0.1 * value
-        if self._running_loss is not None:
+        # to read; the logged `train/loss` keeps every raw value. It stays a device tensor (NaN until
+        # the first finite loss; non-finite losses are left out): float(loss) would make the host
+        # wait for the accelerator at every step.
+        loss = loss.detach().float()
+        previous = self._running_loss if self._running_loss is not None else torch.full_like(loss, float("nan"))
+        average = torch.where(torch.isfinite(previous), 0.9 * previous + 0.1 * loss, loss)
+        self._running_loss = torch.where(torch.isfinite(loss), average, previous)
+        # Lightning 2.6 reads every progress-bar value on the host at each batch end (a
+        # synchronisation of its own), so without a progress bar to show it the value is not logged.
+        if self._trainer is not None and self._trainer.progress_bar_callback is not None:
             self.log("loss", self._running_loss, prog_bar=True, logger=False, on_step=True, on_epoch=False,
                      batch_size=batch_size)  # given, so Lightning does not guess it from the batch (and warn)
 
@@ -102,7 +144,7 @@ class SensoriumTask(L.LightningModule):
     # --- optimisation ---------------------------------------------------------------------------
     def configure_optimizers(self):
         trainer = self.trainer
-        batch_size = getattr(trainer.datamodule, "batch_size", None) if trainer.datamodule else None
+        batch_size = trainer.datamodule.batch_size if isinstance(trainer.datamodule, SensoriumDataModule) else None
         if self.optim.base_lr is not None and batch_size is None:
             raise ConfigError("optim.base_lr", "needs the datamodule to expose `batch_size` (or set optim.lr)")
         self.resolved_lr = resolve_lr(self.optim, batch_size or 1, trainer.accumulate_grad_batches,
@@ -127,7 +169,7 @@ class SensoriumTask(L.LightningModule):
         else:
             rule = "optim.lr"
         if trainer.is_global_zero:
-            print(f"[sensorium] lr = {self.resolved_lr:.3g} ({rule}); {total_steps} optimiser steps, "
+            log.info(f"[sensorium] lr = {self.resolved_lr:.3g} ({rule}); {total_steps} optimiser steps, "
                   f"warmup {self.optim.warmup_epochs:g} epochs, cosine to {self.optim.min_lr:g}"
                   + (" (or by max_time, whichever comes first)" if time_fraction else ""))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

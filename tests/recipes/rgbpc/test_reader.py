@@ -145,7 +145,7 @@ def test_nan_features_error_or_skip_counted(data_copy, caplog):
     assert int(batch["skipped"]) == 1 and batch["pc_feat"].shape[0] == 1
 
 
-def test_bad_episodes_are_skipped_and_counted(data_copy, capsys):
+def test_bad_episodes_are_skipped_and_counted(data_copy, caplog):
     (data_copy / "rgb" / EPISODE[0] / EPISODE[1] / "camera.json").unlink()
     dm = _module(data_copy, on_bad_sample="skip")
-    assert len(dm.episodes) == 11 and "skipped 1 bad episode(s)" in capsys.readouterr().out
+    assert len(dm.episodes) == 11 and "skipped 1 bad episode(s)" in caplog.text

@@ -27,16 +27,19 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightning as L
+import logging
+
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from sensorium.config import as_config, to_plain
-from sensorium.data.bad_samples import OnBadSample, collate_skipping, handle_bad_sample
+from sensorium.data.bad_samples import OnBadSample, handle_bad_sample
+from sensorium.data.datamodule import DataSpec, SensoriumDataModule
 from sensorium.data.fingerprint import sample_fingerprint
-from sensorium.data.splits import rank_shard
 from sensorium.errors import DataError
+
+log = logging.getLogger(__name__)
 
 POINT_ARRAYS = ("surface_points", "surface_labels", "vol_points", "vol_sdf", "near_points", "near_sdf",
                 "near_labels")
@@ -221,25 +224,42 @@ def read_split_csv(path: str | Path) -> dict[str, list[str]]:
     return splits
 
 
-class CardiacDataModule(L.LightningDataModule):
+@dataclass(frozen=True)
+class CardiacDataSpec(DataSpec):
+    """What the cardiac task reads from its data."""
+
+    structures: tuple[str, ...]
+    """The prepared cases' structures, in SDF-channel order."""
+    eval_split: str
+    """The split evaluation reads."""
+    eval_case_ids: tuple[str, ...]
+    """Case ids of the evaluation split, in dataset order (a sample's `index` points here)."""
+    root: str
+
+
+class CardiacDataModule(SensoriumDataModule):
     def __init__(self, root: str, sampling: CardiacSampling | None = None, batch_size: int = 8,
-                 epoch_repeats: int = 1, eval_batch_size: int = 4, eval_surface_points: int | None = None,
+                 epoch_repeats: int = 1, batches_per_epoch: int | None = None, eval_batch_size: int = 4,
+                 eval_surface_points: int | None = None,
                  num_workers: int = 0, seed: int = 0, on_bad_sample: OnBadSample = "error"):
         """
         Args:
             root: directory of `sensorium prepare cardiac` output (<case_id>.npz, split.csv).
             sampling: points per training sample.
-            batch_size: shapes per training batch (per device).
+            batch_size: shapes per training batch and rank.
             epoch_repeats: training cases are listed this many times per epoch (each time with new
                 points), so an epoch of a few dozen cases still makes enough optimiser steps
                 between validations.
+            batches_per_epoch: training batches per epoch and rank; default: one process's pass over
+                the (repeated) training cases.
             eval_surface_points: encoder input of evaluation samples; default sampling.surface_points.
         """
         super().__init__()
-        self.root = Path(root)
+        self.root = self.where = Path(root)
         self.sampling = as_config(CardiacSampling, sampling)
-        self._batch_size = batch_size
+        self.batch_size = batch_size
         self.epoch_repeats = epoch_repeats
+        self.batches_per_epoch = batches_per_epoch
         self.eval_batch_size = eval_batch_size
         self.eval_surface_points = eval_surface_points or self.sampling.surface_points
         self.num_workers = num_workers
@@ -249,10 +269,6 @@ class CardiacDataModule(L.LightningDataModule):
         self.cases: dict[str, list[str]] | None = None
         self.class_names: tuple[str, ...] | None = None
         self.datasets: dict[str, CardiacCases] = {}
-
-    @property
-    def batch_size(self) -> int:
-        return self._batch_size
 
     @property
     def eval_split(self) -> str:
@@ -276,6 +292,16 @@ class CardiacDataModule(L.LightningDataModule):
         if split not in self.datasets:
             self.datasets[split] = CardiacCases(paths[split], None, self.eval_surface_points,
                                                 on_bad_sample=self.on_bad_sample)
+            self.log_splits(f"[cardiac] {sum(len(ids) for ids in self.cases.values())} cases of "
+                            f"{len(self.class_names or ())} structures", {k: len(v) for k, v in self.cases.items()},
+                            f"; evaluation reads {split}")
+
+    def split_sizes(self) -> dict[str, int]:
+        return {split: len(dataset) for split, dataset in self.datasets.items()}
+
+    def data_spec(self) -> CardiacDataSpec:
+        return CardiacDataSpec(structures=tuple(self.class_names or ()), eval_split=self.eval_split,
+                               eval_case_ids=tuple(self.cases[self.eval_split]), root=str(self.root))
 
     def _check_cases(self, splits: dict[str, list[str]]) -> dict[str, list[str]]:
         """Cheap checks of every listed case (zip directory and npy headers only): present, readable,
@@ -304,7 +330,7 @@ class CardiacDataModule(L.LightningDataModule):
                     continue
                 kept.setdefault(split, []).append(case_id)
         if skipped:
-            print(f"[cardiac] skipped {skipped} bad case(s) under {self.root}")
+            log.warning(f"[cardiac] skipped {skipped} bad case(s) under {self.root}")
         return kept
 
     def _check_counts(self, path: Path, arrays: dict[str, np.ndarray], split: str) -> None:
@@ -321,37 +347,16 @@ class CardiacDataModule(L.LightningDataModule):
             raise DataError(path, f"stores {len(arrays['surface_points'])} surface points; evaluation asks for "
                                   f"{self.eval_surface_points}")
 
-    def eval_case_ids(self) -> list[str]:
-        """Case ids of the evaluation split, in dataset order (a sample's `index` points here)."""
-        return list(self.cases[self.eval_split])
-
     def split_fingerprints(self) -> dict[str, dict[str, str]]:
         """{split: {case_id: content hash of its npz}} for the doctor's overlap check."""
         return {split: {c: sample_fingerprint([self.path(c)]) for c in ids} for split, ids in (self.cases or {}).items()}
 
     # --- loaders --------------------------------------------------------------------------------
-    def _loader(self, dataset, **kwargs) -> DataLoader:
-        return DataLoader(dataset, num_workers=self.num_workers, collate_fn=collate_skipping,
-                          persistent_workers=self.num_workers > 0, **kwargs)
-
-    def _rank(self) -> tuple[int, int]:
-        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-
     def train_dataloader(self) -> DataLoader:
-        rank, world = self._rank()
-        # The trainer runs with use_distributed_sampler=False: each rank draws its own shard here;
-        # Lightning calls set_epoch on it, so every epoch is a new permutation.
-        sampler = DistributedSampler(self.datasets["train"], num_replicas=world, rank=rank, shuffle=True,
-                                     seed=self.seed, drop_last=True)
-        return self._loader(self.datasets["train"], batch_size=self._batch_size, sampler=sampler, drop_last=True)
-
-    def _eval_loader(self) -> DataLoader:
-        rank, world = self._rank()
-        dataset = self.datasets[self.eval_split]
-        return self._loader(Subset(dataset, rank_shard(len(dataset), rank, world)), batch_size=self.eval_batch_size)
+        return self.train_loader(self.datasets["train"])
 
     def val_dataloader(self) -> DataLoader:
-        return self._eval_loader()
+        return self.eval_loader(self.datasets[self.eval_split], self.eval_split)
 
     def test_dataloader(self) -> DataLoader:
-        return self._eval_loader()
+        return self.eval_loader(self.datasets[self.eval_split], self.eval_split)

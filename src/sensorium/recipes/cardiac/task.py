@@ -14,6 +14,7 @@ written to RUN/eval/ (cardiac.json, meshes/, render_<case>.png).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -33,7 +34,10 @@ from sensorium.eval.shapes import (
 )
 from sensorium.losses.sdf import SdfLoss
 from sensorium.models.vecset import AttentionKind, LatentContext, LatentInit, VecSetAutoEncoder, surface_input
+from sensorium.recipes.cardiac.datamodule import CardiacDataSpec
 from sensorium.recipes.cardiac.prepare import CARDIAC_STRUCTURES
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -118,6 +122,7 @@ class CardiacTask(SensoriumTask):
     # shares. The L1 and surface terms stay checked: the cardiac note's IoU sat at 0 with a term
     # under 1%.
     share_check_exempt = frozenset({"eikonal", "kl"})
+    data_spec_type = CardiacDataSpec
 
     def __init__(self, net: CardiacNetConfig | dict | None = None, loss: CardiacLossConfig | dict | None = None,
                  evaluation: CardiacEvalConfig | dict | None = None, structures: list[str] | None = None,
@@ -134,16 +139,14 @@ class CardiacTask(SensoriumTask):
         l = self.loss_config
         self.loss = SdfLoss(l.volume, l.near, l.surface, l.eikonal, l.kl, l.clamp)
         self._parts: list[dict[str, torch.Tensor]] = []
+        self.data_spec: CardiacDataSpec | None = None  # from the datamodule, when run by a Trainer
 
-    def setup(self, stage: str) -> None:
-        datamodule = self.trainer.datamodule if self.trainer is not None else None
-        names = getattr(datamodule, "class_names", None)
-        if names is not None and list(names) != self.structures:
-            raise DataError(getattr(datamodule, "root", "data.root"),
-                            f"the prepared data's structures {list(names)} differ from the model's "
-                            f"{self.structures} (model.init_args.structures)")
-        if stage == "fit" and self.global_rank == 0:
-            print(f"[cardiac] {self.net.extra_repr()}")
+    def configure_data(self, spec: CardiacDataSpec) -> None:
+        if list(spec.structures) != self.structures:
+            raise DataError(spec.root, f"the prepared data's structures {list(spec.structures)} differ from the "
+                                       f"model's {self.structures} (model.init_args.structures)")
+        self.data_spec = spec
+        log.info(f"[cardiac] {self.net.extra_repr()}")
 
     def export_config(self) -> dict:
         return {**super().export_config(), "structures": self.structures, "sdf_sign": "negative inside",
@@ -212,20 +215,21 @@ class CardiacTask(SensoriumTask):
         if not result:
             return
         per_class = _nanmean(result["iou"], dim=0)  # (C,) mean over cases
-        self.log("val/mean_iou", float(_nanmean(per_class)), prog_bar=True)
-        self.log("val/min_class_iou", float(per_class.min()))
+        # Every rank holds the same gathered cases: sync_dist reduces equal values (and keeps every
+        # rank's logged metrics identical, as the checkpoint and early-stopping callbacks need).
+        self.log("val/mean_iou", float(_nanmean(per_class)), prog_bar=True, sync_dist=True)
+        self.log("val/min_class_iou", float(per_class.min()), sync_dist=True)
         for name, value in zip(self.structures, per_class):
-            self.log(f"val/iou/{name}", float(value))
-        self.log("val/iou_volume", float(_nanmean(_nanmean(result["iou_volume"], dim=0))))
-        self.log("val/iou_near", float(_nanmean(_nanmean(result["iou_near"], dim=0))))
+            self.log(f"val/iou/{name}", float(value), sync_dist=True)
+        self.log("val/iou_volume", float(_nanmean(_nanmean(result["iou_volume"], dim=0))), sync_dist=True)
+        self.log("val/iou_near", float(_nanmean(_nanmean(result["iou_near"], dim=0))), sync_dist=True)
 
     # --- test: IoU, meshes, Chamfer / F-score, files ----------------------------------------------
     def on_test_epoch_start(self) -> None:
         self._parts = []
 
     def _case_ids(self) -> list[str] | None:
-        datamodule = self.trainer.datamodule
-        return datamodule.eval_case_ids() if hasattr(datamodule, "eval_case_ids") else None
+        return list(self.data_spec.eval_case_ids) if self.data_spec is not None else None
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         if "vol_points" not in batch:
@@ -264,18 +268,18 @@ class CardiacTask(SensoriumTask):
         if not result:
             return
         report = self.shape_report(result)
-        self.log("test/mean_iou", report["mean_iou"])
+        self.log("test/mean_iou", report["mean_iou"], sync_dist=True)
         if report["chamfer"] is not None:
-            self.log("test/chamfer", report["chamfer"])
+            self.log("test/chamfer", report["chamfer"], sync_dist=True)
         if self.trainer.is_global_zero:
             from sensorium.engine.checkpoint import atomic_write_json
 
             path = atomic_write_json(self.run_dir / "eval" / "cardiac.json", report)
             worst = min(report["class_iou"], key=lambda k: report["class_iou"][k] or 0.0)
             chamfer = f"{report['chamfer']:.4f}" if report["chamfer"] is not None else "n/a"
-            print(f"[cardiac] {report['split']} ({report['num_cases']} cases): mean IoU {report['mean_iou']:.4f} "
-                  f"(lowest {worst} {report['class_iou'][worst] or 0.0:.3f}), Chamfer {chamfer}, "
-                  f"F-score {report['fscore']:.3f}; wrote {path}")
+            log.info(f"[cardiac] {report['split']} ({report['num_cases']} cases): mean IoU {report['mean_iou']:.4f} "
+                     f"(lowest {worst} {report['class_iou'][worst] or 0.0:.3f}), Chamfer {chamfer}, "
+                     f"F-score {report['fscore']:.3f}; wrote {path}")
 
     def shape_report(self, result: dict[str, torch.Tensor]) -> dict:
         """eval/cardiac.json from the gathered per-case results (all (cases, C) tables)."""
@@ -287,9 +291,8 @@ class CardiacTask(SensoriumTask):
         class_chamfer = _nanmean(chamfer, dim=0)  # cases without that surface left out (counted below)
         chamfer_mm = _nanmean(chamfer * result["scale"][:, None])
         case_ids = self._case_ids()
-        datamodule = self.trainer.datamodule
         return {
-            "split": getattr(datamodule, "eval_split", "val"),
+            "split": self.data_spec.eval_split if self.data_spec is not None else "val",
             "num_cases": int(len(order)),
             "structures": names,
             "sdf_sign": "negative inside",

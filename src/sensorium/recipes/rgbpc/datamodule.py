@@ -29,18 +29,19 @@ for `split_seed`; `test` is the held-out set of the evaluation.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, Dataset
 
-from sensorium.data.bad_samples import OnBadSample, collate_skipping, handle_bad_sample
+from sensorium.data.bad_samples import OnBadSample, handle_bad_sample
+from sensorium.data.datamodule import DataSpec, SensoriumDataModule
 from sensorium.data.fingerprint import sample_fingerprint
-from sensorium.data.splits import rank_shard, stratified_split
+from sensorium.data.splits import stratified_split
 from sensorium.errors import ConfigError, DataError
 from sensorium.recipes.rgbpc.reader import (
     Episode,
@@ -50,6 +51,8 @@ from sensorium.recipes.rgbpc.reader import (
     read_ply,
     read_episode,
 )
+
+log = logging.getLogger(__name__)
 
 Anchor = Literal["middle", "random", "first", "last"]
 PointInput = Literal["pc_feat", "xyzrgb"]
@@ -170,7 +173,25 @@ def step_items(episodes: list[Episode], members: list[int], window: int, tempora
 
 
 # --- the DataModule ----------------------------------------------------------------------------------
-class RgbpcDataModule(L.LightningDataModule):
+@dataclass(frozen=True)
+class RgbpcDataSpec(DataSpec):
+    """What the rgbpc tasks read from their data."""
+
+    channels: dict[str, int]
+    """Feature width of each encoder's packs, in the model's order."""
+    temporal: bool
+    point_input: str
+    images: bool
+    """Training samples carry their anchor frame (the distillation student's input)."""
+    eval_windows: int
+    """Samples per retrieval batch (every query is ranked against its batch's points)."""
+    eval_points: int
+    held_out_episodes: int
+    features: str
+    """The packs' root, for messages."""
+
+
+class RgbpcDataModule(SensoriumDataModule):
     def __init__(self, root: str, features: str | None = None, encoders: list[str] | None = None, points: int = 64,
                  batch_size: int = 32, anchor: Anchor = "middle", temporal: bool = False,
                  point_input: PointInput = "pc_feat", images: bool = False, test_fraction: float = 0.25,
@@ -195,7 +216,8 @@ class RgbpcDataModule(L.LightningDataModule):
                 None: every training episode.
             actions: read ROOT/actions (the action-head test needs them; alignment does not: data
                 converted from the note has none, set false there).
-            batches_per_epoch: cap on training batches per epoch (default: all windows once).
+            batches_per_epoch: training batches per epoch and rank, at any world size (default: one
+                process's pass over the windows); more than one pass draws the windows again.
         """
         super().__init__()
         self.root = Path(root)
@@ -207,10 +229,12 @@ class RgbpcDataModule(L.LightningDataModule):
         self.eval_windows, self.eval_points = eval_windows, eval_points
         self.action_points, self.action_train_episodes, self.actions = action_points, action_train_episodes, actions
         self.batches_per_epoch, self.num_workers, self.on_bad_sample = batches_per_epoch, num_workers, on_bad_sample
+        self.seed, self.where = split_seed, self.root
         if anchor not in ("middle", "random", "first", "last"):
             raise ConfigError("data.anchor", f"must be middle, random, first or last, got {anchor!r}")
         self.save_hyperparameters({"root": str(root), "encoders": self.encoders})
         self.episodes: list[Episode] | None = None
+        self._train_windows = 0
         self.splits: dict[str, list[int]] = {}
 
     # --- setup: every episode checked before the first batch ------------------------------------------
@@ -228,7 +252,7 @@ class RgbpcDataModule(L.LightningDataModule):
                 continue
             episodes.append(episode)
         if skipped:
-            print(f"[rgbpc] skipped {skipped} bad episode(s) under {self.root}")
+            log.warning(f"[rgbpc] skipped {skipped} bad episode(s) under {self.root}")
         if not episodes:
             raise DataError(self.root, "no usable episodes")
         self._check_encoders(episodes)
@@ -240,11 +264,17 @@ class RgbpcDataModule(L.LightningDataModule):
             raise DataError(self.root, f"no validation episodes (data.val_fraction={self.val_fraction})")
         if stage in ("test", None) and not self.splits["test"]:
             raise DataError(self.root, f"no held-out episodes (data.test_fraction={self.test_fraction})")
-        if stage in ("fit", None):
-            windows = len(self._train_dataset())
-            if windows < self.batch_size:
-                raise DataError(self.root, f"{windows} training windows cannot fill one batch of "
-                                           f"data.batch_size={self.batch_size}")
+        self._train_windows = len(self._train_dataset())
+        self.log_splits(f"[rgbpc] {len(episodes)} episodes", {k: len(v) for k, v in self.splits.items()},
+                        f" ({self._train_windows} training windows)")
+
+    def split_sizes(self) -> dict[str, int]:
+        return {"train": self._train_windows} if self.episodes is not None else {}
+
+    def data_spec(self) -> RgbpcDataSpec:
+        return RgbpcDataSpec(channels=self.channels(), temporal=self.temporal, point_input=self.point_input,
+                             images=self.images, eval_windows=self.eval_windows, eval_points=self.eval_points,
+                             held_out_episodes=len(self.splits["test"]), features=str(self.features))
 
     def _check_encoders(self, episodes: list[Episode]) -> None:
         """The same grid and width per encoder in every episode (the model's adapters are sized once)."""
@@ -312,40 +342,21 @@ class RgbpcDataModule(L.LightningDataModule):
         return sorted(chosen)
 
     # --- loaders -------------------------------------------------------------------------------------
-    def _rank(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-
-    def _loader(self, dataset, **kwargs) -> DataLoader:
-        return DataLoader(dataset, num_workers=self.num_workers, collate_fn=collate_skipping,
-                          persistent_workers=self.num_workers > 0, **kwargs)
-
     def train_dataloader(self) -> DataLoader:
-        dataset = self._train_dataset()
-        rank, world = self._rank()
-        if world > 1:
-            sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.split_seed,
-                                         drop_last=True)
-        else:
-            count = self.batches_per_epoch * self.batch_size if self.batches_per_epoch else None
-            sampler = RandomSampler(dataset, replacement=count is not None and count > len(dataset), num_samples=count)
-        # drop_last: every step holds exactly batch_size windows on every rank (the gathered loss
-        # needs equal shapes across ranks).
-        return self._loader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True)
+        return self.train_loader(self._train_dataset())
 
-    def _sharded(self, dataset, batch_size: int) -> DataLoader:
-        rank, world = self._rank()
-        # Whole retrieval batches per rank, so every rank ranks the same number of candidates.
-        batches = [list(range(i, min(i + batch_size, len(dataset)))) for i in range(0, len(dataset), batch_size)]
-        mine = [batches[i] for i in rank_shard(len(batches), rank, world)]
-        return self._loader(dataset, batch_sampler=mine)
+    def _retrieval_batches(self, dataset) -> DataLoader:
+        # Whole retrieval batches of eval_windows samples: every query is ranked against the same
+        # number of candidates on every rank (chance = 1 / (eval_windows x eval_points)).
+        groups = [range(i, min(i + self.eval_windows, len(dataset))) for i in range(0, len(dataset), self.eval_windows)]
+        return self.grouped_eval_loader(dataset, groups)
 
     def val_dataloader(self) -> DataLoader:
-        return self._sharded(self._eval_windows("val"), self.eval_windows)
+        return self._retrieval_batches(self._eval_windows("val"))
 
     def test_dataloader(self) -> list[DataLoader]:
         """[steps of the action head's few training episodes, steps of the held-out episodes (in a
         fixed shuffled order: retrieval batches of eval_windows steps mix episodes)]."""
         bank = self._eval_steps(self.action_train_members(), self.action_points, shuffle=False)
         held_out = self._eval_steps(self.splits["test"], self.action_points, shuffle=True)
-        return [self._sharded(bank, self.eval_windows), self._sharded(held_out, self.eval_windows)]
+        return [self._retrieval_batches(bank), self._retrieval_batches(held_out)]

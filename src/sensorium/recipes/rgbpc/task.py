@@ -23,6 +23,7 @@ best.ckpt; its export is what `sensorium embed rgbpc` and the evaluation's `stud
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -38,7 +39,10 @@ from sensorium.engine.task import SensoriumTask
 from sensorium.errors import ConfigError, DataError
 from sensorium.eval.retrieval import positive_negative_similarities, retrieval_topk
 from sensorium.losses.contrastive import NegativeQueue, info_nce
+from sensorium.recipes.rgbpc.datamodule import RgbpcDataSpec
 from sensorium.recipes.rgbpc.model import AlignNet, AlignNetConfig, StudentCNN, StudentConfig, same_patch_mask
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -98,6 +102,7 @@ class AlignTask(SensoriumTask):
     recipe = "rgbpc"
     monitor = "val/point_top1"
     monitor_mode = "max"
+    data_spec_type = RgbpcDataSpec
 
     def __init__(self, net: AlignNetConfig | dict | None = None, loss: AlignLossConfig | dict | None = None,
                  evaluation: AlignEvalConfig | dict | None = None, optim: OptimConfig | dict | None = None):
@@ -116,11 +121,11 @@ class AlignTask(SensoriumTask):
                 module.requires_grad_(False)
         self._parts: dict[int, list[dict[str, torch.Tensor]]] = {}
         self._extras: list = []  # (raw net, student) during a test: not submodules, not in checkpoints
+        self.data_spec: RgbpcDataSpec | None = None  # from the datamodule, when run by a Trainer
 
-    def setup(self, stage: str) -> None:
-        datamodule = _set_up_datamodule(self, stage)
-        if datamodule is not None:
-            check_data_matches(self.net_config, datamodule)
+    def configure_data(self, spec: RgbpcDataSpec) -> None:
+        check_data_matches(self.net_config, spec)
+        self.data_spec = spec
 
     # --- training -------------------------------------------------------------------------------------
     def training_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -138,8 +143,7 @@ class AlignTask(SensoriumTask):
             frame_id, uv = batch["frame_id"].repeat_interleave(K), batch["uv"].reshape(B * K, 2)
             # The positive itself is in the mask (same frame, distance 0); info_nce never masks it.
             mask = same_patch_mask(frame_id, uv, self.gather(frame_id), self.gather(uv), float(batch["patch_px"][0]))
-            self.log("train/masked_negatives", mask.sum(dim=1).float().mean() - 1, on_step=True, on_epoch=True,
-                     batch_size=B)
+            self.log_step_and_epoch({"train/masked_negatives": mask.sum(dim=1).float().mean() - 1}, B)
         extra = {}
         if self.queues is not None:
             extra = {"negatives_a": self.queues["points"].rows(), "negatives_b": self.queues["patches"].rows()}
@@ -157,7 +161,7 @@ class AlignTask(SensoriumTask):
         if patches.weights is not None:
             for i, e in enumerate(self.net.encoders):
                 self.log(f"fusion/{e}", patches.weights[..., i].float().mean(), on_step=False, on_epoch=True,
-                         batch_size=B)
+                         sync_dist=True, batch_size=B)
         return terms
 
     # --- validation ------------------------------------------------------------------------------------
@@ -176,8 +180,8 @@ class AlignTask(SensoriumTask):
         if not result:
             return
         for key in ("point_top1", "patch_top1", "point_top1_within_patch", "set_top1"):
-            self.log(f"val/{key}", float(result[key].mean()), prog_bar=key == "point_top1")
-        self.log("val/chance_top1", float((1.0 / result["candidates"]).mean()))
+            self.log(f"val/{key}", float(result[key].mean()), prog_bar=key == "point_top1", sync_dist=True)
+        self.log("val/chance_top1", float((1.0 / result["candidates"]).mean()), sync_dist=True)
 
     def _batch_retrieval(self, batch: dict[str, torch.Tensor], points: int, net: AlignNet | None = None) -> dict:
         net = net or self.net
@@ -216,15 +220,15 @@ class AlignTask(SensoriumTask):
         if patches.weights is not None:
             part["weights"] = patches.weights.float().mean(dim=1)  # (B, E)
         if dataloader_idx == 1:
-            datamodule = self.trainer.datamodule
-            if batch["pc_feat"].shape[0] == datamodule.eval_windows:  # full retrieval batches only
-                metrics = self._batch_retrieval(batch, datamodule.eval_points)
+            data = self.data_spec
+            if batch["pc_feat"].shape[0] == data.eval_windows:  # full retrieval batches only
+                metrics = self._batch_retrieval(batch, data.eval_points)
                 part.update({f"r/{k}": torch.tensor([v]) for k, v in metrics.items()})
                 part.update({f"r/{k}": torch.tensor([v]) for k, v in
-                             _prefixed(self._batch_retrieval(batch, datamodule.eval_points, raw), "raw_").items()})
-                sub = _first_points(batch, datamodule.eval_points)
+                             _prefixed(self._batch_retrieval(batch, data.eval_points, raw), "raw_").items()})
+                sub = _first_points(batch, data.eval_points)
                 pts = self.net.point_features(sub).reshape(-1, self.net_config.dim)
-                pat = patches.fused[:, :datamodule.eval_points].reshape(-1, self.net_config.dim)
+                pat = patches.fused[:, :data.eval_points].reshape(-1, self.net_config.dim)
                 positive, negative = positive_negative_similarities(pts, pat)
                 keep = torch.randperm(len(negative), generator=torch.Generator().manual_seed(batch_idx))
                 part["sim_pos"], part["sim_neg"] = positive, negative[keep[: len(positive) * 4].to(negative.device)]
@@ -238,7 +242,7 @@ class AlignTask(SensoriumTask):
             return
         report = self.evaluation_report(bank, held)
         for key in ("point_top1", "point_top5", "set_top1"):
-            self.log(f"test/{key}", report[key])
+            self.log(f"test/{key}", report[key], sync_dist=True)
         if self.trainer.is_global_zero:
             self.write_eval(report, held)
 
@@ -253,10 +257,9 @@ class AlignTask(SensoriumTask):
 
     def evaluation_report(self, bank: dict[str, torch.Tensor], held: dict[str, torch.Tensor]) -> dict:
         cfg = self.eval_config
-        datamodule = self.trainer.datamodule
         candidates = float(held["r/candidates"].mean()) if "r/candidates" in held else math.nan
         report: dict = {
-            "held_out_episodes": len(datamodule.splits["test"]), "held_out_steps": int(len(held["action"])),
+            "held_out_episodes": self.data_spec.held_out_episodes, "held_out_steps": int(len(held["action"])),
             "retrieval_batches": int(len(held.get("r/point_top1", []))), "candidates": candidates,
             "chance_top1": 1.0 / candidates, "chance_top5": 5.0 / candidates,
             "set_candidates": float(held["r/set_candidates"].mean()) if "r/set_candidates" in held else math.nan,
@@ -326,7 +329,7 @@ class AlignTask(SensoriumTask):
             line += "; action error " + ", ".join(f"{s} {e:.3f}" for s, e in errors.items())
             if report["action"]["gap_closed"] is not None:
                 line += f"; gap closed {report['action']['gap_closed']:.2f}"
-        print(line + f"; wrote {eval_dir / 'rgbpc.json'}")
+        log.info(line + f"; wrote {eval_dir / 'rgbpc.json'}")
 
 
 def _first_points(batch: dict[str, torch.Tensor], points: int) -> dict[str, torch.Tensor]:
@@ -349,27 +352,16 @@ def _jsonable(value):
     return value
 
 
-def _set_up_datamodule(task: SensoriumTask, stage: str):
-    """The trainer's rgbpc datamodule, set up (the task's checks need its episodes), or None outside
-    a Trainer or with another kind of datamodule."""
-    datamodule = task.trainer.datamodule if task._trainer is not None else None
-    if datamodule is None or not hasattr(datamodule, "channels"):
-        return None
-    if datamodule.episodes is None:
-        datamodule.setup(stage)
-    return datamodule
-
-
-def check_data_matches(config: AlignNetConfig, datamodule) -> None:
+def check_data_matches(config: AlignNetConfig, data: RgbpcDataSpec) -> None:
     """The model's encoders and widths are the data's, and temporal pooling has windows to pool."""
-    channels = datamodule.channels()
+    channels = data.channels
     if list(channels) != list(config.encoders) or channels != dict(config.encoders):
-        raise DataError(datamodule.features, f"the packs hold encoders {channels} (name: channels), the model "
+        raise DataError(data.features, f"the packs hold encoders {channels} (name: channels), the model "
                                              f"expects {dict(config.encoders)} (model.init_args.net.encoders)")
-    if config.temporal != datamodule.temporal:
+    if config.temporal != data.temporal:
         raise ConfigError("model.init_args.net.temporal", f"is {config.temporal} but data.temporal is "
-                                                          f"{datamodule.temporal}; set both")
-    if datamodule.point_input == "xyzrgb" and config.pc_dim != 6:
+                                                          f"{data.temporal}; set both")
+    if data.point_input == "xyzrgb" and config.pc_dim != 6:
         raise ConfigError("model.init_args.net.pc_dim", "must be 6 with data.point_input xyzrgb")
 
 
@@ -415,6 +407,7 @@ class DistilTask(SensoriumTask):
     recipe = "rgbpc"
     monitor = "val/cosine"
     monitor_mode = "max"
+    data_spec_type = RgbpcDataSpec
 
     def __init__(self, teacher: str, student: StudentConfig | dict | None = None,
                  loss: DistilLossConfig | dict | None = None, optim: OptimConfig | dict | None = None):
@@ -432,12 +425,9 @@ class DistilTask(SensoriumTask):
         self.net = StudentCNN(self.student_config)
         self._parts: list[dict[str, torch.Tensor]] = []
 
-    def setup(self, stage: str) -> None:
-        datamodule = _set_up_datamodule(self, stage)
-        if datamodule is None:
-            return
-        check_data_matches(self.teacher.config, datamodule)
-        if not datamodule.images:
+    def configure_data(self, spec: RgbpcDataSpec) -> None:
+        check_data_matches(self.teacher.config, spec)
+        if not spec.images:
             raise ConfigError("data.init_args.images", "must be true for distillation (the student reads frames)")
 
     def train(self, mode: bool = True):
@@ -477,7 +467,7 @@ class DistilTask(SensoriumTask):
         result = self.gather_eval(self._parts)
         self._parts = []
         if result:
-            self.log("val/cosine", float(result["cosine"].mean()), prog_bar=True)
+            self.log("val/cosine", float(result["cosine"].mean()), prog_bar=True, sync_dist=True)
 
     def export_config(self) -> dict:
         return {**super().export_config(), "stride": self.net.stride, "dim": self.student_config.dim,

@@ -12,12 +12,13 @@ import json
 from pathlib import Path
 from typing import Literal
 
-import lightning as L
-from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler, Subset
+import logging
 
-from sensorium.data.bad_samples import OnBadSample, collate_skipping
+from torch.utils.data import ConcatDataset, DataLoader
+
+from sensorium.data.bad_samples import OnBadSample
+from sensorium.data.datamodule import SensoriumDataModule
 from sensorium.data.fingerprint import sample_fingerprint
-from sensorium.data.splits import rank_shard
 from sensorium.errors import ConfigError, DataError
 from sensorium.recipes.tactile.reader import (
     SCENES,
@@ -28,13 +29,16 @@ from sensorium.recipes.tactile.reader import (
     split_windows,
 )
 
+log = logging.getLogger(__name__)
 
-class TactileDataModule(L.LightningDataModule):
+
+class TactileDataModule(SensoriumDataModule):
     def __init__(self, root: str, layout: Literal["tacquad", "index"] = "tacquad", index_csv: str = "index.csv",
                  scenes: list[str] | None = None, labels_csv: str | None = None, reach_before_contact: bool = False,
                  image_size: int = 64, frame_sizes: dict[str, list[int]] | None = None, val_fraction: float = 0.15,
-                 test_fraction: float = 0.15, split_seed: int = 0, batch_size: int = 32, eval_batch_size: int = 64,
-                 num_workers: int = 0, cache: bool = True, on_bad_sample: OnBadSample = "error"):
+                 test_fraction: float = 0.15, split_seed: int = 0, batch_size: int = 32,
+                 batches_per_epoch: int | None = None, eval_batch_size: int = 64, num_workers: int = 0,
+                 cache: bool = True, on_bad_sample: OnBadSample = "error"):
         """
         Args:
             root: the TacQuad root (contact_{indoor,outdoor}.csv, data_{indoor,outdoor}/), or the
@@ -51,11 +55,13 @@ class TactileDataModule(L.LightningDataModule):
             val_fraction, test_fraction, split_seed: share of OBJECTS (TacQuad items) held out, so the
                 overlapping windows of one recording never sit on both sides of a split.
             batch_size: windows per training batch and rank (the MAE lr rule scales by it).
+            batches_per_epoch: training batches per epoch and rank; default: one process's pass over
+                the training windows. The training order is seeded by split_seed and the epoch.
             cache: keep decoded frames in memory (each file is decoded once; the demo's 2,000
                 windows at 64 px take ~100 MB). With num_workers > 0 each worker caches its own copy.
         """
         super().__init__()
-        self.root = root
+        self.root = self.where = root
         self.layout = layout
         self.index_csv = index_csv
         self.scenes = list(scenes or SCENES)
@@ -67,6 +73,8 @@ class TactileDataModule(L.LightningDataModule):
         self.test_fraction = test_fraction
         self.split_seed = split_seed
         self.batch_size = batch_size
+        self.batches_per_epoch = batches_per_epoch
+        self.seed = split_seed
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self.cache = cache
@@ -88,7 +96,7 @@ class TactileDataModule(L.LightningDataModule):
         else:
             raise ConfigError("data.layout", f"must be 'tacquad' or 'index', got {self.layout!r}")
         if skipped:
-            print(f"[tactile] skipped {len(skipped)} bad index entries under {root}")
+            log.warning(f"[tactile] skipped {len(skipped)} bad index entries under {root}")
         train, val, test = split_windows(windows, self.val_fraction, self.test_fraction, self.split_seed)
         self.windows = {"train": train, "val": val, "test": test}
         if not train:
@@ -97,8 +105,8 @@ class TactileDataModule(L.LightningDataModule):
         for split, items in self.windows.items():
             self.datasets[split] = TactileSequenceDataset(items, self.image_size, sizes, self.on_bad_sample,
                                                           cache=self.cache)
-        counts = ", ".join(f"{split} {len(items)}" for split, items in self.windows.items())
-        print(f"[tactile] {len(windows)} windows of {len({w.group for w in windows})} objects: {counts}")
+        self.log_splits(f"[tactile] {len(windows)} windows of {len({w.group for w in windows})} objects",
+                        self.split_sizes())
 
     def _frame_sizes(self) -> dict[str, tuple[int, int]] | None:
         if self.frame_sizes is not None:
@@ -113,45 +121,25 @@ class TactileDataModule(L.LightningDataModule):
         return {split: {"|".join(w.paths): sample_fingerprint(w.paths) for w in windows}
                 for split, windows in (self.windows or {}).items()}
 
+    def split_sizes(self) -> dict[str, int]:
+        return {split: len(items) for split, items in (self.windows or {}).items()}
+
     def has_labels(self, split: str) -> bool:
         return any(w.label >= 0 for w in (self.windows or {}).get(split, []))
 
     # --- loaders --------------------------------------------------------------------------------
-    def _rank(self) -> tuple[int, int]:
-        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-
-    def _loader(self, dataset, **kwargs) -> DataLoader:
-        return DataLoader(dataset, num_workers=self.num_workers, collate_fn=collate_skipping,
-                          persistent_workers=self.num_workers > 0, **kwargs)
-
     def train_dataloader(self) -> DataLoader:
-        # Lightning does not wrap samplers here (use_distributed_sampler=False), so each rank takes
-        # its own shard; Lightning calls set_epoch, which reshuffles every epoch.
-        rank, world = self._rank()
-        dataset = self.datasets["train"]
-        if len(dataset) < self.batch_size * world:
-            raise DataError(self.root, f"{len(dataset)} training windows do not fill one batch of "
-                                       f"{self.batch_size} on {world} rank(s)")
-        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.split_seed,
-                                     drop_last=True)
-        return self._loader(dataset, sampler=sampler, batch_size=self.batch_size, drop_last=True)
-
-    def _eval_loader(self, split: str) -> DataLoader:
-        rank, world = self._rank()
-        dataset = self.datasets[split]
-        return self._loader(Subset(dataset, rank_shard(len(dataset), rank, world)), batch_size=self.eval_batch_size)
+        return self.train_loader(self.datasets["train"])
 
     def val_dataloader(self) -> list[DataLoader]:
         """[val windows (losses, frame-4 prediction, k-NN queries), train windows (the k-NN bank)]."""
         if not self.datasets.get("val") or not len(self.datasets["val"]):
             raise DataError(self.root, f"no validation windows (val_fraction={self.val_fraction})")
-        return [self._eval_loader("val"), self._eval_loader("train")]
+        return [self.eval_loader(self.datasets["val"], "val"), self.eval_loader(self.datasets["train"], "train")]
 
     def test_dataloader(self) -> list[DataLoader]:
         """[test windows (every evaluation), train + val windows (the k-NN / probe bank)]."""
         if not self.datasets.get("test") or not len(self.datasets["test"]):
             raise DataError(self.root, f"no test windows (test_fraction={self.test_fraction})")
         bank = ConcatDataset([self.datasets["train"], self.datasets["val"]])  # frames already decoded
-        rank, world = self._rank()
-        return [self._eval_loader("test"),
-                self._loader(Subset(bank, rank_shard(len(bank), rank, world)), batch_size=self.eval_batch_size)]
+        return [self.eval_loader(self.datasets["test"], "test"), self.eval_loader(bank, "train + val")]

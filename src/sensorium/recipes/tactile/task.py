@@ -17,6 +17,8 @@ which picks best.ckpt), masked PSNR and k-NN on the val objects. Test: `sensoriu
 
 from __future__ import annotations
 
+import logging
+
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -40,6 +42,8 @@ from sensorium.recipes.tactile.reader import (
     WINDOW,
     TactileAugment,
 )
+
+log = logging.getLogger(__name__)
 
 
 # --- the two rules of the training modes (pure, tested) ---------------------------------------------------
@@ -246,8 +250,7 @@ class TactileTask(SensoriumTask):
                      "static_contribution": terms["static"].detach() / total.clamp_min(1e-12),
                      "dynamic_contribution": terms["dynamic"].detach() / total.clamp_min(1e-12)}
         logs["loss_total"] = sum(terms.values())
-        self.log_dict({f"train/{k}": v.detach().float() for k, v in logs.items()}, on_step=True, on_epoch=True,
-                      batch_size=frames.shape[0])
+        self.log_step_and_epoch({f"train/{k}": v.detach().float() for k, v in logs.items()}, frames.shape[0])
         return terms
 
     def _weights(self, static: torch.Tensor, dynamic: torch.Tensor) -> tuple[float, float]:
@@ -261,7 +264,7 @@ class TactileTask(SensoriumTask):
     def on_before_optimizer_step(self, optimizer) -> None:
         grads = [p.grad.detach().float().norm() for p in self.parameters() if p.grad is not None]
         if grads:
-            self.log("train/grad_norm", torch.stack(grads).norm(), on_step=True, on_epoch=True)
+            self.log_step_and_epoch({"train/grad_norm": torch.stack(grads).norm()}, batch_size=1)
 
     # --- validation and test ------------------------------------------------------------------------------
     def _evaluate(self, batch: dict, dataloader_idx: int, features_only: bool) -> None:
@@ -303,12 +306,12 @@ class TactileTask(SensoriumTask):
             return
         numbers = tactile_eval.summarize(queries)
         for key in ("pred_mse_ratio", "pred_mse_ratio_masked", "pixel_pred_mse_ratio", "psnr_masked"):
-            self.log(f"val/{key}", numbers[key], prog_bar=key == "pred_mse_ratio")
+            self.log(f"val/{key}", numbers[key], prog_bar=key == "pred_mse_ratio", sync_dist=True)
         if bank and (queries["label"] >= 0).any() and (bank["label"] >= 0).any():
             bank_x, query_x = self._probe_features(queries, bank)
             e = self.eval_config
             self.log("val/knn_accuracy", knn_accuracy(bank_x, bank["label"], query_x, queries["label"], e.knn_k,
-                                                      e.knn_temperature))
+                                                      e.knn_temperature), sync_dist=True)
 
     def on_test_epoch_start(self) -> None:
         self._parts, self._generators, self._grid = {}, {}, {}
@@ -356,7 +359,7 @@ class TactileTask(SensoriumTask):
         for key in ("pred_mse_ratio", "pixel_pred_mse_ratio", "psnr_masked", "knn_accuracy",
                     "linear_probe_accuracy"):
             if key in report:
-                self.log(f"test/{key}", float(report[key]))
+                self.log(f"test/{key}", float(report[key]), sync_dist=True)
         if self.trainer.is_global_zero:
             self._write_eval(report)
 
@@ -371,6 +374,6 @@ class TactileTask(SensoriumTask):
                                    f"{SENSORS[sensor_id]}: frame-4 prediction MSE ratio "
                                    f"{report['pred_mse_ratio']:.3f} (all sensors)")
         knn = f", k-NN {report['knn_accuracy']:.3f}" if "knn_accuracy" in report else ""
-        print(f"[tactile] TEST frame-4 prediction MSE / copy-frame-3 MSE {report['pred_mse_ratio']:.3f} "
-              f"(pixels {report['pixel_pred_mse_ratio']:.3f}), masked PSNR {report['psnr_masked']:.2f} dB{knn}; "
-              f"wrote {eval_dir / 'tactile.json'}")
+        log.info(f"[tactile] TEST frame-4 prediction MSE / copy-frame-3 MSE {report['pred_mse_ratio']:.3f} "
+                 f"(pixels {report['pixel_pred_mse_ratio']:.3f}), masked PSNR {report['psnr_masked']:.2f} dB{knn}; "
+                 f"wrote {eval_dir / 'tactile.json'}")

@@ -4,14 +4,16 @@ per-rank shards for the k-NN evaluation passes."""
 
 from __future__ import annotations
 
-import lightning as L
-from torch.utils.data import ConcatDataset, DataLoader, Subset
+import logging
+
+from torch.utils.data import ConcatDataset, DataLoader
 
 from sensorium.config import as_config, to_plain
-from sensorium.data.bad_samples import OnBadSample, collate_skipping
+from sensorium.data.bad_samples import OnBadSample
+from sensorium.data.datamodule import SensoriumDataModule
 from sensorium.data.fingerprint import sample_fingerprint
 from sensorium.data.samplers import ClassBalancedBatchSampler
-from sensorium.data.splits import rank_shard, stratified_split
+from sensorium.data.splits import stratified_split
 from sensorium.errors import ConfigError, DataError
 from sensorium.recipes.welding.reader import (
     WeldingDataset,
@@ -22,8 +24,10 @@ from sensorium.recipes.welding.reader import (
     select_split,
 )
 
+log = logging.getLogger(__name__)
 
-class WeldingDataModule(L.LightningDataModule):
+
+class WeldingDataModule(SensoriumDataModule):
     def __init__(self, root: str, preprocess: WeldingPreprocess | None = None, classes_per_batch: int = 12,
                  samples_per_class: int = 4, batches_per_epoch: int | None = None, val_fraction: float = 0.15,
                  val_split: str | None = None, split_seed: int = 0, eval_batch_size: int = 64, num_workers: int = 2,
@@ -33,7 +37,8 @@ class WeldingDataModule(L.LightningDataModule):
             root: dataset root holding manifest.csv (Intel Robotic Welding layout).
             classes_per_batch, samples_per_class: each training batch holds that many classes with
                 that many samples each (m >= 2, so every anchor of the contrastive loss has positives).
-            batches_per_epoch: default len(train) // batch_size.
+            batches_per_epoch: training batches per epoch and rank; default len(train) // batch_size
+                (one process's epoch, at any world size).
             val_fraction: share of each TRAIN class carved out for per-epoch k-NN validation.
             val_split: use this manifest split (e.g. "VAL") for validation instead of carving.
             cache: keep decoded samples in memory (small datasets; with num_workers > 0 each worker
@@ -49,7 +54,7 @@ class WeldingDataModule(L.LightningDataModule):
         self.batches_per_epoch = batches_per_epoch
         self.val_fraction = val_fraction
         self.val_split = val_split
-        self.split_seed = split_seed
+        self.split_seed = self.seed = split_seed
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self.cache = cache
@@ -84,9 +89,9 @@ class WeldingDataModule(L.LightningDataModule):
     def _split_records(self) -> dict[str, list[WeldingRecord]]:
         records = read_manifest(self.root, self.on_bad_sample, self.allow_missing_modalities,
                                 self.preprocess.sensor_columns)  # cheap checks: a bad dataset fails in seconds
-        self._manifest = records.manifest
+        self._manifest = self.where = records.manifest
         if records.skipped:
-            print(f"[welding] skipped {len(records.skipped)} bad sample(s) from {records.manifest}")
+            log.warning(f"[welding] skipped {len(records.skipped)} bad sample(s) from {records.manifest}")
         train_all = select_split(records, "TRAIN")
         if self.val_split:
             train, val = list(train_all), list(select_split(records, self.val_split))
@@ -94,7 +99,12 @@ class WeldingDataModule(L.LightningDataModule):
             keep, held = stratified_split([r.label for r in train_all], self.val_fraction, self.split_seed)
             train, val = [train_all[i] for i in keep], [train_all[i] for i in held]
         test = [r for r in records if r.split == "TEST"]
-        return {"train": train, "val": val, "test": test}
+        splits = {"train": train, "val": val, "test": test}
+        self.log_splits(f"[welding] {sum(len(v) for v in splits.values())} runs", {k: len(v) for k, v in splits.items()})
+        return splits
+
+    def split_sizes(self) -> dict[str, int]:
+        return {split: len(records) for split, records in (self.records or {}).items() if records}
 
     def split_fingerprints(self) -> dict[str, dict[str, str]]:
         """{split: {SUBDIRS: content hash}} for the doctor's overlap check."""
@@ -102,10 +112,6 @@ class WeldingDataModule(L.LightningDataModule):
                 for split, records in (self.records or {}).items()}
 
     # --- loaders --------------------------------------------------------------------------------
-    def _loader(self, dataset, **kwargs) -> DataLoader:
-        return DataLoader(dataset, num_workers=self.num_workers, collate_fn=collate_skipping,
-                          persistent_workers=self.num_workers > 0, **kwargs)
-
     def _train_sampler(self, num_replicas: int, rank: int) -> ClassBalancedBatchSampler:
         labels = self.datasets["train"].labels
         try:
@@ -118,18 +124,14 @@ class WeldingDataModule(L.LightningDataModule):
                                             f"class-balanced batches: data.{e.path}: {e.problem}") from None
 
     def train_dataloader(self) -> DataLoader:
-        sampler = self._train_sampler(self.trainer.world_size, self.trainer.global_rank)
-        return self._loader(self.datasets["train"], batch_sampler=sampler)
-
-    def _eval_loader(self, dataset) -> DataLoader:
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        return self._loader(Subset(dataset, rank_shard(len(dataset), rank, world)), batch_size=self.eval_batch_size)
+        rank, world = self.rank_and_world
+        return self._loader(self.datasets["train"], None, batch_sampler=self._train_sampler(world, rank))
 
     def val_dataloader(self) -> list[DataLoader]:
         """[training embeddings (the k-NN bank), validation queries]."""
-        return [self._eval_loader(self.datasets["train"]), self._eval_loader(self.datasets["val"])]
+        return [self.eval_loader(self.datasets["train"], "train"), self.eval_loader(self.datasets["val"], "val")]
 
     def test_dataloader(self) -> list[DataLoader]:
         """[all of TRAIN (train + val) as the k-NN bank, TEST queries]."""
         bank = ConcatDataset([self.datasets[s] for s in ("train", "val") if s in self.datasets])
-        return [self._eval_loader(bank), self._eval_loader(self.datasets["test"])]
+        return [self.eval_loader(bank, "train + val"), self.eval_loader(self.datasets["test"], "test")]

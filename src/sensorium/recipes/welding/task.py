@@ -9,6 +9,8 @@ RUN/eval/knn.json (+ confusion matrix PNG and the TEST embeddings for the report
 
 from __future__ import annotations
 
+import logging
+
 import math
 from dataclasses import dataclass
 
@@ -26,6 +28,8 @@ from sensorium.losses.contrastive import supcon_loss
 from sensorium.recipes.welding.model import WeldingNet, WeldingNetConfig
 from sensorium.recipes.welding.reader import MODALITIES, WELDING_LABELS
 from sensorium.recipes.welding.transforms import WeldingAugment, WeldingAugmentConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -167,8 +171,8 @@ class WeldingTask(SensoriumTask):
         pred = knn_predict(bank["embedding"], bank["label"], query["embedding"], self.knn.k, self.knn.temperature,
                            num_classes=len(WELDING_LABELS))
         report = classification_report(query["label"], pred, list(WELDING_LABELS))
-        self.log("val/knn_accuracy", report["accuracy"], prog_bar=True)
-        self.log("val/f1_macro", report["f1_macro"])
+        self.log("val/knn_accuracy", report["accuracy"], prog_bar=True, sync_dist=True)
+        self.log("val/f1_macro", report["f1_macro"], sync_dist=True)
 
     # --- test: k-NN of TEST against TRAIN, all modalities and each alone --------------------------
     def on_test_epoch_start(self) -> None:
@@ -196,10 +200,10 @@ class WeldingTask(SensoriumTask):
         if not bank or not test:
             return
         report = self.knn_report(bank, test)
-        self.log("test/knn_accuracy", report["accuracy"])
-        self.log("test/f1_macro", report["f1_macro"])
+        self.log("test/knn_accuracy", report["accuracy"], sync_dist=True)
+        self.log("test/f1_macro", report["f1_macro"], sync_dist=True)
         for modality, accuracy in report["ablation"].items():
-            self.log(f"test/ablation_{modality}", accuracy)
+            self.log(f"test/ablation_{modality}", accuracy, sync_dist=True)
         if self.trainer.is_global_zero:
             self.write_eval(report, test)
 
@@ -218,8 +222,8 @@ class WeldingTask(SensoriumTask):
         report["knn"] = {"k": self.knn.k, "temperature": self.knn.temperature, "bank_size": int(len(bank["label"])),
                          "bank": "TRAIN (train + val)", "query": "TEST"}
         if any(report["missing_modalities"].values()):
-            print(f"[welding] TEST samples lacking a modality (masked out of the fusion): "
-                  f"{report['missing_modalities']}")
+            log.info(f"[welding] TEST samples lacking a modality (masked out of the fusion): "
+                     f"{report['missing_modalities']}")
         return report
 
     def write_eval(self, report: dict, test: dict[str, torch.Tensor]) -> None:
@@ -231,6 +235,6 @@ class WeldingTask(SensoriumTask):
                         label=test["label"].numpy(), modality_weights=test["modality_weights"].numpy())
         confusion_matrix_png(np.asarray(report["confusion_matrix"]), list(WELDING_LABELS),
                              eval_dir / "confusion_matrix.png", title=f"k-NN on TEST: accuracy {report['accuracy']:.3f}")
-        print(f"[welding] TEST k-NN accuracy {report['accuracy']:.4f}, macro F1 {report['f1_macro']:.4f}; "
-              f"single-modality: " + ", ".join(f"{m} {a:.3f}" for m, a in report["ablation"].items())
-              + f"; wrote {eval_dir / 'knn.json'}")
+        log.info(f"[welding] TEST k-NN accuracy {report['accuracy']:.4f}, macro F1 {report['f1_macro']:.4f}; "
+                 f"single-modality: " + ", ".join(f"{m} {a:.3f}" for m, a in report["ablation"].items())
+                 + f"; wrote {eval_dir / 'knn.json'}")
