@@ -12,14 +12,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
-import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset
 
+from sensorium.data.datamodule import DataSpec, SensoriumDataModule
 from sensorium.data.fingerprint import sample_fingerprint
-from sensorium.data.splits import rank_shard
 from sensorium.errors import ConfigError, DataError
 from sensorium.recipes.doppler.reader import load_images, read_split_csv
 
@@ -95,34 +95,32 @@ def collate_images(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Te
     return _to_float(batch)
 
 
-class _RankAware(L.LightningDataModule):
-    batch_size: int
-    eval_batch_size: int
-    num_workers: int
-    seed: int
+@dataclass(frozen=True)
+class DopplerImageSpec(DataSpec):
+    """What the VAE task reads from its data."""
 
-    def _rank(self) -> tuple[int, int]:
-        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-
-    def _train_loader(self, dataset: Dataset, collate=None) -> DataLoader:
-        rank, world = self._rank()
-        if len(dataset) < self.batch_size * world:
-            raise DataError(self.root, f"{len(dataset)} training samples do not fill one batch of "
-                                       f"{self.batch_size} on {world} rank(s) (data.batch_size)")
-        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed,
-                                     drop_last=True)
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True,
-                          num_workers=self.num_workers, collate_fn=collate,
-                          persistent_workers=self.num_workers > 0)
-
-    def _eval_loader(self, dataset: Dataset, collate=None) -> DataLoader:
-        rank, world = self._rank()
-        return DataLoader(Subset(dataset, rank_shard(len(dataset), rank, world)),
-                          batch_size=self.eval_batch_size,
-                          num_workers=self.num_workers, collate_fn=collate)
+    users: tuple[int, ...]
+    """User ids in label order."""
+    image_size: int
+    channels: int
+    root: str
 
 
-class DopplerImageDataModule(_RankAware):
+@dataclass(frozen=True)
+class DopplerLatentSpec(DataSpec):
+    """What the DiT task reads from its latents."""
+
+    latent_shape: tuple[int, ...]
+    """(C, h, w)."""
+    users: tuple[int, ...]
+    channel_mean: tuple[float, ...]
+    channel_std: tuple[float, ...]
+    vae: dict
+    """The VAE checkpoint the latents came from (latents.json's record)."""
+    root: str
+
+
+class DopplerImageDataModule(SensoriumDataModule):
     def __init__(self, root: str, image_size: int = 64, channels: int = 1, batch_size: int = 32,
                  eval_batch_size: int = 128, num_workers: int = 0, seed: int = 0):
         """
@@ -135,23 +133,25 @@ class DopplerImageDataModule(_RankAware):
         super().__init__()
         if channels not in (1, 3):
             raise ConfigError("data.channels", f"must be 1 or 3, got {channels}")
-        self.root, self.image_size, self.channels = root, image_size, channels
+        self.root = self.where = root
+        self.image_size, self.channels = image_size, channels
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.seed = num_workers, seed
         self.real: RealSpectrograms | None = None
-
-    @property
-    def users(self) -> list[int]:
-        return self.real.users if self.real else list(read_prepared(self.root)["users"])
 
     def setup(self, stage: str | None = None) -> None:
         if self.real is not None:
             return
         self.real = RealSpectrograms(self.root, self.image_size, self.channels)
-        counts = {split: len(v) for split, v in self.real.labels.items()}
-        print(f"[doppler] {sum(counts.values())} spectrograms of {len(self.real.users)} users at "
-              f"{self.channels}x{self.image_size}x{self.image_size}: train {counts['train']}, val "
-              f"{counts['val']}")
+        self.log_splits(f"[doppler] {sum(self.split_sizes().values())} spectrograms of {len(self.real.users)} users "
+                        f"at {self.channels}x{self.image_size}x{self.image_size}", self.split_sizes())
+
+    def split_sizes(self) -> dict[str, int]:
+        return {split: len(v) for split, v in self.real.labels.items()} if self.real else {}
+
+    def data_spec(self) -> DopplerImageSpec:
+        return DopplerImageSpec(users=tuple(self.real.users), image_size=self.image_size, channels=self.channels,
+                                root=str(self.root))
 
     def split_fingerprints(self) -> dict[str, dict[str, str]]:
         """{split: {path: content hash}} for the doctor's overlap check."""
@@ -161,12 +161,12 @@ class DopplerImageDataModule(_RankAware):
                 for split, paths in self.real.paths.items()}
 
     def train_dataloader(self) -> DataLoader:
-        return self._train_loader(self.real.dataset("train"), collate_images)
+        return self.train_loader(self.real.dataset("train"), collate_images)
 
     def val_dataloader(self) -> DataLoader:
         if not len(self.real.labels["val"]):
             raise DataError(Path(self.root) / "split.csv", "no val images (prepare with --val-ratio > 0)")
-        return self._eval_loader(self.real.dataset("val"), collate_images)
+        return self.eval_loader(self.real.dataset("val"), "val", collate_images)
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
@@ -195,12 +195,12 @@ def read_latents(root: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     return meta, tensors
 
 
-class DopplerLatentDataModule(_RankAware):
+class DopplerLatentDataModule(SensoriumDataModule):
     def __init__(self, root: str, batch_size: int = 64, eval_batch_size: int = 256, num_workers: int = 0,
                  seed: int = 0):
         """root: a folder written by `sensorium extract doppler` (latents.safetensors + latents.json)."""
         super().__init__()
-        self.root = root
+        self.root = self.where = root
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.seed = num_workers, seed
         self.meta: dict | None = None
@@ -210,16 +210,18 @@ class DopplerLatentDataModule(_RankAware):
         if self.meta is not None:
             return
         self.meta, self.tensors = read_latents(self.root)
-        counts = {split: len(self.tensors[f"{split}_label"]) for split in ("train", "val")}
-        print(f"[doppler] latents {tuple(self.meta['latent_shape'])} of {len(self.meta['users'])} users: "
-              f"train {counts['train']}, val {counts['val']}")
+        self.log_splits(f"[doppler] latents {tuple(self.meta['latent_shape'])} of {len(self.meta['users'])} users",
+                        self.split_sizes())
 
-    def latent_info(self) -> dict:
-        """What the DiT task needs from the latents: shape, users, statistics and the VAE they came from."""
-        self.setup()
-        return {"latent_shape": list(self.meta["latent_shape"]), "users": list(self.meta["users"]),
-                "channel_mean": self.tensors["channel_mean"], "channel_std": self.tensors["channel_std"],
-                "vae": self.meta["vae"]}
+    def split_sizes(self) -> dict[str, int]:
+        return {split: len(self.tensors[f"{split}_label"]) for split in ("train", "val")} if self.meta else {}
+
+    def data_spec(self) -> DopplerLatentSpec:
+        """The latents' shape, users, per-channel statistics and the VAE they came from."""
+        return DopplerLatentSpec(latent_shape=tuple(self.meta["latent_shape"]), users=tuple(self.meta["users"]),
+                                 channel_mean=tuple(self.tensors["channel_mean"].tolist()),
+                                 channel_std=tuple(self.tensors["channel_std"].tolist()), vae=self.meta["vae"],
+                                 root=str(self.root))
 
     def _dataset(self, split: str) -> DictDataset:
         t = self.tensors
@@ -227,9 +229,9 @@ class DopplerLatentDataModule(_RankAware):
                             "label": t[f"{split}_label"].long()})
 
     def train_dataloader(self) -> DataLoader:
-        return self._train_loader(self._dataset("train"))
+        return self.train_loader(self._dataset("train"), torch.utils.data.default_collate)
 
     def val_dataloader(self) -> DataLoader:
         if not len(self.tensors["val_label"]):
             raise DataError(Path(self.root) / "latents.safetensors", "no val latents")
-        return self._eval_loader(self._dataset("val"))
+        return self.eval_loader(self._dataset("val"), "val", torch.utils.data.default_collate)

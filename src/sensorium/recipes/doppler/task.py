@@ -16,7 +16,7 @@ flow (`sensorium.diffusion`), with an EMA of its weights for sampling. Validatio
 the EMA model at fixed times and noise on the val latents (a generator has no cheaper task metric;
 `sensorium eval doppler` measures the samples).
 
-Both tasks build their network when they first see their data (`configure_model`): the users, the
+Both tasks build their network when they first see their data (`configure_data`, from the datamodule's spec): the users, the
 image size and the latent shape come from the data, and are written into the hyperparameters, so
 a checkpoint rebuilds exactly the network it holds.
 """
@@ -42,6 +42,7 @@ from sensorium.losses.alignment import VFLoss, adaptive_weight
 from sensorium.losses.kl import kl_per_sample
 from sensorium.models.dit import DiT
 from sensorium.models.vae import ConditionalVAE, PatchDiscriminator
+from sensorium.recipes.doppler.datamodule import DopplerImageSpec, DopplerLatentSpec
 from sensorium.recipes.doppler.extract import denormalise, normalise
 from sensorium.recipes.doppler.foundation import build_foundation
 
@@ -99,6 +100,7 @@ def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 class DopplerVAETask(SensoriumTask):
     recipe = "doppler"
+    data_spec_type = DopplerImageSpec
     monitor = "val/psnr"
     monitor_mode = "max"
     # The terms' values are on unrelated scales by design: rec is a sum over pixels, kl is 1e-6 of
@@ -125,15 +127,16 @@ class DopplerVAETask(SensoriumTask):
             self._build(list(users), int(image_size), int(channels))
 
     # --- the network, from the data -------------------------------------------------------------------
-    def configure_model(self) -> None:
-        if self.vae is not None:
+    def configure_data(self, spec: DopplerImageSpec) -> None:
+        """Build the network for the data's users, size and channels, or check a restored one fits them."""
+        found = (list(spec.users), spec.image_size, spec.channels)
+        if self.vae is None:
+            self._build(*found)
             return
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
-        if datamodule is None or not hasattr(datamodule, "users"):
-            raise ConfigError("data", "DopplerVAETask needs a DopplerImageDataModule (or users, image_size "
-                                      "and channels)")
-        datamodule.setup("fit")
-        self._build(list(datamodule.users), int(datamodule.image_size), int(datamodule.channels))
+        expected = (list(self.hparams["users"]), self.hparams["image_size"], self.hparams["channels"])
+        if expected != found:
+            raise DataError(spec.root, f"the data's users, image size and channels {found} differ from the model's "
+                                       f"{expected}")
 
     def _build(self, users: list[int], image_size: int, channels: int) -> None:
         self.hparams.update(users=users, image_size=image_size, channels=channels)
@@ -152,16 +155,6 @@ class DopplerVAETask(SensoriumTask):
         if self.loss_config.disc_weight > 0:
             loss = self.loss_config
             self.discriminator = PatchDiscriminator(channels, loss.disc_width, loss.disc_layers)
-
-    def setup(self, stage: str) -> None:
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
-        if datamodule is not None and hasattr(datamodule, "users") and self.vae is not None:
-            datamodule.setup(stage)
-            expected = (list(self.hparams["users"]), self.hparams["image_size"], self.hparams["channels"])
-            found = (list(datamodule.users), datamodule.image_size, datamodule.channels)
-            if expected != found:
-                raise DataError(datamodule.root, f"the data's users, image size and channels {found} differ "
-                                                 f"from the model's {expected}")
 
     def export_module(self) -> nn.Module:
         return self.vae
@@ -288,6 +281,7 @@ class DopplerDiTTask(SensoriumTask):
     recipe = "doppler"
     monitor = "val/velocity_mse"
     monitor_mode = "min"
+    data_spec_type = DopplerLatentSpec
     share_check_exempt = frozenset({"direction"})
 
     def __init__(self, net: DiTNetConfig | dict | None = None, flow: FlowConfig | dict | None = None,
@@ -318,17 +312,18 @@ class DopplerDiTTask(SensoriumTask):
         if latent_shape is not None and users is not None:
             self._build(list(latent_shape), list(users), vae)
 
-    def configure_model(self) -> None:
-        if self.net is not None:
+    def configure_data(self, spec: DopplerLatentSpec) -> None:
+        """Build the DiT for the latents' shape and users (with their channel statistics), or check a
+        restored one fits them."""
+        if self.net is None:
+            self._build(list(spec.latent_shape), list(spec.users), spec.vae)
+            self.channel_mean.copy_(torch.tensor(spec.channel_mean))
+            self.channel_std.copy_(torch.tensor(spec.channel_std))
             return
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
-        if datamodule is None or not hasattr(datamodule, "latent_info"):
-            raise ConfigError("data", "DopplerDiTTask needs a DopplerLatentDataModule (or latent_shape and "
-                                      "users)")
-        info = datamodule.latent_info()
-        self._build(info["latent_shape"], info["users"], info["vae"])
-        self.channel_mean.copy_(info["channel_mean"])
-        self.channel_std.copy_(info["channel_std"])
+        expected = (list(self.hparams["latent_shape"]), list(self.hparams["users"]))
+        if (list(spec.latent_shape), list(spec.users)) != expected:
+            raise DataError(spec.root, f"the latents' shape and users {list(spec.latent_shape)}, {list(spec.users)} "
+                                       f"differ from the model's {expected[0]}, {expected[1]}")
 
     def _build(self, latent_shape: list[int], users: list[int], vae: dict | None) -> None:
         C, h, w = latent_shape
@@ -342,16 +337,6 @@ class DopplerDiTTask(SensoriumTask):
         self.register_buffer("channel_mean", torch.zeros(C))
         self.register_buffer("channel_std", torch.ones(C))
         self.register_buffer("ema_steps", torch.zeros((), dtype=torch.long))
-
-    def setup(self, stage: str) -> None:
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
-        if datamodule is not None and hasattr(datamodule, "latent_info") and self.net is not None:
-            info = datamodule.latent_info()
-            expected = (list(self.hparams["latent_shape"]), list(self.hparams["users"]))
-            if (list(info["latent_shape"]), list(info["users"])) != expected:
-                raise DataError(datamodule.root, f"the latents' shape and users {info['latent_shape']}, "
-                                                 f"{info['users']} differ from the model's {expected[0]}, "
-                                                 f"{expected[1]}")
 
     def export_module(self) -> nn.Module:
         return self.ema
