@@ -27,3 +27,16 @@ def test_the_import_contracts_hold():
     result = subprocess.run([str(lint), "--no-cache"], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert f"{len(CONTRACTS)} kept, 0 broken" in result.stdout
+
+
+RECIPE_SOURCES = sorted((REPO / "src" / "sensorium" / "recipes").glob("*/*.py"))
+
+
+def test_no_recipe_shards_its_own_loaders_or_probes_its_datamodule():
+    """Loader sharding lives in sensorium.data.datamodule once; tasks receive the typed DataSpec
+    (configure_data) instead of reaching into their datamodule."""
+    forbidden = ("DistributedSampler", "rank_shard", "trainer.datamodule", "hasattr(datamodule",
+                 "getattr(datamodule", "datamodule.setup(", "L.LightningDataModule")
+    found = [f"{path.relative_to(REPO)}: {needle}" for path in RECIPE_SOURCES for needle in forbidden
+             if needle in path.read_text()]
+    assert RECIPE_SOURCES and not found, found

@@ -5,9 +5,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import TOY, toy_cli
 
 from sensorium.engine.checkpoint import load_checkpoint
+from sensorium.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("clean_run_env")
 
@@ -66,7 +68,6 @@ def test_tensorboard_and_wandb_offline_when_asked(tmp_path):
 def test_ddp_two_processes_on_cpu(tmp_path):
     """Two gloo processes: one run directory, distinct batches per rank, the full val set evaluated."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"}
-    env.pop("SENSORIUM_RUN_DIR", None)
     cmd = [sys.executable, "-m", "sensorium.cli", "fit", *TOY, "--trainer.strategy", "ddp", "--trainer.devices", "2",
            "--trainer.max_epochs", "2", "--run.root", str(tmp_path / "runs")]
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
@@ -79,3 +80,30 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     # 48 train samples / batch 16: 3 batches per epoch on every rank, as on one process (the epoch
     # length does not depend on the world size), so 2 epochs are 6 optimiser steps.
     assert last["global_step"] == 6
+
+
+def _rewrite_record(path: Path, **changes) -> Path:
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["sensorium"].update(changes)
+    out = path.with_name("edited.ckpt")
+    torch.save(checkpoint, out)
+    return out
+
+
+def test_resume_refuses_another_recipes_checkpoint_before_any_step(tmp_path):
+    toy_cli(tmp_path, epochs=1)
+    last = tmp_path / "runs" / "toy" / "version_0" / "checkpoints" / "last.ckpt"
+    assert load_checkpoint(last)["sensorium"] == {"recipe": "toy", "task": "ToyTask", "world_size": 1,
+                                                  "lr_scales_with_world": False}
+    other = _rewrite_record(last, recipe="cardiac", task="CardiacTask")
+    with pytest.raises(ConfigError, match=r"edited.ckpt: was written by cardiac's CardiacTask; this run is toy's"):
+        toy_cli(tmp_path, "--ckpt_path", str(other), epochs=2)
+
+
+def test_resume_on_another_world_size_is_refused_when_the_lr_scales_with_it(tmp_path):
+    toy_cli(tmp_path, "--model.optim.base_lr", "0.02", epochs=1)
+    last = tmp_path / "runs" / "toy" / "version_0" / "checkpoints" / "last.ckpt"
+    wider = _rewrite_record(last, world_size=2)
+    with pytest.raises(ConfigError, match="written by a run on 2 rank.*resuming on 1 would change the lr"):
+        toy_cli(tmp_path, "--ckpt_path", str(wider), "--model.optim.base_lr", "0.02", epochs=2)
+    toy_cli(tmp_path, "--ckpt_path", str(wider), epochs=2)  # an absolute optim.lr resumes on any world size

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
@@ -54,7 +53,6 @@ def fit(config: str | Path, runs: Path, version: str, *overrides: str):
     and datamodule stay usable: the demo tests on the same datamodule, decoded data included)."""
     from sensorium.engine.lightning_cli import SensoriumCLI
 
-    os.environ.pop("SENSORIUM_RUN_DIR", None)
     return SensoriumCLI(args=["fit", "--config", str(config), "--run.root", str(runs), "--run.version", version,
                               *overrides])
 

@@ -61,7 +61,7 @@ class SensoriumCLI(LightningCLI):
         sensorium_log.setup()  # the engine's and recipes' messages, on global rank zero only
         self.config_sources = _config_values(args)  # as the user named them, for error messages
         args = resolve_config_args(args)
-        self.run_dir: Path | None = None
+        self._run_dir: Path | None = None
         self.doctor_batches = doctor_batches
         self.doctor: Doctor | None = None
         super().__init__(
@@ -76,6 +76,15 @@ class SensoriumCLI(LightningCLI):
             auto_configure_optimizers=False,
             **kwargs,
         )
+
+    @property
+    def run_dir(self) -> Path | None:
+        """The run directory: once the trainer has run its setup, global rank 0's choice on every rank
+        (`ShareRunDirectory`); before that, this process's own."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and self._run_dir is not None:
+            return Path(trainer.default_root_dir)
+        return self._run_dir
 
     def instantiate_classes(self) -> None:
         # A model or data class that rejects its YAML values (a width its heads do not divide, an
@@ -105,22 +114,22 @@ class SensoriumCLI(LightningCLI):
             return self._doctor_trainer(run)
         ckpt_path = self._get(self.config, "ckpt_path") if self.subcommand else None
         existing = run_dir_of_checkpoint(ckpt_path)
-        self.run_dir = resolve_run_dir(run, model.recipe, existing)
+        self._run_dir = resolve_run_dir(run, model.recipe, existing)
         trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
         if trainer_config.get("logger") in (None, True):
             # A validate/test pass of an existing run logs to its own sub-directory so the fit's
             # metrics.csv stays as it was.
             sub_dir = self.subcommand if existing is not None and self.subcommand != "fit" else None
-            trainer_config["logger"] = build_loggers(run, self.run_dir, sub_dir)
-        trainer_config["default_root_dir"] = str(self.run_dir)
+            trainer_config["logger"] = build_loggers(run, self._run_dir, sub_dir)
+        trainer_config["default_root_dir"] = str(self._run_dir)
         trainer_config["plugins"] = [*(trainer_config.get("plugins") or []), AtomicCheckpointIO()]
         # First of all callbacks (the config's trainer.callbacks come before those passed below), so
         # that every later setup hook sees the directory all ranks share.
         configured = trainer_config.get("callbacks") or []
-        trainer_config["callbacks"] = [ShareRunDirectory(self.run_dir),
+        trainer_config["callbacks"] = [ShareRunDirectory(self._run_dir),
                                        *(configured if isinstance(configured, list) else [configured])]
         callbacks = [self._get(self.config_init, c) for c in self._parser(self.subcommand).callback_keys]
-        callbacks += engine_callbacks(run, model, self.run_dir, fit=self.subcommand in (None, "fit"))
+        callbacks += engine_callbacks(run, model, self._run_dir, fit=self.subcommand in (None, "fit"))
         return self._instantiate_trainer(trainer_config, callbacks)
 
 

@@ -178,6 +178,31 @@ class SensoriumTask(L.LightningModule):
         for logger in self.loggers:
             logger.log_metrics({"lr_resolved": self.resolved_lr}, step=self.global_step)
 
+    # --- checkpoints ----------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record what wrote the checkpoint, so a resume can refuse one that does not fit the run."""
+        world = self.trainer.world_size if self._trainer is not None else 1
+        checkpoint["sensorium"] = {"recipe": self.recipe, "task": type(self).__qualname__, "world_size": world,
+                                   "lr_scales_with_world": self.optim.base_lr is not None}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning calls this before it loads the weights: a checkpoint of another task would
+        # otherwise fail there with a list of missing keys.
+        saved = checkpoint.get("sensorium")
+        if saved is None:  # written before this record existed, or by plain Lightning
+            return
+        path = (self.trainer.ckpt_path if self._trainer is not None else None) or "the checkpoint"
+        if (saved["recipe"], saved["task"]) != (self.recipe, type(self).__qualname__):
+            raise ConfigError(path, f"was written by {saved['recipe']}'s {saved['task']}; this run is "
+                                    f"{self.recipe}'s {type(self).__qualname__}")
+        # Only when both runs scale the lr by the world size does resuming on another one change it.
+        if (self._trainer is not None and self.trainer.state.fn == "fit" and saved["lr_scales_with_world"]
+                and self.optim.base_lr is not None and saved["world_size"] != self.trainer.world_size):
+            raise ConfigError(path, f"was written by a run on {saved['world_size']} rank(s); resuming on "
+                                    f"{self.trainer.world_size} would change the lr that optim.base_lr scales by the "
+                                    f"world size mid-run. Resume on {saved['world_size']} rank(s), or set optim.lr "
+                                    "to the lr you want (the run's metrics.csv logs lr_resolved)")
+
     # --- evaluation helpers ---------------------------------------------------------------------
     def gather_eval(self, parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         """Concatenate per-batch results of this rank, then of all ranks (variable lengths allowed:

@@ -32,9 +32,6 @@ def test_doppler_packages_every_stage_config():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """3 users x 8 recordings; the demo VAE and DiT at tiny sizes, one epoch each."""
-    import os
-
-    os.environ.pop("SENSORIUM_RUN_DIR", None)
     root = tmp_path_factory.mktemp("doppler")
     generate(root / "raw", users=3, per_user=8, seed=0)
     prepare(root / "raw", root / "prep", val_ratio=0.25)
@@ -44,7 +41,6 @@ def trained(tmp_path_factory):
     vae = runs / "doppler" / "vae" / "checkpoints" / "best.ckpt"
     assert main(["extract", "doppler", "--vae", str(vae), "--data", str(root / "prep"),
                  "--out", str(root / "lat")]) == 0
-    os.environ.pop("SENSORIUM_RUN_DIR", None)
     assert main(["fit", "--config", "doppler/dit_demo", "--data.root", str(root / "lat"),
                  "--run.root", str(runs), "--run.version", "dit", *COMMON, *TINY_DIT]) == 0
     return {"root": root, "vae": vae, "dit": runs / "doppler" / "dit" / "checkpoints" / "last.ckpt",
@@ -161,9 +157,6 @@ def test_the_paper_configs_fit_on_cpu_at_tiny_size(trained, tiny_dinov2, tmp_pat
     """doppler/paper: f16 VAE with DINOv2 alignment (here a tiny random DINOv2 from a local folder,
     16 px input -> the latent's 4x4 grid) and the discriminator from step 0; doppler/dit_paper:
     LightningDiT's options at a tiny width."""
-    import os
-
-    os.environ.pop("SENSORIUM_RUN_DIR", None)
     assert main(["fit", "--config", "doppler/paper", "--data.root", str(trained["root"] / "prep"),
                  "--run.root", str(tmp_path), "--run.version", "vae", *COMMON,
                  "--trainer.precision", "32-true",
@@ -177,7 +170,6 @@ def test_the_paper_configs_fit_on_cpu_at_tiny_size(trained, tiny_dinov2, tmp_pat
     assert "train/vf_step" in metrics and "train/gan_step" in metrics and "train/disc_step" in metrics
     checkpoint = torch.load(tmp_path / "doppler" / "vae" / "checkpoints" / "last.ckpt", weights_only=True)
     assert not any(k.startswith("foundation.") for k in checkpoint["state_dict"])  # DINOv2 is not stored
-    os.environ.pop("SENSORIUM_RUN_DIR", None)
     assert main(["fit", "--config", "doppler/dit_paper", "--data.root", str(trained["root"] / "lat"),
                  "--run.root", str(tmp_path), "--run.version", "dit", *COMMON, *TINY_DIT,
                  "--trainer.precision", "32-true",

@@ -18,7 +18,6 @@ SCRIPT = Path(__file__).with_name("ddp_step.py")
 
 def _step(out: Path, devices: int) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("SENSORIUM_RUN_DIR", None)
     result = subprocess.run([sys.executable, str(SCRIPT), str(out), "--devices", str(devices)], cwd=out, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

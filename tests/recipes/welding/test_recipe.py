@@ -36,7 +36,6 @@ def test_fit_then_test_writes_knn_report(tiny_data, tiny_config, tmp_path):
 
 def _cli(*args, cwd):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("SENSORIUM_RUN_DIR", None)
     return subprocess.run([sys.executable, "-m", "sensorium.cli", *args], capture_output=True, text=True,
                           cwd=cwd, env=env, timeout=300)
 

@@ -162,10 +162,12 @@ class DopplerVAETask(SensoriumTask):
     # The frozen encoder is rebuilt from its config (seeded random weights, or the DINOv2 directory)
     # and never trained: checkpoints leave it out (a DINOv2-B would add 350 MB to each).
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
         state = checkpoint["state_dict"]
         checkpoint["state_dict"] = {k: v for k, v in state.items() if not k.startswith("foundation.")}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
         if self.foundation is not None:  # resuming a fit: Lightning loads strictly
             frozen = self.foundation.state_dict()
             checkpoint["state_dict"].update({f"foundation.{k}": v for k, v in frozen.items()})
