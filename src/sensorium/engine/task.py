@@ -41,7 +41,7 @@ class SensoriumTask(L.LightningModule):
         self.loss_terms: dict[str, torch.Tensor] = {}  # last step's weighted terms, read by the doctor
         self.last_loss: torch.Tensor | None = None  # last step's total, read by the doctor
         self.resolved_lr: float | None = None
-        self._running_loss: float | None = None
+        self._running_loss: torch.Tensor | None = None
 
     data_spec_type: ClassVar[type[DataSpec] | None] = None
     """The DataSpec subclass this task reads (None: the task needs nothing from its data)."""
