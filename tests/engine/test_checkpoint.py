@@ -75,3 +75,45 @@ def test_atomic_save_replaces_content(tmp_path):
     atomic_torch_save({"v": 1}, path)
     atomic_torch_save({"v": 2}, path)
     assert load_checkpoint(path)["v"] == 2
+
+
+def test_load_task_rebuilds_a_task_and_names_the_file_when_it_cannot(tmp_path):
+    from toy_recipe import ToyTask
+
+    from sensorium.engine.checkpoint import load_task
+    from sensorium.errors import ConfigError, DataError
+
+    task = ToyTask(hidden=12)
+    path = tmp_path / "toy.ckpt"
+    torch.save({"hyper_parameters": dict(task.hparams), "state_dict": task.state_dict(),
+                "sensorium": {"recipe": "toy", "task": "ToyTask"}}, path)
+    loaded = load_task(path, ToyTask)
+    assert not loaded.training and all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(),
+                                                                          task.state_dict().values()))
+    with pytest.raises(ConfigError, match="no such ToyTask checkpoint"):
+        load_task(tmp_path / "none.ckpt", ToyTask)
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match="junk.ckpt: cannot read as a checkpoint"):
+        load_task(tmp_path / "junk.ckpt", ToyTask)
+    other = tmp_path / "other.ckpt"
+    torch.save({"hyper_parameters": dict(task.hparams), "state_dict": task.state_dict(),
+                "sensorium": {"recipe": "cardiac", "task": "CardiacTask"}}, other)
+    with pytest.raises(ConfigError, match="other.ckpt: is a CardiacTask checkpoint, not a ToyTask one"):
+        load_task(other, ToyTask)
+    state = dict(task.state_dict())
+    state["net.0.weight"] = torch.zeros(3, 3)
+    torch.save({"hyper_parameters": dict(task.hparams), "state_dict": state}, tmp_path / "bad.ckpt")
+    with pytest.raises(ConfigError, match="bad.ckpt: weights do not fit the ToyTask"):
+        load_task(tmp_path / "bad.ckpt", ToyTask)
+
+
+def test_load_export_names_the_file_and_the_keys_that_do_not_fit(tmp_path):
+    from sensorium.errors import ConfigError
+
+    source = nn.Linear(4, 3)
+    export_model(source, {"task": "X"}, tmp_path / "export")
+    assert torch.equal(load_export(nn.Linear(4, 3), tmp_path / "export").weight, source.weight)
+    with pytest.raises(ConfigError, match="model.safetensors: weights do not fit Sequential: missing"):
+        load_export(nn.Sequential(nn.Linear(4, 3)), tmp_path / "export")
+    with pytest.raises(ConfigError, match="no such export"):
+        load_export(nn.Linear(4, 3), tmp_path / "nowhere")

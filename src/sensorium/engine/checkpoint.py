@@ -1,4 +1,5 @@
-"""Checkpoint and export I/O that never leaves a half-written file behind.
+"""Checkpoint and export I/O that never leaves a half-written file behind, and the one loader of
+tasks and exports every recipe uses (`load_task`, `load_export`).
 
 Every write goes to a temporary file in the destination directory, is flushed to disk, and is then
 renamed over the destination (`os.replace` is atomic on POSIX): a kill, an exception or a full disk
@@ -12,11 +13,13 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
+
+from sensorium.errors import ConfigError, DataError
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -76,7 +79,77 @@ def export_model(module: nn.Module, config: dict, export_dir: str | os.PathLike)
 
 
 def load_export(module: nn.Module, export_dir: str | os.PathLike) -> nn.Module:
+    """`module` with the weights of EXPORT_DIR/model.safetensors; an export whose tensors do not fit
+    it is a ConfigError naming the file and the first mismatching keys."""
     from safetensors.torch import load_model
 
-    load_model(module, str(Path(export_dir) / "model.safetensors"))
+    path = Path(export_dir) / "model.safetensors"
+    if not path.is_file():
+        raise ConfigError(path, "no such export (`sensorium fit` writes RUN/export/model.safetensors)")
+    try:
+        missing, unexpected = load_model(module, str(path), strict=False)
+    except RuntimeError as e:  # shapes that differ
+        raise ConfigError(path, f"weights do not fit {type(module).__name__}: {_last_line(e)}") from None
+    if missing or unexpected:
+        raise ConfigError(path, f"weights do not fit {type(module).__name__}: missing {sorted(missing)[:5]}, "
+                                f"unexpected {sorted(unexpected)[:5]}")
     return module
+
+
+def read_export_config(export_dir: str | os.PathLike, task: str) -> dict:
+    """EXPORT_DIR/config.json of an export written by the task class named `task`."""
+    path = Path(export_dir) / "config.json"
+    if not path.is_file():
+        raise ConfigError(export_dir, "not an export directory (no config.json; `sensorium fit` writes RUN/export)")
+    config = json.loads(path.read_text())
+    if config.get("task") != task:
+        raise ConfigError(export_dir, f"exported by {config.get('task')!r}, not by {task}")
+    return config
+
+
+T = TypeVar("T", bound=nn.Module)
+
+
+def load_task(path: str | os.PathLike | None, cls: type[T], adapt_hparams: Callable[[dict], dict] | None = None,
+              ignore_prefixes: tuple[str, ...] = ()) -> T:
+    """The task `cls` rebuilt from a checkpoint's hyperparameters and weights (weights_only), in eval
+    mode: the one loader every recipe uses. Every way a file can fail to be that task is a
+    ConfigError / DataError naming the file and what did not fit, never a network with random weights.
+
+    adapt_hparams: changes the hyperparameters before the task is built (e.g. leave out parts only
+    training needs); ignore_prefixes: weights of those parts, present in the file, that are not built.
+    """
+    if path is None:
+        raise ConfigError("--ckpt", f"no {cls.__name__} checkpoint given")
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(path, f"no such {cls.__name__} checkpoint")
+    try:
+        checkpoint = load_checkpoint(path)
+    except Exception as e:  # any unpickling or format failure: not a checkpoint we can trust
+        raise DataError(path, f"cannot read as a checkpoint ({type(e).__name__}: {e})") from None
+    hparams, state = checkpoint.get("hyper_parameters"), checkpoint.get("state_dict")
+    if not isinstance(hparams, dict) or not isinstance(state, dict):
+        raise DataError(path, "not a Lightning checkpoint of a sensorium task (no hyper_parameters / state_dict)")
+    written_by = (checkpoint.get("sensorium") or {}).get("task")
+    if written_by is not None and written_by != cls.__qualname__:
+        raise ConfigError(path, f"is a {written_by} checkpoint, not a {cls.__qualname__} one")
+    try:
+        task = cls(**(adapt_hparams(hparams) if adapt_hparams else hparams))
+    except TypeError as e:  # hyperparameters of another task
+        raise ConfigError(path, f"is not a {cls.__qualname__} checkpoint ({e})") from None
+    try:
+        missing, unexpected = task.load_state_dict(state, strict=False)
+    except RuntimeError as e:
+        raise ConfigError(path, f"weights do not fit the {cls.__qualname__} its hyperparameters describe: "
+                                f"{_last_line(e)}") from None
+    unexpected = [k for k in unexpected if not k.startswith(ignore_prefixes)] if ignore_prefixes else unexpected
+    if missing or unexpected:
+        raise ConfigError(path, f"weights do not fit the {cls.__qualname__} its hyperparameters describe: missing "
+                                f"{missing[:5]}, unexpected {unexpected[:5]}")
+    task.checkpoint_path = path
+    return task.eval()
+
+
+def _last_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[-1].strip()

@@ -107,9 +107,9 @@ def test_sampling_without_a_checkpoint_or_from_the_wrong_one_is_an_error(trained
     out = ["--out", str(tmp_path / "gen")]
     missing = tmp_path / "none.ckpt"
     line = _error(capsys, ["sample", "doppler", "--ckpt", str(missing), *out])
-    assert f"{missing}: no such DiT checkpoint" in line
+    assert f"{missing}: no such DopplerDiTTask checkpoint" in line
     line = _error(capsys, ["sample", "doppler", "--ckpt", str(trained["vae"]), *out])
-    assert f"{trained['vae']}: is a VAE checkpoint, not a trained doppler DiT checkpoint" in line
+    assert f"{trained['vae']}: is a DopplerVAETask checkpoint, not a DopplerDiTTask one" in line
     line = _error(capsys, ["sample", "doppler", "--ckpt", str(trained["dit"]), "--users", "2", "99", *out])
     assert "--users: unknown user id(s) [99]; the model knows [1, 2, 3]" in line
     # Weights that do not fit their network.
@@ -117,7 +117,7 @@ def test_sampling_without_a_checkpoint_or_from_the_wrong_one_is_an_error(trained
     checkpoint["state_dict"]["net.final.linear.weight"] = torch.zeros(3, 3)
     torch.save(checkpoint, tmp_path / "broken.ckpt")
     line = _error(capsys, ["sample", "doppler", "--ckpt", str(tmp_path / "broken.ckpt"), *out])
-    assert f"{tmp_path / 'broken.ckpt'}: weights do not fit the DiT" in line
+    assert f"{tmp_path / 'broken.ckpt'}: weights do not fit the DopplerDiTTask" in line
     assert not (tmp_path / "gen").exists()  # nothing was sampled
 
 

@@ -426,42 +426,23 @@ def load_stage(path: str | Path | None, cls: type[DopplerVAETask] | type[Doppler
     """A trained stage rebuilt from its checkpoint (weights_only), in eval mode. A missing file, a
     checkpoint of the other stage or of another recipe, or weights that do not fit the network its
     hyperparameters describe are errors naming the file: never a network with random weights."""
-    from sensorium.engine.checkpoint import load_checkpoint
+    from sensorium.engine.checkpoint import load_task
 
     key, name = _STAGE_KEYS[cls]
     if path is None:
         raise ConfigError("--ckpt", f"no {name} checkpoint given: train the stage first "
                                     "(`sensorium pipeline doppler`)")
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(path, f"no such {name} checkpoint")
-    try:
-        checkpoint = load_checkpoint(path)
-    except Exception as e:  # any unpickling or format failure: the file is not a checkpoint we can trust
-        raise DataError(path, f"cannot read as a checkpoint ({type(e).__name__}: {e})") from None
-    hparams, state = checkpoint.get("hyper_parameters"), checkpoint.get("state_dict")
-    if not isinstance(hparams, dict) or not isinstance(state, dict):
-        raise DataError(path, "not a Lightning checkpoint of a sensorium task (no hyper_parameters / "
-                              "state_dict)")
-    if hparams.get(key) is None:
-        other = "DiT" if "latent_shape" in hparams else "VAE" if "image_size" in hparams else "non-doppler"
-        raise ConfigError(path, f"is a {other} checkpoint, not a trained doppler {name} checkpoint")
-    training_only: tuple[str, ...] = ()
-    if cls is DopplerVAETask:
+
+    def built_for_use(hparams: dict) -> dict:
+        if hparams.get(key) is None:
+            other = "DiT" if "latent_shape" in hparams else "VAE" if "image_size" in hparams else "non-doppler"
+            raise ConfigError(path, f"is a {other} checkpoint, not a trained doppler {name} checkpoint")
+        if cls is not DopplerVAETask:
+            return hparams
         # Extraction and sampling need the autoencoder only: the frozen encoder (maybe a DINOv2 in a
         # directory of the training machine), the VF projection and the discriminator are not built.
-        hparams = {**hparams, "vf": {**hparams["vf"], "weight": 0.0},
-                   "loss": {**hparams["loss"], "disc_weight": 0.0}}
-        training_only = ("foundation.", "projection.", "discriminator.")
-    task = cls(**hparams)
-    try:
-        missing, unexpected = task.load_state_dict(state, strict=False)
-    except RuntimeError as e:
-        raise ConfigError(path, f"weights do not fit the {name} its hyperparameters describe: "
-                                f"{str(e).splitlines()[-1].strip()}") from None
-    unexpected = [k for k in unexpected if not k.startswith(training_only)] if training_only else unexpected
-    if missing or unexpected:
-        raise ConfigError(path, f"weights do not fit the {name} its hyperparameters describe: missing "
-                                f"{missing[:5]}, unexpected {unexpected[:5]}")
-    task.checkpoint_path = path
-    return task.eval()
+        return {**hparams, "vf": {**hparams["vf"], "weight": 0.0}, "loss": {**hparams["loss"], "disc_weight": 0.0}}
+
+    training_only = ("foundation.", "projection.", "discriminator.") if cls is DopplerVAETask else ()
+    return load_task(path, cls, built_for_use, training_only)
+

@@ -22,7 +22,6 @@ best.ckpt; its export is what `sensorium embed rgbpc` and the evaluation's `stud
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -33,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from sensorium.config import as_config, to_plain
-from sensorium.engine.checkpoint import atomic_write_json, load_checkpoint
+from sensorium.engine.checkpoint import atomic_write_json, load_export, load_task, read_export_config
 from sensorium.engine.optim import OptimConfig
 from sensorium.engine.task import SensoriumTask
 from sensorium.errors import ConfigError, DataError
@@ -367,31 +366,14 @@ def check_data_matches(config: AlignNetConfig, data: RgbpcDataSpec) -> None:
 
 # --- checkpoints and exports ---------------------------------------------------------------------------
 def load_align_net(ckpt: str | Path) -> AlignNet:
-    """The AlignNet of an AlignTask checkpoint (weights_only loading)."""
-    path = Path(ckpt)
-    if not path.is_file():
-        raise ConfigError(path, "no such alignment checkpoint (model.init_args.teacher)")
-    state = load_checkpoint(path)
-    net = AlignNet(as_config(AlignNetConfig, state["hyper_parameters"]["net"]))
-    weights = {k.removeprefix("net."): v for k, v in state["state_dict"].items() if k.startswith("net.")}
-    net.load_state_dict(weights)
-    return net
+    """The AlignNet of an AlignTask checkpoint (weights_only loading; errors name the file)."""
+    return load_task(ckpt, AlignTask).net
 
 
 def load_student(export_dir: str | Path) -> StudentCNN:
     """A distilled student from its export directory (model.safetensors + config.json)."""
-    from sensorium.engine.checkpoint import load_export
-
-    export_dir = Path(export_dir)
-    config_path = export_dir / "config.json"
-    if not config_path.is_file():
-        raise ConfigError(export_dir, "not a student export (no config.json; `sensorium fit --config rgbpc/distil` "
-                                      "writes RUN/export)")
-    config = json.loads(config_path.read_text())
-    if config.get("task") != "DistilTask":
-        raise ConfigError(export_dir, f"exported by {config.get('task')!r}, not by the rgbpc DistilTask")
-    student = StudentCNN(as_config(StudentConfig, config["hparams"]["student"]))
-    return load_export(student, export_dir)
+    config = read_export_config(export_dir, "DistilTask")
+    return load_export(StudentCNN(as_config(StudentConfig, config["hparams"]["student"])), export_dir)
 
 
 # --- distillation ----------------------------------------------------------------------------------------
