@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sensorium.report.figures import _pyplot, figure_png
+from sensorium.report.figures import pyplot, figure_png
 
 
 def read_metrics(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -42,7 +42,7 @@ def curves_png(metrics: dict[str, tuple[np.ndarray, np.ndarray]], keys: list[str
     keys = [k for k in keys if k in metrics]
     if not keys:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.2))
     for key in keys:
         steps, values = metrics[key]
@@ -61,7 +61,7 @@ def overlay_png(runs: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], key: 
     present = {name: m[key] for name, m in runs.items() if key in m}
     if not present:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.2))
     for name, (steps, values) in present.items():
         ax.plot(steps, values, label=name)

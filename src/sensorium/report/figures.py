@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (files only, no display); imported on first use, so
+    modules that may draw do not pay matplotlib's import time unless they do."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -21,7 +23,7 @@ def _pyplot():
 def figure_png(fig) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return buffer.getvalue()
 
 
@@ -33,7 +35,7 @@ def save_png(fig, path: str | Path) -> Path:
 
 
 def confusion_matrix_figure(matrix: np.ndarray, class_names: list[str], title: str = ""):
-    plt = _pyplot()
+    plt = pyplot()
     matrix = np.asarray(matrix, dtype=float)
     row_sums = matrix.sum(axis=1, keepdims=True)
     normalised = np.divide(matrix, row_sums, out=np.zeros_like(matrix), where=row_sums > 0)

@@ -20,9 +20,9 @@ from sensorium.report.html import Section
 # --- figures --------------------------------------------------------------------------------------------
 def _grid_png(path: Path, rows: list[list[np.ndarray]], row_labels: list[str],
               column_labels: list[str] | None = None, title: str = "") -> Path:
-    from sensorium.report.figures import _pyplot, save_png
+    from sensorium.report.figures import pyplot, save_png
 
-    plt = _pyplot()
+    plt = pyplot()
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.3 * n_cols + 0.8, 1.3 * n_rows + 0.4), squeeze=False)
     for i, row in enumerate(rows):

@@ -112,9 +112,9 @@ def depth_probe(train_x: torch.Tensor, train_depth: torch.Tensor, test_x: torch.
 
 # --- figures ----------------------------------------------------------------------------------------------
 def similarity_histogram(positives: np.ndarray, negatives: np.ndarray, path: Path, title: str) -> Path:
-    from sensorium.report.figures import _pyplot, save_png
+    from sensorium.report.figures import pyplot, save_png
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.2))
     bins = np.linspace(-1, 1, 61)
     ax.hist(negatives, bins=bins, density=True, alpha=0.6, label=f"negatives ({len(negatives)})", color="#c55")

@@ -55,9 +55,8 @@ from sensorium.errors import ConfigError, DataError
 from sensorium.layers.attention import TransformerBlock
 from sensorium.layers.conv import ConvStem
 from sensorium.layers.pos_embed import sincos_2d
+from sensorium.models.encoders import IMAGENET_MEAN, IMAGENET_STD
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 BUILTIN = ("conv8", "vit16", "shape8")
 
 

@@ -171,9 +171,9 @@ def grid_images(net: TactileMAE, frames: torch.Tensor, sensor: torch.Tensor, nor
 
 def save_grid(columns: dict[str, torch.Tensor], path: str | Path, title: str = "") -> Path:
     """One row per window, one column per entry of `columns` (B, 3, S, S)."""
-    from sensorium.report.figures import _pyplot, save_png
+    from sensorium.report.figures import pyplot, save_png
 
-    plt = _pyplot()
+    plt = pyplot()
     names = list(columns)
     rows = next(iter(columns.values())).shape[0]
     fig, axes = plt.subplots(rows, len(names), figsize=(1.6 * len(names), 1.6 * rows + 0.4), squeeze=False)

@@ -47,6 +47,7 @@ from torch.utils.data import Dataset
 
 from sensorium.data.bad_samples import OnBadSample, handle_bad_sample
 from sensorium.errors import ConfigError, DataError
+from sensorium.models.encoders import IMAGENET_MEAN, IMAGENET_STD
 
 SENSORS = ("gelsight", "digit", "duragel")
 SCENES = ("indoor", "outdoor")
@@ -54,8 +55,6 @@ WINDOW = 4  # frames t-3..t
 STATIC_FRAME = WINDOW - 1  # the static task's frame: t, the last of the window
 TACQUAD_COLUMNS = ("item", "gs_start", "gs_end", "digit_start", "digit_end", "duragel_start", "duragel_end")
 INDEX_COLUMNS = ("frame_0", "frame_1", "frame_2", "frame_3", "sensor")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 log = logging.getLogger("sensorium.data")
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sensorium.report.figures import _pyplot, confusion_matrix_figure, figure_png
+from sensorium.report.figures import pyplot, confusion_matrix_figure, figure_png
 from sensorium.report.html import Section
 
 
@@ -42,7 +42,7 @@ def sections(run_dir: Path) -> list[Section]:
 
 
 def _modality_bars(report: dict) -> bytes:
-    plt = _pyplot()
+    plt = pyplot()
     names = list(report["ablation"])
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3))
     a.bar(names + ["all"], [report["ablation"][m] for m in names] + [report["accuracy"]], color="#4a7")
@@ -58,7 +58,7 @@ def _projection(embedding: np.ndarray, labels: np.ndarray, names: list[str]) -> 
 
     perplexity = float(max(2, min(30, (len(embedding) - 1) // 3)))
     points = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=0).fit_transform(embedding)
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 5.5))
     cmap = plt.get_cmap("tab20")
     for c in np.unique(labels):
