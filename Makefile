@@ -8,14 +8,14 @@ BIN    := $(VENV)/bin
 TORCH  := torch==2.13.0
 DEMO_OUT ?= demo_out
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench docs install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q $(TORCH) -e '.[test,loggers,bench]'
+	$(BIN)/pip install -q $(TORCH) -e '.[test,loggers,bench,docs]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -30,5 +30,12 @@ test: install
 bench: install
 	$(BIN)/python benchmarks/welding_speed.py
 
+# The documentation site (mkdocs + material + mkdocstrings) -> site/; the docs extra is installed
+# when missing (a .venv made before it existed). tests/test_docs.py runs the same build, --strict.
+docs: install
+	@$(BIN)/python -c "import mkdocs, material, mkdocstrings_handlers.python" 2>/dev/null || \
+		$(BIN)/pip install -q $(TORCH) -e '.[docs]'
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) runs .pytest_cache
+	rm -rf $(VENV) $(DEMO_OUT) runs .pytest_cache site
