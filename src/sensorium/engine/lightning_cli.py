@@ -26,11 +26,14 @@ from sensorium.errors import ConfigError, SensoriumError
 
 
 class _DropAdvertising(logging.Filter):
-    """Lightning logs "💡 Tip: ... try installing [litlogger] / [litmodels]" at every start: the
-    lines a user sees when a fit starts are sensorium's own (lr, parameter counts, the doctor)."""
+    """Lines Lightning logs at every start that a sensorium user cannot act on, so the lines they see
+    when a fit starts are sensorium's own (lr and step count, parameter counts, the doctor):
+    "💡 Tip: ... try installing [litlogger] / [litmodels]", and "Loading `train_dataloader` to
+    estimate number of stepping batches" (the engine's lr line states the step count it found)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("💡 Tip:")
+        message = str(record.msg)
+        return not (message.startswith("💡 Tip:") or message.startswith("Loading `train_dataloader` to estimate"))
 
 
 def silence_lightning_tips() -> None:
@@ -43,6 +46,9 @@ TRAINER_DEFAULTS = {
     # Each datamodule builds its own rank-aware samplers (class-balanced batches must not be
     # re-sharded by Lightning's DistributedSampler wrapper).
     "use_distributed_sampler": False,
+    # Lightning's summary table ends in "Total FLOPs: 0" (it counts FLOPs only with an example input)
+    # and module-mode counts; the doctor prints the total / trainable / frozen parameters instead.
+    "enable_model_summary": False,
 }
 
 
@@ -57,6 +63,9 @@ class SensoriumCLI(LightningCLI):
         # sizes: neither is something a user of sensorium can act on.
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
         warnings.filterwarnings("ignore", message="Precision bf16-mixed is not supported by the model summary")
+        # Frozen pretrained encoders (and the doppler VAE's frozen foundation net) are kept in eval
+        # mode on purpose by their tasks' train() overrides; the doctor reports frozen parameters.
+        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
         silence_lightning_tips()
         sensorium_log.setup()  # the engine's and recipes' messages, on global rank zero only
         self.config_sources = _config_values(args)  # as the user named them, for error messages
