@@ -9,10 +9,9 @@ sensor, label, index) plus `skipped`; augmentation and normalisation run on the 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Literal
-
-import logging
 
 from torch.utils.data import ConcatDataset, DataLoader
 

@@ -18,7 +18,6 @@ which picks best.ckpt), masked PSNR and k-NN on the val objects. Test: `sensoriu
 from __future__ import annotations
 
 import logging
-
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -34,14 +33,8 @@ from sensorium.eval.probes import knn_accuracy, probe_report, standardize
 from sensorium.losses.masked import mae_loss
 from sensorium.models.mae import TactileMAE
 from sensorium.recipes.tactile import evaluate as tactile_eval
-from sensorium.recipes.tactile.reader import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    SENSORS,
-    STATIC_FRAME,
-    WINDOW,
-    TactileAugment,
-)
+from sensorium.recipes.tactile.reader import SENSORS, STATIC_FRAME, WINDOW
+from sensorium.recipes.tactile.transforms import AugmentConfig, TactileAugment
 
 log = logging.getLogger(__name__)
 
@@ -129,21 +122,6 @@ class TactileLossConfig:
     schedule_seed: int = 0
     norm_pix: bool = True
     """MAE's per-patch normalised target (frame-4 prediction is scored in the same space)."""
-
-
-@dataclass
-class AugmentConfig:
-    """Batch augmentation (kornia), identical across the four frames of a window; inputs are
-    normalised by `mean`/`std` in every stage."""
-
-    enabled: bool = True
-    crop_scale: tuple[float, float] = (0.6, 1.0)
-    hflip: float = 0.5
-    vflip: float = 0.0
-    jitter: tuple[float, float, float, float] = (0.3, 0.3, 0.3, 0.05)
-    jitter_p: float = 0.8
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
 
 
 @dataclass
