@@ -8,7 +8,8 @@ import torch
 
 from sensorium.data.packs import open_pack
 from sensorium.errors import ConfigError
-from sensorium.recipes.rgbpc.extract import ShapePretraining, build_encoder, extract, parse_shard, read_frames
+from sensorium.recipes.rgbpc.extract import ShapePretraining, build_encoder, extract, parse_shard
+from sensorium.recipes.rgbpc.reader import read_frames
 
 PRETRAINING = ShapePretraining(views=16, steps=5, batch_size=8)  # as in conftest.py
 

@@ -8,7 +8,8 @@ import zarr
 
 from sensorium.data.bad_samples import collate_skipping
 from sensorium.errors import DataError
-from sensorium.recipes.rgbpc.datamodule import Item, RgbpcDataModule, RgbpcSamples
+from sensorium.recipes.rgbpc.datamodule import RgbpcDataModule
+from sensorium.recipes.rgbpc.reader import Item, RgbpcSamples
 
 EPISODE = ("reach_box", "episode_001")
 

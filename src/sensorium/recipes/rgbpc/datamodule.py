@@ -1,30 +1,11 @@
-"""The rgbpc recipe's data: episodes of the layout (reader.py) with their feature packs, as samples
-of K points with each encoder's features around them, read one window at a time.
-
-A sample is one anchor frame of one window (or of one step) of an episode:
-
-    feat/<encoder>   float16 (T, Hf, Wf, C)  the pack's frames of the window (T = 1 without temporal
-                                             pooling: only the anchor frame is read)
-    grid/<encoder>   float32 (K, 2)          the K points' positions on that encoder's grid (x, y)
-    anchor           int64 ()                the anchor frame's index in feat/* (0 when T = 1)
-    uv               float32 (K, 2)          the points' pixels in the original frame
-    pc_feat          float32 (K, C_pc)       the point encoder's features (or xyzrgb (K, 6): xyz and
-                                             rgb in [0, 1], when the data has none)
-    xyz              float32 (K, 3)          world coordinates; depth float32 (K,) camera z (NaN
-                                             without extrinsics)
-    action           float32 (A,)            the step's action; task int64 (); episode int64 ()
-    frame_id         int64 ()                unique per (episode, step): pairs of one frame
-    patch_px         float32 ()              the coarsest encoder's cell size in pixels (the
-                                             same-patch negative mask and "hit within one patch")
-    image            uint8 (3, H, W)         the anchor frame's pixels (distillation and test only)
-
-K points are drawn among the frame's points that every encoder's crop contains: at random for
-training (torch's RNG, new each epoch and per worker), seeded by the sample's position for
-validation and test (every evaluation sees the same points). Workers open packs lazily (the
-`FeaturePack` handles are opened in the worker on first read) and read only the window they need.
+"""The rgbpc recipe's splits and loaders: the episodes of the layout with their feature packs
+(reader.py), read as `RgbpcSamples`, on the shared rank-aware DataModule base; and `RgbpcDataSpec`,
+what the tasks read from their data.
 
 Episodes are split by episode (never by window) into train / val / test per task, deterministically
-for `split_seed`; `test` is the held-out set of the evaluation.
+for `split_seed`; `test` is the held-out set of the evaluation. Training reads every pack window of
+the training episodes; validation, the val episodes' windows in retrieval batches; the test, the
+steps of the action head's few training episodes and of the held-out episodes.
 """
 
 from __future__ import annotations
@@ -32,11 +13,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from sensorium.data.bad_samples import OnBadSample, handle_bad_sample
 from sensorium.data.datamodule import DataSpec, SensoriumDataModule
@@ -44,135 +23,21 @@ from sensorium.data.fingerprint import sample_fingerprint
 from sensorium.data.splits import stratified_split
 from sensorium.errors import ConfigError, DataError
 from sensorium.recipes.rgbpc.reader import (
+    Anchor,
     Episode,
+    Item,
+    PointInput,
+    RgbpcSamples,
     attach_packs,
     find_episodes,
-    read_point_sidecar,
-    read_ply,
     read_episode,
+    step_items,
+    window_items,
 )
 
 log = logging.getLogger(__name__)
 
-Anchor = Literal["middle", "random", "first", "last"]
-PointInput = Literal["pc_feat", "xyzrgb"]
 
-
-@dataclass(frozen=True)
-class Item:
-    episode: int
-    start: int  # the window's first frame
-    length: int  # the window's frames (T)
-    anchor: int  # the anchor's offset in the window; -1: drawn at random at each access
-    whole_window: bool  # read all T frames (temporal pooling), or only the anchor frame
-
-
-class RgbpcSamples(Dataset):
-    """Samples of K points around one anchor frame each (see the module docstring)."""
-
-    def __init__(self, episodes: list[Episode], items: list[Item], encoders: list[str], points: int,
-                 point_input: PointInput = "pc_feat", images: bool = False, seed: int | None = None,
-                 on_bad_sample: OnBadSample = "error"):
-        """seed: None draws points and random anchors afresh at every access (training); an int
-        makes sample i always the same (evaluation)."""
-        self.episodes, self.items, self.encoders = episodes, items, list(encoders)
-        self.points, self.point_input, self.images = points, point_input, images
-        self.seed, self.on_bad_sample = seed, on_bad_sample
-        self.tasks = sorted({e.task for e in episodes})
-        self.patch_px = max(max(e.packs[enc].transform.cell_pixels) for e in episodes for enc in self.encoders)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor] | None:
-        try:
-            return self._sample(index)
-        except DataError as e:
-            handle_bad_sample(e, self.on_bad_sample)
-            return None
-
-    def _random(self, index: int) -> torch.Generator | None:
-        return None if self.seed is None else torch.Generator().manual_seed(self.seed * 1_000_003 + index)
-
-    def _sample(self, index: int) -> dict[str, torch.Tensor]:
-        item = self.items[index]
-        episode = self.episodes[item.episode]
-        generator = self._random(index)
-        anchor = item.anchor if item.anchor >= 0 else int(torch.randint(item.length, (1,), generator=generator))
-        frame = item.start + anchor
-        first, count = (item.start, item.length) if item.whole_window else (frame, 1)
-        xyz, rgb = read_ply(episode.ply_file(frame))
-        uv, pc_feat = read_point_sidecar(episode.sidecar_file(frame), len(xyz), episode.camera.image_size,
-                                         require_features=self.point_input == "pc_feat")
-        packs = [episode.packs[enc] for enc in self.encoders]
-        grids = [p.transform.to_grid(uv) for p in packs]  # every point on each encoder's grid, once
-        usable = np.flatnonzero(np.logical_and.reduce([p.transform.on_grid(g) for p, g in zip(packs, grids)]))
-        if len(usable) == 0:
-            raise DataError(episode.sidecar_file(frame), "no point lies inside every encoder's crop")
-        if len(usable) >= self.points:
-            chosen = usable[torch.randperm(len(usable), generator=generator)[: self.points].numpy()]
-        else:  # a sparse frame: repeat points (the same-patch mask keeps repeats out of the negatives)
-            chosen = usable[torch.randint(len(usable), (self.points,), generator=generator).numpy()]
-        sample: dict[str, torch.Tensor] = {}
-        for encoder, pack, grid in zip(self.encoders, packs, grids):
-            window = pack.frames(first, first + count)  # (T, Hf, Wf, C), one contiguous read
-            if not np.isfinite(window).all():
-                raise DataError(pack.path, f"NaN or infinite features in frames {first}..{first + count - 1}")
-            sample[f"feat/{encoder}"] = torch.from_numpy(np.ascontiguousarray(window))
-            sample[f"grid/{encoder}"] = torch.from_numpy(grid[chosen].astype(np.float32))
-        if self.point_input == "pc_feat":
-            sample["pc_feat"] = torch.from_numpy(pc_feat[chosen])
-        else:
-            sample["pc_feat"] = torch.from_numpy(np.concatenate([xyz[chosen], rgb[chosen] / 255.0], 1).astype(np.float32))
-        step = episode.steps[frame]
-        depth = episode.camera.depth(step, xyz[chosen])
-        sample.update(
-            uv=torch.from_numpy(uv[chosen]),
-            xyz=torch.from_numpy(xyz[chosen]),
-            depth=torch.from_numpy((depth if depth is not None else np.full(len(chosen), np.nan)).astype(np.float32)),
-            anchor=torch.tensor(anchor if item.whole_window else 0),
-            action=torch.from_numpy(episode.actions[frame]) if episode.actions is not None else torch.zeros(0),
-            task=torch.tensor(self.tasks.index(episode.task)),
-            episode=torch.tensor(item.episode),
-            frame_id=torch.tensor(item.episode * 100_000 + frame),
-            patch_px=torch.tensor(self.patch_px, dtype=torch.float32),
-        )
-        if self.images:
-            from sensorium.recipes.rgbpc.extract import read_frames
-
-            sample["image"] = (read_frames([episode.frame_file(frame)])[0] * 255).round().to(torch.uint8)
-        return sample
-
-
-# --- items -------------------------------------------------------------------------------------------
-def window_items(episodes: list[Episode], members: list[int], encoder: str, anchor: Anchor,
-                 temporal: bool) -> list[Item]:
-    """One item per pack window of each member episode (the windows index of `encoder`'s packs)."""
-    items = []
-    for e in members:
-        for frames in episodes[e].packs[encoder].windows:
-            T = len(frames)
-            offset = {"first": 0, "middle": T // 2, "last": T - 1, "random": -1}[anchor]
-            items.append(Item(e, int(frames[0]), T, offset, temporal))
-    return items
-
-
-def step_items(episodes: list[Episode], members: list[int], window: int, temporal: bool) -> list[Item]:
-    """One item per step of each member episode; with temporal pooling, the window of `window`
-    frames around the step (shifted to fit the episode), the step as anchor."""
-    items = []
-    for e in members:
-        F = len(episodes[e].steps)
-        for f in range(F):
-            if temporal and F >= window:
-                start = min(max(f - window // 2, 0), F - window)
-                items.append(Item(e, start, window, f - start, True))
-            else:
-                items.append(Item(e, f, 1, 0, False))
-    return items
-
-
-# --- the DataModule ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RgbpcDataSpec(DataSpec):
     """What the rgbpc tasks read from their data."""

@@ -31,8 +31,7 @@ def export_dir_of(path: Path) -> Path:
 
 def embed(student_dir: str | Path, frames_root: str | Path, out: str | Path, batch_size: int = 32,
           window: int = 8, window_stride: int = 4) -> dict:
-    from sensorium.recipes.rgbpc.extract import read_frames
-    from sensorium.recipes.rgbpc.reader import episode_steps
+    from sensorium.recipes.rgbpc.reader import episode_steps, read_frames
     from sensorium.recipes.rgbpc.task import load_student
 
     student = load_student(export_dir_of(Path(student_dir))).eval()

@@ -56,6 +56,7 @@ from sensorium.layers.attention import TransformerBlock
 from sensorium.layers.conv import ConvStem
 from sensorium.layers.pos_embed import sincos_2d
 from sensorium.models.encoders import IMAGENET_MEAN, IMAGENET_STD
+from sensorium.recipes.rgbpc.reader import episode_steps, read_frames
 
 BUILTIN = ("conv8", "vit16", "shape8")
 
@@ -233,24 +234,6 @@ def _seeded(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
         return factory()
 
 
-# --- frames -----------------------------------------------------------------------------------------
-def read_frames(paths: list[Path]) -> torch.Tensor:
-    """PNG/JPEG frames -> (B, 3, H, W) float32 in [0, 1] at their own size (all the same size)."""
-    from PIL import Image, UnidentifiedImageError
-
-    frames = []
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                frames.append(np.asarray(image.convert("RGB")))
-        except (OSError, UnidentifiedImageError, ValueError) as e:
-            raise DataError(path, f"cannot decode frame ({type(e).__name__}: {e})") from None
-    sizes = {f.shape for f in frames}
-    if len(sizes) != 1:
-        raise DataError(paths[0].parent, f"frames of different sizes in one episode: {sorted(sizes)}")
-    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float().div_(255.0)
-
-
 # --- the command ------------------------------------------------------------------------------------
 def parse_shard(value: str | None) -> tuple[int, int]:
     """`i/n`, or the launcher's rank and world size (torchrun, SLURM), or 0/1."""
@@ -286,8 +269,6 @@ def extract(frames_root: str | Path, out: str | Path, encoders: list[str], seed:
             progress: bool = True, pretraining: ShapePretraining = SHAPE_PRETRAINING) -> dict:
     """Write the packs of every episode of this shard; returns counts (written, skipped, episodes)."""
     from tqdm import tqdm
-
-    from sensorium.recipes.rgbpc.reader import episode_steps
 
     frames_root, out = Path(frames_root), Path(out)
     if not frames_root.is_dir():

@@ -21,6 +21,9 @@ evaluation's depth probe needs it.
 Every check names the file and the problem (`DataError`): a missing or malformed camera.json,
 actions CSV shorter than the episode, a malformed PLY, a point file without uv, uv outside the image,
 an episode lacking an encoder's pack, packs whose frame paths disagree with each other or the frames.
+
+`RgbpcSamples` reads the layout as samples of K points with each encoder's features around them,
+one window at a time; `window_items` / `step_items` list the windows or steps it reads.
 """
 
 from __future__ import annotations
@@ -31,15 +34,22 @@ import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+import torch
+from torch.utils.data import Dataset
 
+from sensorium.data.bad_samples import OnBadSample, handle_bad_sample
 from sensorium.data.npz import read_npz
 from sensorium.data.packs import FeaturePack, open_pack
 from sensorium.errors import DataError
 
 STEP_PATTERN = re.compile(r"step_(\d+)\.png$")
 CAMERA_FILE = "camera.json"
+
+Anchor = Literal["middle", "random", "first", "last"]
+PointInput = Literal["pc_feat", "xyzrgb"]
 
 
 # --- camera -----------------------------------------------------------------------------------------
@@ -172,6 +182,24 @@ def read_ply(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if not np.isfinite(xyz).all():
         raise DataError(path, "PLY holds non-finite coordinates")
     return xyz, rgb
+
+
+# --- frames -----------------------------------------------------------------------------------------
+def read_frames(paths: list[Path]) -> torch.Tensor:
+    """PNG/JPEG frames -> (B, 3, H, W) float32 in [0, 1] at their own size (all the same size)."""
+    from PIL import Image, UnidentifiedImageError
+
+    frames = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                frames.append(np.asarray(image.convert("RGB")))
+        except (OSError, UnidentifiedImageError, ValueError) as e:
+            raise DataError(path, f"cannot decode frame ({type(e).__name__}: {e})") from None
+    sizes = {f.shape for f in frames}
+    if len(sizes) != 1:
+        raise DataError(paths[0].parent, f"frames of different sizes in one episode: {sorted(sizes)}")
+    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float().div_(255.0)
 
 
 # --- per-point sidecar ------------------------------------------------------------------------------
@@ -332,3 +360,138 @@ def attach_packs(episode: Episode, features_root: str | Path, encoders: list[str
             raise DataError(path, f"made for {list(pack.transform.image_size)} images; camera.json says "
                                   f"{list(episode.camera.image_size)}")
         episode.packs[encoder] = pack
+
+
+# --- samples ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Item:
+    episode: int
+    start: int  # the window's first frame
+    length: int  # the window's frames (T)
+    anchor: int  # the anchor's offset in the window; -1: drawn at random at each access
+    whole_window: bool  # read all T frames (temporal pooling), or only the anchor frame
+
+
+class RgbpcSamples(Dataset):
+    """Samples of K points around one anchor frame each: one anchor frame of one window (or of one
+    step) of an episode, as
+
+        feat/<encoder>   float16 (T, Hf, Wf, C)  the pack's frames of the window (T = 1 without temporal
+                                                 pooling: only the anchor frame is read)
+        grid/<encoder>   float32 (K, 2)          the K points' positions on that encoder's grid (x, y)
+        anchor           int64 ()                the anchor frame's index in feat/* (0 when T = 1)
+        uv               float32 (K, 2)          the points' pixels in the original frame
+        pc_feat          float32 (K, C_pc)       the point encoder's features (or xyzrgb (K, 6): xyz and
+                                                 rgb in [0, 1], when the data has none)
+        xyz              float32 (K, 3)          world coordinates; depth float32 (K,) camera z (NaN
+                                                 without extrinsics)
+        action           float32 (A,)            the step's action; task int64 (); episode int64 ()
+        frame_id         int64 ()                unique per (episode, step): pairs of one frame
+        patch_px         float32 ()              the coarsest encoder's cell size in pixels (the
+                                                 same-patch negative mask and "hit within one patch")
+        image            uint8 (3, H, W)         the anchor frame's pixels (distillation and test only)
+
+    K points are drawn among the frame's points that every encoder's crop contains: at random for
+    training (torch's RNG, new each epoch and per worker), seeded by the sample's position for
+    validation and test (every evaluation sees the same points). Workers open packs lazily (the
+    `FeaturePack` handles are opened in the worker on first read) and read only the window they need.
+    """
+
+    def __init__(self, episodes: list[Episode], items: list[Item], encoders: list[str], points: int,
+                 point_input: PointInput = "pc_feat", images: bool = False, seed: int | None = None,
+                 on_bad_sample: OnBadSample = "error"):
+        """seed: None draws points and random anchors afresh at every access (training); an int
+        makes sample i always the same (evaluation)."""
+        self.episodes, self.items, self.encoders = episodes, items, list(encoders)
+        self.points, self.point_input, self.images = points, point_input, images
+        self.seed, self.on_bad_sample = seed, on_bad_sample
+        self.tasks = sorted({e.task for e in episodes})
+        self.patch_px = max(max(e.packs[enc].transform.cell_pixels) for e in episodes for enc in self.encoders)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor] | None:
+        try:
+            return self._sample(index)
+        except DataError as e:
+            handle_bad_sample(e, self.on_bad_sample)
+            return None
+
+    def _random(self, index: int) -> torch.Generator | None:
+        return None if self.seed is None else torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+
+    def _sample(self, index: int) -> dict[str, torch.Tensor]:
+        item = self.items[index]
+        episode = self.episodes[item.episode]
+        generator = self._random(index)
+        anchor = item.anchor if item.anchor >= 0 else int(torch.randint(item.length, (1,), generator=generator))
+        frame = item.start + anchor
+        first, count = (item.start, item.length) if item.whole_window else (frame, 1)
+        xyz, rgb = read_ply(episode.ply_file(frame))
+        uv, pc_feat = read_point_sidecar(episode.sidecar_file(frame), len(xyz), episode.camera.image_size,
+                                         require_features=self.point_input == "pc_feat")
+        packs = [episode.packs[enc] for enc in self.encoders]
+        grids = [p.transform.to_grid(uv) for p in packs]  # every point on each encoder's grid, once
+        usable = np.flatnonzero(np.logical_and.reduce([p.transform.on_grid(g) for p, g in zip(packs, grids)]))
+        if len(usable) == 0:
+            raise DataError(episode.sidecar_file(frame), "no point lies inside every encoder's crop")
+        if len(usable) >= self.points:
+            chosen = usable[torch.randperm(len(usable), generator=generator)[: self.points].numpy()]
+        else:  # a sparse frame: repeat points (the same-patch mask keeps repeats out of the negatives)
+            chosen = usable[torch.randint(len(usable), (self.points,), generator=generator).numpy()]
+        sample: dict[str, torch.Tensor] = {}
+        for encoder, pack, grid in zip(self.encoders, packs, grids):
+            window = pack.frames(first, first + count)  # (T, Hf, Wf, C), one contiguous read
+            if not np.isfinite(window).all():
+                raise DataError(pack.path, f"NaN or infinite features in frames {first}..{first + count - 1}")
+            sample[f"feat/{encoder}"] = torch.from_numpy(np.ascontiguousarray(window))
+            sample[f"grid/{encoder}"] = torch.from_numpy(grid[chosen].astype(np.float32))
+        if self.point_input == "pc_feat":
+            sample["pc_feat"] = torch.from_numpy(pc_feat[chosen])
+        else:
+            sample["pc_feat"] = torch.from_numpy(np.concatenate([xyz[chosen], rgb[chosen] / 255.0], 1).astype(np.float32))
+        step = episode.steps[frame]
+        depth = episode.camera.depth(step, xyz[chosen])
+        sample.update(
+            uv=torch.from_numpy(uv[chosen]),
+            xyz=torch.from_numpy(xyz[chosen]),
+            depth=torch.from_numpy((depth if depth is not None else np.full(len(chosen), np.nan)).astype(np.float32)),
+            anchor=torch.tensor(anchor if item.whole_window else 0),
+            action=torch.from_numpy(episode.actions[frame]) if episode.actions is not None else torch.zeros(0),
+            task=torch.tensor(self.tasks.index(episode.task)),
+            episode=torch.tensor(item.episode),
+            frame_id=torch.tensor(item.episode * 100_000 + frame),
+            patch_px=torch.tensor(self.patch_px, dtype=torch.float32),
+        )
+        if self.images:
+            sample["image"] = (read_frames([episode.frame_file(frame)])[0] * 255).round().to(torch.uint8)
+        return sample
+
+
+# --- sample items -----------------------------------------------------------------------------
+def window_items(episodes: list[Episode], members: list[int], encoder: str, anchor: Anchor,
+                 temporal: bool) -> list[Item]:
+    """One item per pack window of each member episode (the windows index of `encoder`'s packs)."""
+    items = []
+    for e in members:
+        for frames in episodes[e].packs[encoder].windows:
+            T = len(frames)
+            offset = {"first": 0, "middle": T // 2, "last": T - 1, "random": -1}[anchor]
+            items.append(Item(e, int(frames[0]), T, offset, temporal))
+    return items
+
+
+def step_items(episodes: list[Episode], members: list[int], window: int, temporal: bool) -> list[Item]:
+    """One item per step of each member episode; with temporal pooling, the window of `window`
+    frames around the step (shifted to fit the episode), the step as anchor."""
+    items = []
+    for e in members:
+        F = len(episodes[e].steps)
+        for f in range(F):
+            if temporal and F >= window:
+                start = min(max(f - window // 2, 0), F - window)
+                items.append(Item(e, start, window, f - start, True))
+            else:
+                items.append(Item(e, f, 1, 0, False))
+    return items
