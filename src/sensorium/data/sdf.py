@@ -1,5 +1,7 @@
-"""Geometry core of the cardiac recipe: surfaces of label masks, area-weighted surface samples, and
-exact signed distances of arbitrary points to those surfaces.
+"""Signed distances to the surfaces in a 3-D label volume (any segmentation, e.g. a NIfTI label
+map): each binary mask's surface by marching cubes, area-weighted surface samples, and exact signed
+distances of arbitrary points to those surfaces. It labels SDF training samples for implicit shape
+models and gives the shape metrics (`sensorium.eval.shapes`) their meshes.
 
 Sign convention (one, used everywhere in sensorium): **SDF < 0 inside a structure, > 0 outside,
 0 on its surface.** `INSIDE_NEGATIVE` names it for code that wants to say so.

@@ -1,13 +1,14 @@
-"""SDF losses of the cardiac recipe (multi-class VecSet autoencoder).
+"""SDF losses for neural implicit shapes with one SDF channel per structure (class), as a
+multi-class VecSet autoencoder (`sensorium.models.vecset`) predicts them.
 
 Conventions: SDF tensors are (..., C) with one channel per structure, **negative inside** (the
-convention of `sensorium.data.sdf`), in the normalised units of the prepared data. Every term
-takes named inputs; nothing is picked by position.
+convention of `sensorium.data.sdf`), in the normalised units of the data. Every term takes named
+inputs; nothing is picked by position.
 
 The combination follows VecSetX (`vecset/engines/engine_ae.py`): L1 on volume points + 10 x L1 on
 near-surface points + 1 x surface term + 0.001 x eikonal (+ a KL weight for a KL bottleneck, as in
 3DShape2VecSet). `SdfLoss` holds the weights and returns every weighted term by name, so the
-doctor can check each term's share (the cardiac note's IoU stayed at 0 with one term under 1%).
+doctor can check each term's share (a term under 1% of the total can leave the IoU at 0).
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ def surface_loss(pred_at_surface: torch.Tensor, surface_labels: torch.Tensor) ->
         surface_labels: (..., N) long, the structure each point was sampled from.
 
     The channel is selected by the point's label (gather); other structures' channels at that
-    point are ignored (they are not zero there: a point of the LV wall lies inside the myocardium's
-    neighbourhood, outside the RV, ...).
+    point are ignored (they are not zero there: in a heart, a point of the LV wall lies inside the
+    myocardium's neighbourhood, outside the RV, ...).
     """
     if pred_at_surface.shape[:-1] != surface_labels.shape:
         raise ValueError(f"pred_at_surface {tuple(pred_at_surface.shape)} does not match surface_labels "

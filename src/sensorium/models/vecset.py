@@ -19,8 +19,8 @@ latents are FPS points and keep their positions (`Encoding.positions`, `LatentCo
 the self-attention blocks over the latents stay global. Why local: the network then learns how
 nearby surface points fix the SDF, which is the same everywhere on every shape, instead of each
 shape's layout as a whole. With 75 synthetic training hearts it generalised where the global model
-memorised them (val mean IoU 0.745 vs 0.603 after 1200 steps, train 0.761 vs 0.681; see
-`vecset_demo`).
+memorised them (val mean IoU 0.745 vs 0.603 after 1200 steps, train 0.761 vs 0.681; the cardiac
+recipe's configs/demo.yaml). Sizes live in the recipes' YAMLs.
 
 The SDF channels follow sensorium's convention (negative inside, see `sensorium.data.sdf`); the
 model itself only regresses numbers. Stages: `encode` (surface -> latents), `decode_context`
@@ -344,38 +344,3 @@ class VecSetAutoEncoder(nn.Module):
         # the SDF's scale through the L1 terms instead of undoing a random field.
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
-
-
-# --- size factories -------------------------------------------------------------------------------
-def vecset_tiny(num_classes: int = 10, latent_init: LatentInit = "fps", kl_dim: int | None = None,
-                attention: AttentionKind = "global") -> VecSetAutoEncoder:
-    """For tests: a few thousand parameters."""
-    return VecSetAutoEncoder(num_classes, dim=32, num_latents=8, depth=1, head_dim=16, num_freqs=4,
-                             latent_init=latent_init, kl_dim=kl_dim, attention=attention, encoder_neighbours=8,
-                             decoder_neighbours=4)
-
-
-def vecset_demo(num_classes: int = 10, kl_dim: int | None = None) -> VecSetAutoEncoder:
-    """CPU demo (cardiac/demo): ~1 M parameters, local attention over 256 FPS latents.
-
-    Measured on 39-75 mild synthetic hearts (val mean IoU, one thread, batch 16): local attention
-    0.745 vs global 0.603 after 1200 steps at lr 2e-3 (global: 64 latents, 3 blocks). At lr 4e-3
-    the global model gained nothing from 256 latents (0.552 vs 0.565 after 900 steps), learned
-    queries (0.584 vs 0.574 after 1200) or a second decoder block (0.576 vs 0.574). Heads of 16
-    (8 heads) fitted a heart faster than heads of 32 (0.60 vs 0.54 after 300 steps); 5 Fourier
-    frequencies and sdf_scale 0.1 beat 8 and 1.0 (0.45 vs 0.42, 0.40 vs 0.31 after 300 steps)."""
-    return VecSetAutoEncoder(num_classes, dim=128, num_latents=256, depth=2, head_dim=16, num_freqs=5,
-                             latent_init="fps", kl_dim=kl_dim, sdf_scale=0.1, attention="local",
-                             encoder_neighbours=16, decoder_neighbours=8)
-
-
-def vecset_paper(num_classes: int = 10, latent_init: LatentInit = "learned",
-                 kl_dim: int | None = 16) -> VecSetAutoEncoder:
-    """VecSetX's default `learnable_vec1024x16_dim1024_depth24` (8192 surface points in): 1024
-    learned latents of width 1024, 24 blocks, heads of 64, a bottleneck of 16 channels per latent
-    (VecSetX normalises it; here it is the KL bottleneck). About 0.3 B parameters."""
-    return VecSetAutoEncoder(num_classes, dim=1024, num_latents=1024, depth=24, head_dim=64, num_freqs=8,
-                             latent_init=latent_init, kl_dim=kl_dim)
-
-
-VECSET_SIZES = {"tiny": vecset_tiny, "demo": vecset_demo, "paper": vecset_paper}

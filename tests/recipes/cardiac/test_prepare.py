@@ -13,7 +13,6 @@ import pytest
 
 from sensorium.errors import DataError
 from sensorium.recipes.cardiac.prepare import (
-    CARDIAC_STRUCTURES,
     PrepareConfig,
     assign_splits,
     denormalise,
@@ -23,6 +22,7 @@ from sensorium.recipes.cardiac.prepare import (
     prepare_case,
     run,
 )
+from sensorium.recipes.cardiac.reader import CARDIAC_STRUCTURES
 from sensorium.recipes.cardiac.synth import generate
 
 SMALL = dict(surface_points=2048, volume_points=2048, near_points=2000)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from sensorium.recipes import RECIPES
-from sensorium.recipes.cardiac.prepare import CARDIAC_STRUCTURES, PrepareConfig, run
+from sensorium.recipes.cardiac.prepare import PrepareConfig, run
+from sensorium.recipes.cardiac.reader import CARDIAC_STRUCTURES
 from sensorium.recipes.cardiac.synth import generate
 
 CONFIGS = sorted(RECIPES["cardiac"].configs.glob("*.yaml"))
@@ -84,9 +85,34 @@ def test_each_yaml_fits_and_evaluates(config, prepared, tmp_path):
     assert "Shape evaluation" in html and "mean shape" in html and "data:image/png;base64," in html
 
 
+def test_config_sizes():
+    """The YAMLs are the sizes: the paper net is VecSetX's ~0.3 B-parameter autoencoder with 1024
+    learned latents, the demo's a CPU-sized one with local attention."""
+    from dataclasses import asdict
+
+    import torch
+    import yaml
+
+    from sensorium.config import as_config
+    from sensorium.models.vecset import VecSetAutoEncoder
+    from sensorium.recipes import resolve_config
+    from sensorium.recipes.cardiac.task import CardiacNetConfig
+
+    def net(name):
+        config = yaml.safe_load(resolve_config(f"cardiac/{name}").read_text())
+        with torch.device("meta"):  # counted without allocating
+            return VecSetAutoEncoder(len(CARDIAC_STRUCTURES), **asdict(as_config(CardiacNetConfig,
+                                                                                 config["model"]["init_args"]["net"])))
+
+    paper, demo = net("paper"), net("demo")
+    assert 0.25e9 < sum(p.numel() for p in paper.parameters()) < 0.45e9
+    assert paper.num_latents == 1024 and paper.latent_init == "learned"
+    assert sum(p.numel() for p in demo.parameters()) < 2e6 and demo.local
+
+
 def test_prepared_data_reads_as_memory_maps(prepared):
-    """The datamodule's reader maps npz members without loading them and agrees with np.load."""
-    from sensorium.recipes.cardiac.datamodule import npz_memmap
+    """The reader maps npz members without loading them and agrees with np.load."""
+    from sensorium.recipes.cardiac.reader import npz_memmap
 
     path = next(prepared.glob("*.npz"))
     mapped, loaded = npz_memmap(path), np.load(path)
@@ -100,13 +126,15 @@ def test_augmentation_is_a_rotation_and_scale_of_points_and_sdf(prepared):
     same factor (distances are rigid-invariant), so the labels stay exact."""
     import torch
 
-    from sensorium.recipes.cardiac.datamodule import CardiacCases, CardiacSampling
+    from sensorium.recipes.cardiac.reader import CardiacCases, CardiacSampling
+    from sensorium.recipes.cardiac.transforms import RandomRotateScale
 
     path = next(prepared.glob("*.npz"))
+    sampling = CardiacSampling(64, 64, 64)
     torch.manual_seed(0)
-    plain = CardiacCases([path], CardiacSampling(64, 64, 64))[0]
+    plain = CardiacCases([path], sampling)[0]
     torch.manual_seed(0)  # the same rows are drawn; only the augmentation differs
-    moved = CardiacCases([path], CardiacSampling(64, 64, 64, rotate_deg=40.0, scale=0.2))[0]
+    moved = CardiacCases([path], sampling, transform=RandomRotateScale(rotate_deg=40.0, scale=0.2))[0]
     factor = moved["vol_sdf"] / plain["vol_sdf"]
     k = float(factor.flatten()[0])
     assert 0.8 <= k <= 1.2
@@ -121,3 +149,12 @@ def test_augmentation_is_a_rotation_and_scale_of_points_and_sdf(prepared):
                                torch.cdist(points, points, compute_mode=exact) * k, rtol=1e-4, atol=1e-5)
     assert not torch.allclose(moved_points / k, points, atol=1e-3)
     torch.testing.assert_close(moved["surface_labels"], plain["surface_labels"])
+
+    # The datamodule augments its training cases exactly when `data.sampling` asks for it.
+    from sensorium.recipes.cardiac.datamodule import CardiacDataModule
+
+    for asked, expected in (({}, None), ({"rotate_deg": 40.0, "scale": 0.2}, RandomRotateScale(40.0, 0.2))):
+        datamodule = CardiacDataModule(str(prepared), sampling={"surface_points": 64, "volume_points": 64,
+                                                                "near_points": 64, **asked})
+        datamodule.setup("fit")
+        assert datamodule.datasets["train"].transform == expected

@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from sensorium.recipes.cardiac.prepare import CARDIAC_STRUCTURES, read_label_map
+from sensorium.recipes.cardiac.reader import CARDIAC_STRUCTURES, read_label_map
 from sensorium.recipes.cardiac.synth import generate, main
 
 SHAPE, SPACING = (48, 48, 32), (2.6, 2.6, 4.0)

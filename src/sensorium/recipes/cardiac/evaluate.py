@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from sensorium.errors import DataError
+from sensorium.recipes.cardiac.reader import case_path, npz_memmap, read_split_csv
 
 
 def interpolate_grid(grid: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -42,7 +43,6 @@ def mean_shape_baseline(root: str | Path, split: str | None = None, fscore_thres
     IoU of each evaluation case's own grid at its own points.
     """
     from sensorium.eval.shapes import class_iou, grid_meshes, mesh_metrics
-    from sensorium.recipes.cardiac.datamodule import npz_memmap, read_split_csv
 
     root = Path(root)
     splits = read_split_csv(root / "split.csv")
@@ -51,10 +51,11 @@ def mean_shape_baseline(root: str | Path, split: str | None = None, fscore_thres
         raise DataError(root / "split.csv", f"the mean-shape baseline needs train and {split} cases")
 
     def arrays(case_id: str) -> dict[str, np.ndarray]:
-        data = npz_memmap(root / f"{case_id}.npz")
+        path = case_path(root, case_id)
+        data = npz_memmap(path)
         if "grid_sdf" not in data:
-            raise DataError(root / f"{case_id}.npz", "no grid_sdf: prepared without an SDF grid "
-                                                     "(`sensorium prepare cardiac --grid-resolution 32`)")
+            raise DataError(path, "no grid_sdf: prepared without an SDF grid "
+                                  "(`sensorium prepare cardiac --grid-resolution 32`)")
         return data
 
     mean_grid = np.mean([np.asarray(arrays(c)["grid_sdf"], dtype=np.float64) for c in splits["train"]], axis=0)

@@ -27,15 +27,7 @@ Output: `OUT/<case_id>.npz` (written atomically), `OUT/split.csv` (case_id,split
 depends only on its id and the seed, so adding cases never moves old ones), `OUT/prepare.json`
 (settings, structures, prepared and skipped cases).
 
-npz arrays (float32 unless noted; Ns, Nv, Nn points; C structures):
-
-    surface_points (Ns, 3)   surface_normals (Ns, 3) unit, outward   surface_labels (Ns,) int64
-    vol_points (Nv, 3)       vol_sdf (Nv, C)
-    near_points (Nn, 3)      near_sdf (Nn, C)      near_labels (Nn,) int64 (structure sampled)
-    grid_sdf (R, R, R, C)    indexed [i, j, k] along x, y, z at linspace(-1, 1, R) (if R > 0)
-    scale () float64         offset (3,) float64   (world_mm = points * scale + offset)
-    class_names (C,) str     label_values (C,) int64    case_id () str
-    spacing (3,) float64 mm  affine (4, 4) float64      shape (3,) int64    near_sigmas (2,) float64
+The npz arrays are listed in `sensorium.recipes.cardiac.reader` (the layout, and how it is read).
 
 Bad input (`on_bad_case`: `error` raises one DataError naming the file; `skip` logs, counts and
 lists it in prepare.json): unreadable or corrupt files, non-label volumes (non-integer values or
@@ -46,7 +38,6 @@ header's voxel sizes, missing structures, and structures with too few voxels for
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import os
@@ -62,45 +53,14 @@ import numpy as np
 from sensorium.data.bad_samples import OnBadSample, handle_bad_sample
 from sensorium.data.processes import process_pool
 from sensorium.errors import DataError
+from sensorium.recipes.cardiac.reader import (
+    CARDIAC_STRUCTURES,
+    case_path,
+    read_label_map,
+    write_split_csv,
+)
 
 log = logging.getLogger("sensorium.data.cardiac")
-
-CARDIAC_STRUCTURES: tuple[str, ...] = (
-    "left_ventricle",
-    "right_ventricle",
-    "left_atrium",
-    "right_atrium",
-    "lv_myocardium",
-    "aorta",
-    "pulmonary_artery",
-    "superior_vena_cava",
-    "inferior_vena_cava",
-    "pulmonary_veins",
-)
-"""The cardiac recipe's structures in channel order; default label value = index + 1."""
-
-
-# --- label maps -----------------------------------------------------------------------------------
-def write_label_map(path: str | Path, names: tuple[str, ...], values: tuple[int, ...] | None = None) -> None:
-    """labels.json: `{"background": 0, "structures": {name: label value}}` (values default 1..C)."""
-    values = tuple(range(1, len(names) + 1)) if values is None else values
-    Path(path).write_text(json.dumps({"background": 0, "structures": dict(zip(names, map(int, values)))},
-                                     indent=2) + "\n")
-
-
-def read_label_map(path: str | Path) -> tuple[tuple[str, ...], tuple[int, ...]]:
-    """(names, label values) from a labels.json, in file order."""
-    try:
-        content = json.loads(Path(path).read_text())
-        structures = content["structures"]
-        names, values = tuple(structures), tuple(int(v) for v in structures.values())
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise DataError(path, f"not a label map ({e}); expected "
-                              '{"background": 0, "structures": {"name": label, ...}}') from e
-    if len(set(values)) != len(values) or 0 in values:
-        raise DataError(path, f"label values must be distinct and non-zero, got {list(values)}")
-    return names, values
-
 
 # --- settings -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -321,7 +281,7 @@ def process_case(path: str | Path, out_dir: str | Path, config: PrepareConfig) -
     start = time.perf_counter()
     arrays = prepare_case(path, config)
     case_id = str(arrays["case_id"])
-    write_npz_atomic(Path(out_dir) / f"{case_id}.npz", arrays)
+    write_npz_atomic(case_path(out_dir, case_id), arrays)
     return case_id, time.perf_counter() - start
 
 
@@ -337,14 +297,6 @@ def assign_splits(case_ids: list[str], val_fraction: float, seed: int) -> dict[s
     if len(case_ids) >= 2 and "train" not in splits.values():
         splits[max(case_ids, key=u.get)] = "train"
     return splits
-
-
-def write_split_csv(path: str | Path, splits: dict[str, str]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["case_id", "split"])
-        for cid in sorted(splits):
-            writer.writerow([cid, splits[cid]])
 
 
 # --- command line ---------------------------------------------------------------------------------

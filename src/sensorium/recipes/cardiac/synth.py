@@ -6,7 +6,7 @@
 writes
 
     DIR/case_0000.nii.gz ...   uint8 labels: 0 background, 1..10 the structures of
-                               `sensorium.recipes.cardiac.prepare.CARDIAC_STRUCTURES` (label = index + 1)
+                               `sensorium.recipes.cardiac.reader.CARDIAC_STRUCTURES` (label = index + 1)
     DIR/labels.json            {"background": 0, "structures": {name: label, ...}}
 
 Each heart is a set of implicit shapes in a canonical heart frame (x patient-left, y anterior,
@@ -38,7 +38,7 @@ import numpy as np
 
 from sensorium.data.processes import process_pool
 from sensorium.errors import ConfigError
-from sensorium.recipes.cardiac.prepare import CARDIAC_STRUCTURES, write_label_map
+from sensorium.recipes.cardiac.reader import CARDIAC_STRUCTURES, write_label_map
 
 
 # --- implicit primitives (negative inside; only the sign is used) ----------------------------------

@@ -35,7 +35,7 @@ from sensorium.eval.shapes import (
 from sensorium.losses.sdf import SdfLoss
 from sensorium.models.vecset import AttentionKind, LatentContext, LatentInit, VecSetAutoEncoder, surface_input
 from sensorium.recipes.cardiac.datamodule import CardiacDataSpec
-from sensorium.recipes.cardiac.prepare import CARDIAC_STRUCTURES
+from sensorium.recipes.cardiac.reader import CARDIAC_STRUCTURES
 
 log = logging.getLogger(__name__)
 
