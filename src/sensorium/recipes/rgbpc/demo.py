@@ -26,6 +26,7 @@ from sensorium.engine.demo import (
 )
 from sensorium.errors import DataError
 from sensorium.recipes import resolve_config
+from sensorium.recipes.rgbpc.metrics import ACTION_SOURCES
 
 TARGET_CHANCE_RATIO, TARGET_UNTRAINED_RATIO, TARGET_GAP_CLOSED = 10.0, 3.0, 0.4
 
@@ -85,7 +86,7 @@ def main(argv: list[str]) -> int:
     action = report["action"]
     metrics = {"point_top1": report["point_top1"], "point_top5": report["point_top5"],
                "chance_top1": report["chance_top1"], "set_top1": report["set_top1"],
-               "action_error": {k: action["error"][k] for k in ("pc", "rgb_aligned", "rgb_raw", "student")},
+               "action_error": {k: action["error"][k] for k in ACTION_SOURCES},
                "gap_closed": action["gap_closed"]}
     more = {k: report[k] for k in ("patch_top1", "patch_top5", "point_top1_within_patch", "point_top5_within_patch",
                                    "set_top5", "set_chance_top1", "candidates", "raw_point_top1", "depth_probe",

@@ -39,6 +39,14 @@ from sensorium.errors import ConfigError, DataError
 from sensorium.eval.retrieval import positive_negative_similarities, retrieval_topk
 from sensorium.losses.contrastive import NegativeQueue, info_nce
 from sensorium.recipes.rgbpc.datamodule import RgbpcDataSpec
+from sensorium.recipes.rgbpc.metrics import (
+    ACTION_SOURCES,
+    action_head_test,
+    depth_probe,
+    gap_closed,
+    retrieval_metrics,
+    similarity_histogram,
+)
 from sensorium.recipes.rgbpc.model import AlignNet, AlignNetConfig, StudentCNN, StudentConfig, same_patch_mask
 
 log = logging.getLogger(__name__)
@@ -81,20 +89,6 @@ def _distributed_rows(count: int) -> int:
     value = torch.tensor(count)
     dist.all_reduce(value, op=dist.ReduceOp.MIN)
     return int(value)
-
-
-def retrieval_metrics(points: torch.Tensor, patches: torch.Tensor, frame_id: torch.Tensor, uv: torch.Tensor,
-                      patch_px: float) -> dict[str, float]:
-    """Retrieval among one batch's N = B x K candidates: points (B, K, D) vs patches (B, K, D)."""
-    B, K = points.shape[:2]
-    p, v = points.reshape(B * K, -1), patches.reshape(B * K, -1)
-    fid, xy = frame_id.repeat_interleave(K), uv.reshape(B * K, 2)
-    near = same_patch_mask(fid, xy, fid, xy, patch_px)
-    to_patch, to_point = retrieval_topk(p, v), retrieval_topk(v, p)
-    to_patch_near = retrieval_topk(p, v, accept=near)
-    return {"point_top1": to_patch[1], "point_top5": to_patch[5], "patch_top1": to_point[1],
-            "patch_top5": to_point[5], "point_top1_within_patch": to_patch_near[1],
-            "point_top5_within_patch": to_patch_near[5], "candidates": float(B * K)}
 
 
 class AlignTask(SensoriumTask):
@@ -270,11 +264,9 @@ class AlignTask(SensoriumTask):
         report["set_chance_top1"] = 1.0 / report["set_candidates"]
         report["encoders"] = list(self.net.encoders)
         report["fusion"] = self.fusion_report(held)
-        sources = [s for s in ("pc", "rgb_aligned", "rgb_raw", "student") if s in held and s in bank]
+        sources = [s for s in ACTION_SOURCES if s in held and s in bank]
         num_tasks = int(max(bank["task"].max(), held["task"].max())) + 1
         if cfg.action_test and len(bank.get("action", [])) and bank["action"].shape[-1] > 0:
-            from sensorium.recipes.rgbpc.evaluate import action_head_test, gap_closed
-
             started = time.perf_counter()
             with torch.inference_mode(False), torch.enable_grad(), torch.autocast(self.device.type, enabled=False):
                 clone = {s: (bank[s].clone(), held[s].clone()) for s in sources}
@@ -292,8 +284,6 @@ class AlignTask(SensoriumTask):
                                        if "student" in errors else None),
                 "seconds": round(time.perf_counter() - started, 1),
             }
-        from sensorium.recipes.rgbpc.evaluate import depth_probe
-
         report["depth_probe"] = {s: depth_probe(bank[s].flatten(0, 1), bank["depth"].flatten(),
                                                 held[s].flatten(0, 1), held["depth"].flatten(), cfg.depth_alpha)
                                  for s in sources}
@@ -311,8 +301,6 @@ class AlignTask(SensoriumTask):
         return {"mode": fusion.mode, "weights": dict(zip(encoders, fusion.input_shares().tolist()))}
 
     def write_eval(self, report: dict, held: dict[str, torch.Tensor]) -> None:
-        from sensorium.recipes.rgbpc.evaluate import similarity_histogram
-
         eval_dir = self.run_dir / "eval"
         if "sim_pos" in held:
             similarity_histogram(held["sim_pos"].float().numpy(), held["sim_neg"].float().numpy(),

@@ -1,0 +1,126 @@
+"""The metrics AlignTask computes on its batches: retrieval during validation (`val/point_top1` picks
+best.ckpt) and the held-out evaluation of its test (the action-head test, the depth probe, the
+similarity histogram), below the task so that it can import them; evaluate.py runs that test
+(`sensorium eval rgbpc`) and describes the protocol.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sensorium.eval.retrieval import retrieval_topk
+from sensorium.recipes.rgbpc.model import ActionHead, same_patch_mask
+from sensorium.report.figures import pyplot, save_png
+
+ACTION_SOURCES = ("pc", "rgb_aligned", "rgb_raw", "student")
+"""The feature sources of the action-head test, in the order they are reported."""
+
+
+# --- retrieval ------------------------------------------------------------------------------------
+def retrieval_metrics(points: torch.Tensor, patches: torch.Tensor, frame_id: torch.Tensor, uv: torch.Tensor,
+                      patch_px: float) -> dict[str, float]:
+    """Retrieval among one batch's N = B x K candidates: points (B, K, D) vs patches (B, K, D)."""
+    B, K = points.shape[:2]
+    p, v = points.reshape(B * K, -1), patches.reshape(B * K, -1)
+    fid, xy = frame_id.repeat_interleave(K), uv.reshape(B * K, 2)
+    near = same_patch_mask(fid, xy, fid, xy, patch_px)
+    to_patch, to_point = retrieval_topk(p, v), retrieval_topk(v, p)
+    to_patch_near = retrieval_topk(p, v, accept=near)
+    return {"point_top1": to_patch[1], "point_top5": to_patch[5], "patch_top1": to_point[1],
+            "patch_top5": to_point[5], "point_top1_within_patch": to_patch_near[1],
+            "point_top5_within_patch": to_patch_near[5], "candidates": float(B * K)}
+
+
+# --- the action-head probe ------------------------------------------------------------------------
+def _standardise(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
+    dims = tuple(range(train.ndim - 1))
+    mean, std = train.mean(dim=dims), train.std(dim=dims).clamp_min(1e-6)
+    return [(x - mean) / std for x in (train, *others)]
+
+
+def fit_action_head(x: torch.Tensor, task: torch.Tensor, y: torch.Tensor, num_tasks: int, seed: int,
+                    steps: int = 400, lr: float = 1e-3, batch_size: int = 64, hidden: int = 64) -> ActionHead:
+    """An ActionHead fitted on standardised features x (N, K, F) and scaled actions y (N, A) by AdamW
+    on random mini-batches (MSE)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        head = ActionHead(x.shape[-1], num_tasks, y.shape[-1], hidden=hidden)
+        optimiser = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-2)
+        generator = torch.Generator().manual_seed(seed)
+        for _ in range(steps):
+            idx = torch.randint(len(x), (min(batch_size, len(x)),), generator=generator)
+            loss = F.mse_loss(head(x[idx], task[idx]), y[idx])
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+    return head.eval()
+
+
+def action_head_test(sources: dict[str, tuple[torch.Tensor, torch.Tensor]], train_task: torch.Tensor,
+                     train_y: torch.Tensor, test_task: torch.Tensor, test_y: torch.Tensor, num_tasks: int,
+                     seeds: int = 3, steps: int = 400, lr: float = 1e-3) -> dict[str, dict[str, float]]:
+    """{source: {error, std, errors}} for each source's (train features (N, K, F), test features (M, K, F)).
+
+    Features are standardised per dimension with the training steps' statistics; actions are centred
+    on the training mean and divided by one scale (the norm of the per-component std), so every
+    component counts by its size in metres. error = E|pred - y|^2 / E|y - mean(y)|^2 on the held-out
+    steps (1 = predicting their mean), mean and std over `seeds` head initialisations (the same seeds
+    for every source)."""
+    mean, scale = train_y.float().mean(dim=0), train_y.float().std(dim=0).norm().clamp_min(1e-8)
+    y_train, y_test = (train_y.float() - mean) / scale, (test_y.float() - mean) / scale
+    variance = (y_test - y_test.mean(dim=0)).pow(2).sum(dim=1).mean().clamp_min(1e-12)
+    results = {}
+    for name, (train_x, test_x) in sources.items():
+        x_train, x_test = _standardise(train_x.float(), test_x.float())
+        errors = []
+        for seed in range(seeds):
+            head = fit_action_head(x_train, train_task, y_train, num_tasks, seed, steps, lr)
+            with torch.no_grad():
+                pred = head(x_test, test_task)
+            errors.append(float((pred - y_test).pow(2).sum(dim=1).mean() / variance))
+        results[name] = {"error": float(np.mean(errors)), "std": float(np.std(errors)), "errors": errors}
+    return results
+
+
+def gap_closed(raw: float, closer: float, target: float) -> float | None:
+    """Share of the gap from `raw` down to `target` that `closer` closes (None when there is no gap)."""
+    gap = raw - target
+    return (raw - closer) / gap if abs(gap) > 1e-9 else None
+
+
+# --- depth probe ----------------------------------------------------------------------------------
+def depth_probe(train_x: torch.Tensor, train_depth: torch.Tensor, test_x: torch.Tensor, test_depth: torch.Tensor,
+                alpha: float = 1.0) -> dict[str, float]:
+    """Ridge regression of per-point camera depth from per-point features, fitted on the training
+    points (N, F) and measured on the held-out ones: {r2, rmse}. NaN depths are left out."""
+    keep_train, keep_test = torch.isfinite(train_depth), torch.isfinite(test_depth)
+    if int(keep_train.sum()) < 2 or int(keep_test.sum()) < 2:
+        return {"r2": math.nan, "rmse": math.nan}
+    x_train, x_test = _standardise(train_x[keep_train].double(), test_x[keep_test].double())
+    y_train, y_test = train_depth[keep_train].double(), test_depth[keep_test].double()
+    mean = y_train.mean()
+    x1 = torch.cat([x_train, torch.ones(len(x_train), 1, dtype=x_train.dtype)], 1)
+    gram = x1.T @ x1 + alpha * torch.eye(x1.shape[1], dtype=x1.dtype)
+    w = torch.linalg.solve(gram, x1.T @ (y_train - mean))
+    pred = torch.cat([x_test, torch.ones(len(x_test), 1, dtype=x_test.dtype)], 1) @ w + mean
+    residual = ((pred - y_test) ** 2).mean()
+    return {"r2": float(1 - residual / y_test.var(unbiased=False).clamp_min(1e-12)), "rmse": float(residual.sqrt())}
+
+
+# --- figures --------------------------------------------------------------------------------------
+def similarity_histogram(positives: np.ndarray, negatives: np.ndarray, path: Path, title: str) -> Path:
+    """Histograms of positive and negative point-patch cosine similarities (held-out), as a PNG at `path`."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    bins = np.linspace(-1, 1, 61)
+    ax.hist(negatives, bins=bins, density=True, alpha=0.6, label=f"negatives ({len(negatives)})", color="#c55")
+    ax.hist(positives, bins=bins, density=True, alpha=0.6, label=f"positives ({len(positives)})", color="#3a7")
+    ax.set_xlabel("cosine similarity, point vs patch (held-out)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return save_png(fig, path)
