@@ -4,7 +4,7 @@ and every option combination's shapes and gradients."""
 import pytest
 import torch
 
-from sensorium.models.dit import DIT_MODELS, DiT, LabelEmbedder
+from sensorium.models.dit import DiT, LabelEmbedder
 
 
 def test_label_dropout_replaces_labels_by_the_null_class_at_its_rate():
@@ -56,8 +56,3 @@ def test_the_prediction_depends_on_the_position_of_a_token():
         shifted = model(torch.roll(x, 2, dims=3), t, y)
         assert not torch.allclose(shifted, torch.roll(model(x, t, y), 2, dims=3), atol=1e-4)
 
-
-def test_size_factories_build_their_widths():
-    assert set(DIT_MODELS) == {"demo", "S", "B", "XL"}
-    model = DIT_MODELS["demo"](input_size=8, in_channels=4, num_classes=3)
-    assert model.blocks[0].attn.qkv.in_features == 128 and len(model.blocks) == 6

@@ -209,27 +209,3 @@ class DiT(nn.Module):
                 module.reset_parameters()
         nn.init.zeros_(self.final.linear.weight)
         nn.init.zeros_(self.final.linear.bias)
-
-
-# --- size factories -----------------------------------------------------------------------------------
-def dit_demo(**kwargs) -> DiT:
-    """A CPU demo size: 128 wide, 6 blocks, heads of 32."""
-    return DiT(**{"dim": 128, "depth": 6, "num_heads": 4, **kwargs})
-
-
-def dit_s(**kwargs) -> DiT:
-    """DiT-S: 384 wide, 12 blocks, 6 heads."""
-    return DiT(**{"dim": 384, "depth": 12, "num_heads": 6, **kwargs})
-
-
-def dit_b(**kwargs) -> DiT:
-    """DiT-B: 768 wide, 12 blocks, 12 heads."""
-    return DiT(**{"dim": 768, "depth": 12, "num_heads": 12, **kwargs})
-
-
-def dit_xl(**kwargs) -> DiT:
-    """DiT-XL (LightningDiT-XL's size): 1152 wide, 28 blocks, 16 heads."""
-    return DiT(**{"dim": 1152, "depth": 28, "num_heads": 16, **kwargs})
-
-
-DIT_MODELS = {"demo": dit_demo, "S": dit_s, "B": dit_b, "XL": dit_xl}

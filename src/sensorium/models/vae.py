@@ -273,23 +273,3 @@ class PatchDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)  # (B, 1, h', w') logits
-
-
-# --- size factories -----------------------------------------------------------------------------------
-def vae_demo(**kwargs) -> ConditionalVAE:
-    """f8, 4 latent channels, narrow: a CPU demo on 64 x 64 spectrograms."""
-    return ConditionalVAE(**{"widths": (16, 32, 64, 64), "z_channels": 4, "num_res_blocks": 1, **kwargs})
-
-
-def vae_f8c4(**kwargs) -> ConditionalVAE:
-    """LDM's KL-f8 autoencoder (widths 128-256-512-512, 4 latent channels, 2 blocks per level)."""
-    return ConditionalVAE(**{"widths": (128, 256, 512, 512), "z_channels": 4, "num_res_blocks": 2, **kwargs})
-
-
-def vae_f16d32(**kwargs) -> ConditionalVAE:
-    """VA-VAE's f16d32 (LightningDiT's tokenizer): 5 levels, 32 latent channels."""
-    return ConditionalVAE(**{"widths": (128, 128, 256, 256, 512), "z_channels": 32, "num_res_blocks": 2,
-                             **kwargs})
-
-
-VAE_MODELS = {"demo": vae_demo, "f8c4": vae_f8c4, "f16d32": vae_f16d32}
