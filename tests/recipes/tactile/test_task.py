@@ -6,14 +6,8 @@ import torch
 
 from sensorium.layers.patch_embed import patchify
 from sensorium.losses import mae_loss
-from sensorium.models.mae import mae_tiny
-from sensorium.recipes.tactile.evaluate import (
-    evaluate_batch,
-    from_target_space,
-    predict_future,
-    summarize,
-    target_space,
-)
+from sensorium.recipes.tactile.metrics import evaluate_batch, from_target_space, summarize
+from sensorium.recipes.tactile.model import target_space
 from sensorium.recipes.tactile.reader import STATIC_FRAME
 from sensorium.recipes.tactile.task import LossBalancer, TactileTask, alternating_schedule, balance_weights
 
@@ -85,7 +79,7 @@ def test_joint_fixed_weights_give_the_weighted_terms():
     dynamic = task.net.forward_dynamic(batch["frames"], batch["sensor"])
     loss_static = mae_loss(static.pred, static.target, static.mask)
     loss_dynamic = (mae_loss(dynamic.recon_pred, dynamic.recon_target, dynamic.recon_mask)
-                    + mae_loss(predict_future(dynamic, True), dynamic.future_target, dynamic.future_mask))
+                    + mae_loss(dynamic.predict_future(True), dynamic.future_target, dynamic.future_mask))
     torch.testing.assert_close(terms["static"], 0.75 * loss_static)
     torch.testing.assert_close(terms["dynamic"], 0.25 * loss_dynamic)
 
@@ -110,12 +104,12 @@ def test_alternating_mode_runs_one_task_per_batch_following_the_schedule():
 
 
 # --- evaluation reference points -----------------------------------------------------------------------------
-def test_an_untrained_residual_model_is_exactly_the_copy_predictor():
+def test_an_untrained_residual_model_is_exactly_the_copy_predictor(mae_tiny):
     model = mae_tiny().eval()
     frames = torch.rand(3, 4, 3, 32, 32)
     out = model.forward_dynamic(frames, mask_ratio=0.0)
     assert (out.future_pred == 0).all()  # zero-initialised change head
-    torch.testing.assert_close(predict_future(out, True), target_space(patchify(frames[:, 2], 8), True))
+    torch.testing.assert_close(out.predict_future(True), target_space(patchify(frames[:, 2], 8), True))
     stats = summarize(evaluate_batch(model, frames, None, True, lambda p: p, torch.Generator().manual_seed(0)))
     assert stats["pred_mse_ratio"] == pytest.approx(1.0) and stats["pixel_pred_mse_ratio"] == pytest.approx(1.0)
 
@@ -134,7 +128,7 @@ def test_task_to_pixels_undoes_the_input_normalisation():
     torch.testing.assert_close(task.to_pixels(patchify(normalised, 8)), patchify(frames, 8), rtol=1e-5, atol=1e-5)
 
 
-def test_a_perfect_predictor_scores_zero_and_copy_scores_its_own_error():
+def test_a_perfect_predictor_scores_zero_and_copy_scores_its_own_error(mae_tiny):
     """Frame 4 = frame 3 makes the copy predictor perfect: its error is 0 and PSNR is finite."""
     model = mae_tiny().eval()
     frames = torch.rand(2, 4, 3, 32, 32)

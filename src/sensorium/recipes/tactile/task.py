@@ -12,7 +12,9 @@ loss_dynamic = loss_recon (masked patches of frames 1-3) + loss_pred (all patche
 the note. Every step logs the note's metrics (train/loss_total, loss_static, loss_dynamic,
 loss_recon, loss_pred, loss_ratio, weighted_*, *_contribution, alpha, beta, grad_norm), per step
 and per epoch. Validation: frame-4 prediction against copying frame 3 (`val/pred_mse_ratio`,
-which picks best.ckpt), masked PSNR and k-NN on the val objects. Test: `sensorium.recipes.tactile.evaluate`.
+which picks best.ckpt), masked PSNR and k-NN on the val objects, measured by
+`sensorium.recipes.tactile.metrics`. Test: the same on TEST objects plus probes and picture grids,
+written to eval/ (run by `sensorium eval tactile`, `sensorium.recipes.tactile.evaluate`).
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ from sensorium.engine.task import SensoriumTask
 from sensorium.errors import ConfigError
 from sensorium.eval.probes import knn_accuracy, probe_report, standardize
 from sensorium.losses.masked import mae_loss
-from sensorium.models.mae import TactileMAE
-from sensorium.recipes.tactile import evaluate as tactile_eval
+from sensorium.recipes.tactile.metrics import encode, evaluate_batch, grid_images, save_grid, summarize
+from sensorium.recipes.tactile.model import TactileMAE, TactileModelConfig
 from sensorium.recipes.tactile.reader import SENSORS, STATIC_FRAME, WINDOW
 from sensorium.recipes.tactile.transforms import AugmentConfig, TactileAugment
 
@@ -81,30 +83,6 @@ class LossBalancer(nn.Module):
 
 
 # --- configs ------------------------------------------------------------------------------------------------
-@dataclass
-class TactileModelConfig:
-    """TactileMAE's arguments (see `sensorium.models.mae`); defaults: the demo size."""
-
-    img_size: int = 64
-    patch_size: int = 8
-    embed_dim: int = 128
-    depth: int = 4
-    num_heads: int = 4
-    decoder_embed_dim: int = 96
-    decoder_depth: int = 2
-    decoder_num_heads: int = 4
-    mlp_ratio: float = 4.0
-    mask_ratio: float = 0.75
-    dynamic_mask_ratio: float | None = None
-    """Mask ratio of frames 1-3 in the dynamic task; None: `mask_ratio` (AnyTouch)."""
-    sensor_tokens: int = 1
-    tube_mask: bool = True
-    future_residual: bool = True
-    """Predict frame 4 as a change of frame 3 (False: AnyTouch's absolute prediction)."""
-    pretrained: str | None = None
-    """Local CLIP vision checkpoint directory for the encoder (paper); None: a ViT from scratch."""
-
-
 @dataclass
 class TactileLossConfig:
     mode: Literal["joint", "alternating"] = "joint"
@@ -213,8 +191,8 @@ class TactileTask(SensoriumTask):
         if run_dynamic:
             out = self.net.forward_dynamic(frames, sensor)
             logs["loss_recon"] = mae_loss(out.recon_pred, out.recon_target, out.recon_mask, cfg.norm_pix)
-            logs["loss_pred"] = mae_loss(tactile_eval.predict_future(out, cfg.norm_pix), out.future_target,
-                                         out.future_mask, cfg.norm_pix)
+            logs["loss_pred"] = mae_loss(out.predict_future(cfg.norm_pix), out.future_target, out.future_mask,
+                                         cfg.norm_pix)
             logs["loss_dynamic"] = logs["loss_recon"] + logs["loss_pred"]
         if cfg.mode == "alternating":
             terms = {"static": logs["loss_static"]} if run_static else {"dynamic": logs["loss_dynamic"]}
@@ -249,12 +227,12 @@ class TactileTask(SensoriumTask):
         if "frames" not in batch:  # every sample of the batch was skipped as bad
             return
         if features_only:
-            part = tactile_eval.encode(self.net, batch["frames"], batch["sensor"])
+            part = encode(self.net, batch["frames"], batch["sensor"])
         else:
             generator = self._generators.setdefault(dataloader_idx, torch.Generator().manual_seed(
                 self.eval_config.mask_seed * 1_000 + self.global_rank))
-            part = tactile_eval.evaluate_batch(self.net, batch["frames"], batch["sensor"], self.loss_config.norm_pix,
-                                               self.to_pixels, generator)
+            part = evaluate_batch(self.net, batch["frames"], batch["sensor"], self.loss_config.norm_pix,
+                                  self.to_pixels, generator)
         part |= {"label": batch["label"], "sensor": batch["sensor"]}
         self._parts.setdefault(dataloader_idx, []).append(part)
 
@@ -282,7 +260,7 @@ class TactileTask(SensoriumTask):
         self._parts = {}
         if not queries:
             return
-        numbers = tactile_eval.summarize(queries)
+        numbers = summarize(queries)
         for key in ("pred_mse_ratio", "pred_mse_ratio_masked", "pixel_pred_mse_ratio", "psnr_masked"):
             self.log(f"val/{key}", numbers[key], prog_bar=key == "pred_mse_ratio", sync_dist=True)
         if bank and (queries["label"] >= 0).any() and (bank["label"] >= 0).any():
@@ -314,7 +292,7 @@ class TactileTask(SensoriumTask):
         self._parts = {}
         if not queries:
             return
-        report = tactile_eval.summarize(queries)
+        report = summarize(queries)
         report["mask_ratio"] = self.net.mask_ratio
         report["dynamic_mask_ratio"] = self.net.dynamic_mask_ratio
         report["norm_pix"] = self.loss_config.norm_pix
@@ -346,11 +324,11 @@ class TactileTask(SensoriumTask):
         atomic_write_json(eval_dir / "tactile.json", report)
         generator = torch.Generator().manual_seed(self.eval_config.mask_seed)
         for sensor_id, chosen in sorted(self._grid.items()):
-            columns = tactile_eval.grid_images(self.net, chosen["frames"], chosen["sensor"], self.loss_config.norm_pix,
-                                               self.to_pixels, generator)
-            tactile_eval.save_grid(columns, eval_dir / f"grid_{SENSORS[sensor_id]}.png",
-                                   f"{SENSORS[sensor_id]}: frame-4 prediction MSE ratio "
-                                   f"{report['pred_mse_ratio']:.3f} (all sensors)")
+            columns = grid_images(self.net, chosen["frames"], chosen["sensor"], self.loss_config.norm_pix,
+                                  self.to_pixels, generator)
+            save_grid(columns, eval_dir / f"grid_{SENSORS[sensor_id]}.png",
+                      f"{SENSORS[sensor_id]}: frame-4 prediction MSE ratio "
+                      f"{report['pred_mse_ratio']:.3f} (all sensors)")
         knn = f", k-NN {report['knn_accuracy']:.3f}" if "knn_accuracy" in report else ""
         log.info(f"[tactile] TEST frame-4 prediction MSE / copy-frame-3 MSE {report['pred_mse_ratio']:.3f} "
                  f"(pixels {report['pixel_pred_mse_ratio']:.3f}), masked PSNR {report['psnr_masked']:.2f} dB{knn}; "

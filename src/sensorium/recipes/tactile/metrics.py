@@ -1,0 +1,149 @@
+"""What the tactile task measures in validation and test, below the task so that validation can
+pick checkpoints by it (`val/pred_mse_ratio`): per-batch sums of the frame-4 prediction and
+copy-frame-3 errors, masked reconstruction error and frozen features (`evaluate_batch`, `encode`),
+their dataset-level summary (`summarize`), and the test pass's picture grid per sensor
+(`grid_images`, `save_grid`). What each number means: `sensorium.recipes.tactile.evaluate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sensorium.layers.patch_embed import unpatchify
+from sensorium.recipes.tactile.model import EPS, TactileMAE, target_space
+
+
+# --- target spaces ----------------------------------------------------------------------------------
+def from_target_space(pred: torch.Tensor, reference: torch.Tensor, norm_pix: bool) -> torch.Tensor:
+    """Undo `target_space` for `pred` with the per-patch mean and std of `reference` (..., L, P)."""
+    if not norm_pix:
+        return pred.float()
+    reference = reference.float()
+    mean, var = reference.mean(-1, keepdim=True), reference.var(-1, keepdim=True)
+    return pred.float() * (var + EPS).sqrt() + mean
+
+
+# --- one batch ----------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate_batch(net: TactileMAE, frames: torch.Tensor, sensor: torch.Tensor, norm_pix: bool,
+                   to_pixels: Callable[[torch.Tensor], torch.Tensor], generator: torch.Generator | None = None,
+                   features: bool = True) -> dict[str, torch.Tensor]:
+    """Per-sample sums for one batch of normalised windows `frames` (B, 4, 3, S, S).
+
+    `to_pixels` maps patches of the normalised input (..., L, P) to [0, 1] pixels (the inverse
+    of the input normalisation). Masks are drawn from `generator` (fixed masks for a fixed seed).
+    Returns (B,)-shaped sums of squared errors (`se_*`) and counts, plus features (B, D).
+    """
+    B, L = frames.shape[0], net.num_patches
+    noise = torch.rand(B, L, generator=generator).to(frames.device)  # static mask, and tube mask of frames 1-3
+    context_noise = noise if net.tube_mask else torch.rand(B, 3 * L, generator=generator).to(frames.device)
+    stats: dict[str, torch.Tensor] = {}
+
+    def sse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # (B, L, P) -> (B,)
+        return (a.float() - b.float()).pow(2).flatten(1).sum(1)
+
+    # 1. frame-4 prediction from whole context frames, then from masked ones as trained.
+    for tag, ratio in (("", 0.0), ("_masked", None)):
+        out = net.forward_dynamic(frames, sensor, noise=context_noise, mask_ratio=ratio)
+        last = out.recon_target[:, -L:]  # (B, L, P) frame 3, the copy predictor
+        target = target_space(out.future_target, norm_pix)
+        pred = out.predict_future(norm_pix)
+        stats[f"se_pred{tag}"] = sse(pred, target)
+        stats[f"se_copy{tag}"] = sse(target_space(last, norm_pix), target)
+        if tag == "":
+            pixel_pred = to_pixels(from_target_space(pred, last, norm_pix)).clamp(0, 1)
+            stats["se_pixel_pred"] = sse(pixel_pred, to_pixels(out.future_target))
+            stats["se_pixel_copy"] = sse(to_pixels(last), to_pixels(out.future_target))
+
+    # 2. static reconstruction at the training mask ratio, scored on masked patches in pixels.
+    static = net.forward_static(frames[:, -1], sensor, noise=noise)
+    mask = static.mask[..., None]  # (B, L, 1)
+    truth = to_pixels(static.target)
+    recon = to_pixels(from_target_space(static.pred, static.target, norm_pix)).clamp(0, 1)
+    flat = to_pixels(from_target_space(torch.zeros_like(static.pred), static.target, norm_pix)).clamp(0, 1)
+    stats["se_recon"] = sse(recon * mask, truth * mask)
+    stats["se_recon_flat"] = sse(flat * mask, truth * mask)
+    stats["n_recon"] = static.mask.sum(1) * static.pred.shape[-1]
+    stats["n_future"] = torch.full((B,), float(L * static.pred.shape[-1]), device=frames.device)
+    if features:
+        stats.update(encode(net, frames, sensor))
+    return stats
+
+
+@torch.no_grad()
+def encode(net: TactileMAE, frames: torch.Tensor, sensor: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Frozen features of the static frame with both poolings: (B, D) each."""
+    static_frame = frames[:, -1]
+    return {"feature_mean": net.encode_features(static_frame, sensor, "mean").float(),
+            "feature_cls": net.encode_features(static_frame, sensor, "cls").float()}
+
+
+def summarize(queries: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Dataset-level numbers from the concatenated per-sample sums of `evaluate_batch`."""
+    def total(key: str) -> float:
+        return float(queries[key].double().sum())
+
+    n_future, n_recon = total("n_future"), total("n_recon")
+    out = {"num_samples": int(len(queries["se_pred"]))}
+    for tag in ("", "_masked"):
+        out[f"pred_mse{tag}"] = total(f"se_pred{tag}") / n_future
+        out[f"copy_mse{tag}"] = total(f"se_copy{tag}") / n_future
+        out[f"pred_mse_ratio{tag}"] = total(f"se_pred{tag}") / max(total(f"se_copy{tag}"), 1e-12)
+    out["pixel_pred_mse"] = total("se_pixel_pred") / n_future
+    out["pixel_copy_mse"] = total("se_pixel_copy") / n_future
+    out["pixel_pred_mse_ratio"] = total("se_pixel_pred") / max(total("se_pixel_copy"), 1e-12)
+    out["psnr_masked"] = psnr(total("se_recon") / max(n_recon, 1.0))
+    out["psnr_masked_flat"] = psnr(total("se_recon_flat") / max(n_recon, 1.0))
+    return out
+
+
+def psnr(mse: float, peak: float = 1.0) -> float:
+    return float(10.0 * np.log10(peak**2 / max(mse, 1e-12)))
+
+
+# --- pictures -------------------------------------------------------------------------------------------
+@torch.no_grad()
+def grid_images(net: TactileMAE, frames: torch.Tensor, sensor: torch.Tensor, norm_pix: bool,
+                to_pixels: Callable[[torch.Tensor], torch.Tensor],
+                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """Columns of the picture grid for a few windows, each (B, 3, S, S) in [0, 1]: frame 3, frame 4
+    (the static task's frame t), frame 4 masked, its reconstruction (masked patches predicted,
+    visible ones pasted back, as in MAE's figures) and frame 4 predicted from whole frames 1-3."""
+    B, L, p = frames.shape[0], net.num_patches, net.patch_size
+    grid = net.grid
+    noise = torch.rand(B, L, generator=generator).to(frames.device)
+    static = net.forward_static(frames[:, -1], sensor, noise=noise)
+    mask = static.mask[..., None]  # (B, L, 1)
+    truth = to_pixels(static.target)
+    recon = to_pixels(from_target_space(static.pred, static.target, norm_pix)).clamp(0, 1)
+    dynamic = net.forward_dynamic(frames, sensor, mask_ratio=0.0)
+    last = dynamic.recon_target[:, -L:]
+    future = to_pixels(from_target_space(dynamic.predict_future(norm_pix), last, norm_pix)).clamp(0, 1)
+    columns = {"frame 3": to_pixels(last), "frame 4": truth, "masked frame 4": truth * (1 - mask) + 0.5 * mask,
+               "reconstruction": truth * (1 - mask) + recon * mask, "predicted frame 4": future}
+    return {name: unpatchify(patches.float(), p, grid).clamp(0, 1).cpu() for name, patches in columns.items()}
+
+
+def save_grid(columns: dict[str, torch.Tensor], path: str | Path, title: str = "") -> Path:
+    """One row per window, one column per entry of `columns` (B, 3, S, S)."""
+    from sensorium.report.figures import pyplot, save_png
+
+    plt = pyplot()
+    names = list(columns)
+    rows = next(iter(columns.values())).shape[0]
+    fig, axes = plt.subplots(rows, len(names), figsize=(1.6 * len(names), 1.6 * rows + 0.4), squeeze=False)
+    for j, name in enumerate(names):
+        for i in range(rows):
+            ax = axes[i, j]
+            ax.imshow(columns[name][i].permute(1, 2, 0).numpy())
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(name, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return save_png(fig, path)
