@@ -64,11 +64,16 @@ def flops_of(step) -> float:
 
 # --- the models ---------------------------------------------------------------------------------
 def welding_model_and_batch(batch_size: int):
-    from sensorium.recipes.welding.model import WeldingNet, welding_demo
+    import yaml
+
+    from sensorium.config import as_config
+    from sensorium.recipes import resolve_config
+    from sensorium.recipes.welding.model import WeldingNet, WeldingNetConfig
     from sensorium.recipes.welding.reader import WeldingPreprocess
 
     p = WeldingPreprocess()
-    net = WeldingNet(welding_demo())
+    demo = yaml.safe_load(resolve_config("welding/demo").read_text())
+    net = WeldingNet(as_config(WeldingNetConfig, demo["model"]["init_args"]["net"]))  # the demo YAML's sizes
 
     def make_batch():
         return {"video": torch.rand(batch_size, p.num_frames, 3, p.frame_size, p.frame_size),

@@ -2,10 +2,13 @@ from dataclasses import replace
 
 import pytest
 import torch
+import yaml
 
+from sensorium.config import as_config
 from sensorium.errors import ConfigError
 from sensorium.models.encoders import EncoderConfig, PretrainedEncoder
-from sensorium.recipes.welding.model import WeldingNet, WeldingNetConfig, welding_demo, with_run_relative
+from sensorium.recipes import resolve_config
+from sensorium.recipes.welding.model import WeldingNet, WeldingNetConfig, with_run_relative
 from sensorium.recipes.welding.reader import MODALITIES
 from sensorium.recipes.welding.task import drop_modalities
 
@@ -23,7 +26,13 @@ def _tiny() -> WeldingNetConfig:
                             fusion_dim=32, fusion_tokens=2, fusion_heads=2, embed_dim=24)
 
 
-@pytest.mark.parametrize("config", [_tiny(), welding_demo()], ids=["tiny", "demo"])
+def _demo() -> WeldingNetConfig:
+    """The demo YAML's network (the YAML is the one source of its sizes)."""
+    config = yaml.safe_load(resolve_config("welding/demo").read_text())
+    return as_config(WeldingNetConfig, config["model"]["init_args"]["net"])
+
+
+@pytest.mark.parametrize("config", [_tiny(), _demo()], ids=["tiny", "demo"])
 def test_embedding_shape_norm_and_finiteness(config):
     net = WeldingNet(config).eval()
     out = net(_batch())

@@ -5,6 +5,10 @@ accuracy, macro and weighted precision / recall / F1, a per-class report, the co
 the per-modality ablation (k-NN accuracy with only one modality present), the fusion's attention
 share per modality; plus RUN/eval/confusion_matrix.png and the TEST embeddings for the report.
 The run's own config.yaml rebuilds the model; `--config` names another.
+
+This is the checkpoint's `test` run: the task's test hooks gather the embeddings and
+`metrics.knn_test_report` / `metrics.write_test_eval` measure and write them, so `sensorium test
+--config welding/demo --ckpt_path CKPT` writes the same files.
 """
 
 from __future__ import annotations

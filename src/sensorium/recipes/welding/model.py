@@ -67,23 +67,3 @@ def with_run_relative(sensor: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     mean = sensor.mean(dim=1, keepdim=True)
     std = sensor.std(dim=1, keepdim=True)
     return torch.cat([sensor, (sensor - mean) / (std + eps)], dim=-1)
-
-
-def welding_demo() -> WeldingNetConfig:
-    """Small from-scratch encoders that train on 2 CPU cores in minutes."""
-    return WeldingNetConfig(
-        video=EncoderConfig(width=48, depth=3), images=EncoderConfig(width=48, depth=3),
-        audio=EncoderConfig(width=48, depth=3), sensor=EncoderConfig(width=48, depth=2, patch=8),
-        fusion_dim=96, fusion_tokens=4, fusion_heads=4, embed_dim=96)
-
-
-def welding_paper(vjepa_dir: str, dinov2_dir: str, ast_dir: str) -> WeldingNetConfig:
-    """The design note's system: frozen V-JEPA 2, DINOv2 and AST from local directories, a
-    Transformer sensor encoder, fusion dim 512 with 4 tokens."""
-    return WeldingNetConfig(
-        video=EncoderConfig(pretrained=vjepa_dir), images=EncoderConfig(pretrained=dinov2_dir),
-        audio=EncoderConfig(pretrained=ast_dir), sensor=EncoderConfig(width=256, depth=4, heads=8, patch=8),
-        fusion_dim=512, fusion_tokens=4, fusion_heads=8, embed_dim=512, dropout=0.1)
-
-
-WELDING_SIZES = {"demo": welding_demo, "paper": welding_paper}

@@ -2,34 +2,30 @@
 cross-entropy), evaluated by weighted k-NN on the embeddings.
 
 Validation each epoch: k-NN of the validation split (carved from TRAIN) against the training
-embeddings; `val/knn_accuracy` picks best.ckpt and drives early stopping. Test: k-NN of TEST
-against all of TRAIN, with all modalities and with each modality alone, written to
-RUN/eval/knn.json (+ confusion matrix PNG and the TEST embeddings for the report).
+embeddings; `val/knn_accuracy` picks best.ckpt and drives early stopping. Test: the embeddings of
+all of TRAIN and of TEST, with all modalities and with each modality alone, gathered here and
+measured by `metrics` (k-NN of TEST against TRAIN), written to RUN/eval/knn.json (+ confusion
+matrix PNG and the TEST embeddings for the report).
 """
 
 from __future__ import annotations
 
-import logging
-
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from sensorium.config import as_config
-from sensorium.engine.checkpoint import atomic_save_npz, atomic_write_json
 from sensorium.engine.optim import OptimConfig
 from sensorium.engine.task import SensoriumTask
 from sensorium.eval.knn import classification_report, knn_predict
 from sensorium.losses.contrastive import supcon_loss
+from sensorium.recipes.welding.metrics import knn_test_report, write_test_eval
 from sensorium.recipes.welding.model import WeldingNet, WeldingNetConfig
 from sensorium.recipes.welding.reader import MODALITIES, WELDING_LABELS
 from sensorium.recipes.welding.transforms import WeldingAugment, WeldingAugmentConfig
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -199,42 +195,10 @@ class WeldingTask(SensoriumTask):
         self._eval_parts = {}
         if not bank or not test:
             return
-        report = self.knn_report(bank, test)
+        report = knn_test_report(bank, test, self.knn.k, self.knn.temperature)
         self.log("test/knn_accuracy", report["accuracy"], sync_dist=True)
         self.log("test/f1_macro", report["f1_macro"], sync_dist=True)
         for modality, accuracy in report["ablation"].items():
             self.log(f"test/ablation_{modality}", accuracy, sync_dist=True)
         if self.trainer.is_global_zero:
-            self.write_eval(report, test)
-
-    def knn_report(self, bank: dict[str, torch.Tensor], test: dict[str, torch.Tensor]) -> dict:
-        def predict(mode: str) -> torch.Tensor:
-            return knn_predict(bank[f"embedding/{mode}"], bank["label"], test[f"embedding/{mode}"], self.knn.k,
-                               self.knn.temperature, num_classes=len(WELDING_LABELS))
-
-        labels = test["label"]
-        report = classification_report(labels, predict("all"), list(WELDING_LABELS))
-        report["ablation"] = {m: float((predict(m) == labels).float().mean()) for m in MODALITIES}
-        weights = test["modality_weights"]
-        report["attention_share"] = {m: float(weights[:, i].mean()) for i, m in enumerate(MODALITIES)}
-        missing = (~test["present"]).sum(dim=0)
-        report["missing_modalities"] = {m: int(missing[i]) for i, m in enumerate(MODALITIES)}
-        report["knn"] = {"k": self.knn.k, "temperature": self.knn.temperature, "bank_size": int(len(bank["label"])),
-                         "bank": "TRAIN (train + val)", "query": "TEST"}
-        if any(report["missing_modalities"].values()):
-            log.info(f"[welding] TEST samples lacking a modality (masked out of the fusion): "
-                     f"{report['missing_modalities']}")
-        return report
-
-    def write_eval(self, report: dict, test: dict[str, torch.Tensor]) -> None:
-        from sensorium.report.figures import confusion_matrix_png
-
-        eval_dir = self.run_dir / "eval"
-        atomic_write_json(eval_dir / "knn.json", report)
-        atomic_save_npz(eval_dir / "embeddings.npz", embedding=test["embedding/all"].numpy(),
-                        label=test["label"].numpy(), modality_weights=test["modality_weights"].numpy())
-        confusion_matrix_png(np.asarray(report["confusion_matrix"]), list(WELDING_LABELS),
-                             eval_dir / "confusion_matrix.png", title=f"k-NN on TEST: accuracy {report['accuracy']:.3f}")
-        log.info(f"[welding] TEST k-NN accuracy {report['accuracy']:.4f}, macro F1 {report['f1_macro']:.4f}; "
-                 f"single-modality: " + ", ".join(f"{m} {a:.3f}" for m, a in report["ablation"].items())
-                 + f"; wrote {eval_dir / 'knn.json'}")
+            write_test_eval(self.run_dir / "eval", report, test)
