@@ -6,7 +6,8 @@ import shutil
 
 import pytest
 
-from sensorium.recipes.rgbpc.extract import ShapePretraining, extract
+from sensorium.recipes.rgbpc.encoders import ShapePretraining
+from sensorium.recipes.rgbpc.extract import extract
 from sensorium.recipes.rgbpc.synth import SynthConfig, generate
 
 TINY = SynthConfig(episodes_per_task=4, steps=10, image_size=(32, 48), points=256)

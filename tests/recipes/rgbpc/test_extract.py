@@ -8,7 +8,8 @@ import torch
 
 from sensorium.data.packs import open_pack
 from sensorium.errors import ConfigError
-from sensorium.recipes.rgbpc.extract import ShapePretraining, build_encoder, extract, parse_shard
+from sensorium.recipes.rgbpc.encoders import EncoderSpec, ShapePretraining, build_encoder
+from sensorium.recipes.rgbpc.extract import extract, parse_shard
 from sensorium.recipes.rgbpc.reader import read_frames
 
 PRETRAINING = ShapePretraining(views=16, steps=5, batch_size=8)  # as in conftest.py
@@ -21,7 +22,7 @@ def test_packs_hold_the_encoders_features(tiny_data):
         pack = open_pack(tiny_data / "features" / name / "reach_box" / "episode_003.zarr")
         assert pack.grid == grid and pack.channels == channels and pack.num_frames == 10
         assert pack.frame_paths[0] == "reach_box/episode_003/step_0000.png"
-        encoder = build_encoder(name, (32, 48), seed=0, pretraining=PRETRAINING)
+        encoder = build_encoder(EncoderSpec.parse(name), (32, 48), seed=0, pretraining=PRETRAINING)
         assert pack.transform == encoder.transform and pack.extra == encoder.extra
         np.testing.assert_allclose(pack.frames(0, 10).astype(np.float32), encoder(frames), rtol=2e-3, atol=2e-3)
         np.testing.assert_array_equal(pack.windows, [[0, 1, 2, 3, 4, 5, 6, 7], [2, 3, 4, 5, 6, 7, 8, 9]])
@@ -64,7 +65,7 @@ def test_a_local_transformers_backbone(tiny_data, tmp_path):
     assert pack.grid == (4, 6) and pack.channels == 16 and pack.extra["model_type"] == "dinov2"
     assert pack.transform.stride == 8 and pack.transform.resize == (32, 48)
     with pytest.raises(ConfigError, match="not a local transformers checkpoint"):
-        build_encoder(f"x=hf:{tmp_path / 'nothing'}", (32, 48), 0)
+        build_encoder(EncoderSpec.parse(f"x=hf:{tmp_path / 'nothing'}"), (32, 48), 0)
 
 
 def test_shape8_is_pretrained_deterministically_on_views_of_its_own():
@@ -72,9 +73,10 @@ def test_shape8_is_pretrained_deterministically_on_views_of_its_own():
     the pretraining views come from their own stream, not from any episode."""
     from sensorium.recipes.rgbpc.synth import SynthConfig, render_views
 
-    a = build_encoder("shape8", (32, 48), seed=0, pretraining=PRETRAINING)
-    b = build_encoder("shape8", (32, 48), seed=0, pretraining=PRETRAINING)
-    untrained = build_encoder("shape8", (32, 48), seed=0, pretraining=ShapePretraining(views=16, steps=0))
+    a = build_encoder(EncoderSpec.parse("shape8"), (32, 48), seed=0, pretraining=PRETRAINING)
+    b = build_encoder(EncoderSpec.parse("shape8"), (32, 48), seed=0, pretraining=PRETRAINING)
+    untrained = build_encoder(EncoderSpec.parse("shape8"), (32, 48), seed=0,
+                              pretraining=ShapePretraining(views=16, steps=0))
     for (name, pa), pb, pu in zip(a.net.state_dict().items(), b.net.state_dict().values(),
                                   untrained.net.state_dict().values()):
         torch.testing.assert_close(pa, pb, msg=name)
@@ -82,3 +84,14 @@ def test_shape8_is_pretrained_deterministically_on_views_of_its_own():
     images, depth, parts = render_views(3, seed=2, config=SynthConfig(image_size=(32, 48)))
     assert images.shape == (3, 32, 48, 3) and depth.shape == parts.shape == (3, 32, 48)
     assert (depth[parts < 8] > 0).all() and (depth[parts == 8] == 0).all()
+
+
+def test_an_encoders_value_is_parsed_once_into_a_spec():
+    assert EncoderSpec.parse("vit16") == EncoderSpec("vit16", "vit16")
+    assert EncoderSpec.parse("dino=hf:models/dinov2") == EncoderSpec("dino", "hf", "models/dinov2")
+    with pytest.raises(ConfigError, match="unknown encoder; built in: conv8, vit16, shape8"):
+        EncoderSpec.parse("vit32")
+    with pytest.raises(ConfigError, match="NAME=hf:LOCAL_DIR"):
+        EncoderSpec.parse("dino=models/dinov2")
+    with pytest.raises(ConfigError, match="multiples of 8"):
+        build_encoder(EncoderSpec.parse("conv8"), (30, 48), seed=0)
