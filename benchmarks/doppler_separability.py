@@ -23,9 +23,9 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from sensorium.recipes.doppler.classifier import ClassifierConfig, predict, train_classifier
-from sensorium.recipes.doppler.datamodule import RealSpectrograms
 from sensorium.recipes.doppler.evaluate import take_per_user
 from sensorium.recipes.doppler.prepare import prepare
+from sensorium.recipes.doppler.reader import RealSpectrograms
 from sensorium.recipes.doppler.synth import generate
 from sensorium.recipes.doppler.transforms import ClassicAugmentConfig
 

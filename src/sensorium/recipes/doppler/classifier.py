@@ -19,6 +19,7 @@ from torch import nn
 
 from sensorium.engine.optim import warmup_cosine
 from sensorium.layers.conv import ConvStem
+from sensorium.recipes.doppler.reader import to_signed, to_unit
 from sensorium.recipes.doppler.transforms import ClassicAugmentConfig, classic_augment, random_blur
 
 
@@ -46,7 +47,7 @@ class SpectrogramClassifier(nn.Module):
         self.head = nn.Linear(self.stem.out_channels, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stem(x * 2 - 1).mean(dim=(2, 3))  # (B, D)
+        return self.stem(to_signed(x)).mean(dim=(2, 3))  # (B, D)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.drop(self.features(x)))
@@ -74,7 +75,7 @@ def train_classifier(pixels: torch.Tensor, labels: torch.Tensor, num_classes: in
             if n_extra:
                 more = torch.randint(0, len(extra[0]), (n_extra,), generator=generator)
                 x, y = torch.cat([x, extra[0][more]]), torch.cat([y, extra[1][more]])
-            x = x.float() / 255.0
+            x = to_unit(x)
             target = F.one_hot(y, num_classes).float()
             if config.blur_sigma > 0:
                 x = random_blur(x, config.blur_sigma, generator)
@@ -97,7 +98,7 @@ def predict(model: SpectrogramClassifier, pixels: torch.Tensor,
     preds, feats = [], []
     for x in pixels.split(batch_size):
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            f = model.features(x.float() / 255.0)
+            f = model.features(to_unit(x))
             logits = model.head(f)
         preds.append(logits.float().argmax(1))
         feats.append(f.float())

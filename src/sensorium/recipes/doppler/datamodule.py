@@ -1,92 +1,30 @@
-"""The doppler recipe's two DataModules.
+"""The doppler recipe's two DataModules, and the specs they hand their tasks (`configure_data`).
 
 - `DopplerImageDataModule` (stage 1, the VAE; also the evaluation's real data): the images a
-  prepared split lists, decoded once into memory at the model's resolution and channels. Batches:
-  `image` float32 (B, C, H, W) in [0, 1], `label` int64 (B,) the user's index in `users`, `user`
-  int64 (B,) the k of ID_k, `index`.
+  prepared split lists (`reader.RealSpectrograms`), decoded once into memory at the model's
+  resolution and channels. Batches: `image` float32 (B, C, H, W) in [0, 1], `label` int64 (B,) the
+  user's index in `users`, `user` int64 (B,) the k of ID_k, `index`. Spec: `DopplerImageSpec`.
 - `DopplerLatentDataModule` (stage 3, the DiT): the latents `sensorium extract doppler` wrote, with
-  their per-channel statistics. Batches: `mean`, `std` float32 (B, C, h, w) the posterior of each
-  image, `label` (B,).
+  their per-channel statistics (`reader.read_latents`). Batches: `mean`, `std` float32 (B, C, h, w)
+  the posterior of each image, `label` (B,). Spec: `DopplerLatentSpec`.
 """
-
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from sensorium.data.datamodule import DataSpec, SensoriumDataModule
 from sensorium.data.fingerprint import sample_fingerprint
 from sensorium.errors import ConfigError, DataError
-from sensorium.recipes.doppler.reader import load_images, read_split_csv
-
-
-def read_prepared(root: str | Path) -> dict:
-    """prepare.json of a prepared folder (with its split.csv)."""
-    path = Path(root) / "prepare.json"
-    if not path.is_file():
-        raise DataError(path, "missing: data.root must be the output of `sensorium prepare doppler "
-                              "--input DIR --out THIS_DIR`")
-    return json.loads(path.read_text())
-
-
-class DictDataset(Dataset):
-    """Rows of equally long tensors as dicts."""
-
-    def __init__(self, tensors: dict[str, torch.Tensor]):
-        lengths = {len(v) for v in tensors.values()}
-        if len(lengths) != 1:
-            raise ValueError(f"tensors of different lengths {lengths}")
-        self.tensors = tensors
-
-    def __len__(self) -> int:
-        return len(next(iter(self.tensors.values())))
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {k: v[i] for k, v in self.tensors.items()}
-
-
-class RealSpectrograms:
-    """A prepared dataset's images, decoded: `pixels[split]` uint8 (N, C, H, W), `labels[split]`
-    (N,) user indices into `users`, `paths[split]`. Used by the DataModule and by the evaluation."""
-
-    def __init__(self, root: str | Path, image_size: int = 64, channels: int = 1):
-        self.root = Path(root)
-        self.info = read_prepared(root)
-        self.input = Path(self.info["input"])
-        self.users: list[int] = list(self.info["users"])
-        self.image_size, self.channels = image_size, channels
-        index = {u: i for i, u in enumerate(self.users)}
-        rows = read_split_csv(self.root / "split.csv")
-        self.paths: dict[str, list[Path]] = {"train": [], "val": []}
-        labels: dict[str, list[int]] = {"train": [], "val": []}
-        for path, user, _, split in rows:
-            if user not in index:
-                raise DataError(self.root / "split.csv",
-                                f"user {user} is not in prepare.json's users {self.users}")
-            self.paths[split].append(self.input / path)
-            labels[split].append(index[user])
-        missing = next((p for paths in self.paths.values() for p in paths if not p.is_file()), None)
-        if missing is not None:
-            raise DataError(missing,
-                            f"listed in {self.root / 'split.csv'} but missing (moved dataset? prepare again)")
-        size = (image_size, image_size)
-        self.pixels = {split: load_images(paths, size, channels) for split, paths in self.paths.items()}
-        self.labels = {split: torch.tensor(v, dtype=torch.long) for split, v in labels.items()}
-
-    def dataset(self, split: str) -> DictDataset:
-        user_ids = torch.tensor(self.users, dtype=torch.long)
-        labels = self.labels[split]
-        return DictDataset({"pixels": self.pixels[split], "label": labels, "user": user_ids[labels],
-                            "index": torch.arange(len(labels))})
+from sensorium.recipes.doppler.reader import DictDataset, RealSpectrograms, read_latents, to_unit
 
 
 def _to_float(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     batch = dict(batch)
-    batch["image"] = batch.pop("pixels").float() / 255.0
+    batch["image"] = to_unit(batch.pop("pixels"))
     return batch
 
 
@@ -170,29 +108,6 @@ class DopplerImageDataModule(SensoriumDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
-
-
-# --- latents ------------------------------------------------------------------------------------------
-def read_latents(root: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """(latents.json, tensors of latents.safetensors) of an extracted folder."""
-    from safetensors.torch import load_file
-
-    root = Path(root)
-    meta_path, tensor_path = root / "latents.json", root / "latents.safetensors"
-    for path in (meta_path, tensor_path):
-        if not path.is_file():
-            raise DataError(path, "missing: data.root must be the output of `sensorium extract doppler`")
-    meta = json.loads(meta_path.read_text())
-    tensors = load_file(str(tensor_path))
-    needed = {f"{split}_{key}" for split in ("train", "val") for key in ("mean", "std", "label")} | {
-        "channel_mean", "channel_std"}
-    if not needed <= set(tensors):
-        raise DataError(tensor_path, f"lacks {sorted(needed - set(tensors))}")
-    shape = tuple(meta["latent_shape"])
-    if tuple(tensors["train_mean"].shape[1:]) != shape:
-        raise DataError(tensor_path,
-                        f"latents are {tuple(tensors['train_mean'].shape[1:])}, latents.json says {shape}")
-    return meta, tensors
 
 
 class DopplerLatentDataModule(SensoriumDataModule):

@@ -23,6 +23,7 @@ from torch import nn
 
 from sensorium.layers.conv import ConvStem
 from sensorium.models.encoders import IMAGENET_MEAN, IMAGENET_STD, load_pretrained
+from sensorium.recipes.doppler.reader import to_signed
 
 
 class _Frozen(nn.Module):
@@ -48,7 +49,7 @@ class RandomConvFeatures(_Frozen):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stem(x * 2 - 1)
+        return self.stem(to_signed(x))
 
 
 class Dinov2PatchFeatures(_Frozen):

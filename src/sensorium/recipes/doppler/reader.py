@@ -19,11 +19,22 @@ Bad input raises one DataError naming the file: a file in a user folder that is 
 suffix) or that cannot be decoded, an empty user folder, a folder without any user, images of
 different sizes or modes. Under `on_bad_sample="skip"` bad files and empty folders are logged,
 counted and left out instead. Hidden files (`.DS_Store`, ...) are ignored.
+
+What the later stages read, and the datasets on them:
+- a prepared folder (`sensorium prepare doppler`): split.csv + prepare.json -> `RealSpectrograms`,
+  every listed image decoded once at the model's size and channels, as uint8 pixels;
+- a latents folder (`sensorium extract doppler`): latents.safetensors + latents.json -> `read_latents`;
+- `DictDataset`: rows of equally long tensors as dicts (both DataModules' datasets).
+
+Pixel scales: images are read as uint8 pixels; the classifier and the frozen encoder take them in
+[0, 1], the VAE in [-1, 1] (LDM's convention). `to_unit` / `to_pixels` and `to_signed` /
+`from_signed` are the only conversions between them.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
 
 from sensorium.data.bad_samples import OnBadSample, handle_bad_sample
 from sensorium.errors import ConfigError, DataError
@@ -44,6 +56,28 @@ SPLIT_COLUMNS = ("path", "user", "recording", "split")
 _IMAGE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError)
 
 
+# --- pixel scales -------------------------------------------------------------------------------------
+def to_unit(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels -> float32 in [0, 1]."""
+    return pixels.float() / 255.0
+
+
+def to_pixels(images: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] -> uint8 pixels (rounded)."""
+    return (images * 255).round().to(torch.uint8)
+
+
+def to_signed(images: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] -> [-1, 1]."""
+    return images * 2 - 1
+
+
+def from_signed(images: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] -> [0, 1]."""
+    return (images + 1) / 2
+
+
+# --- the ID_k layout ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Recording:
     path: Path
@@ -202,3 +236,87 @@ def read_split_csv(path: str | Path) -> list[tuple[str, int, str, str]]:
                                       f"{row['split']!r}, {row['user']!r}")
             rows.append((row["path"], int(row["user"]), row["recording"], row["split"]))
     return rows
+
+
+# --- the prepared folder and its dataset ---------------------------------------------------------------
+def read_prepared(root: str | Path) -> dict:
+    """prepare.json of a prepared folder (with its split.csv)."""
+    path = Path(root) / "prepare.json"
+    if not path.is_file():
+        raise DataError(path, "missing: data.root must be the output of `sensorium prepare doppler "
+                              "--input DIR --out THIS_DIR`")
+    return json.loads(path.read_text())
+
+
+class DictDataset(Dataset):
+    """Rows of equally long tensors as dicts."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]):
+        lengths = {len(v) for v in tensors.values()}
+        if len(lengths) != 1:
+            raise ValueError(f"tensors of different lengths {lengths}")
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(next(iter(self.tensors.values())))
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: v[i] for k, v in self.tensors.items()}
+
+
+class RealSpectrograms:
+    """A prepared dataset's images, decoded: `pixels[split]` uint8 (N, C, H, W), `labels[split]`
+    (N,) user indices into `users`, `paths[split]`. Used by the DataModule and by the evaluation."""
+
+    def __init__(self, root: str | Path, image_size: int = 64, channels: int = 1):
+        self.root = Path(root)
+        self.info = read_prepared(root)
+        self.input = Path(self.info["input"])
+        self.users: list[int] = list(self.info["users"])
+        self.image_size, self.channels = image_size, channels
+        index = {u: i for i, u in enumerate(self.users)}
+        rows = read_split_csv(self.root / "split.csv")
+        self.paths: dict[str, list[Path]] = {"train": [], "val": []}
+        labels: dict[str, list[int]] = {"train": [], "val": []}
+        for path, user, _, split in rows:
+            if user not in index:
+                raise DataError(self.root / "split.csv",
+                                f"user {user} is not in prepare.json's users {self.users}")
+            self.paths[split].append(self.input / path)
+            labels[split].append(index[user])
+        missing = next((p for paths in self.paths.values() for p in paths if not p.is_file()), None)
+        if missing is not None:
+            raise DataError(missing,
+                            f"listed in {self.root / 'split.csv'} but missing (moved dataset? prepare again)")
+        size = (image_size, image_size)
+        self.pixels = {split: load_images(paths, size, channels) for split, paths in self.paths.items()}
+        self.labels = {split: torch.tensor(v, dtype=torch.long) for split, v in labels.items()}
+
+    def dataset(self, split: str) -> DictDataset:
+        user_ids = torch.tensor(self.users, dtype=torch.long)
+        labels = self.labels[split]
+        return DictDataset({"pixels": self.pixels[split], "label": labels, "user": user_ids[labels],
+                            "index": torch.arange(len(labels))})
+
+
+# --- the latents folder --------------------------------------------------------------------------------
+def read_latents(root: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(latents.json, tensors of latents.safetensors) of an extracted folder."""
+    from safetensors.torch import load_file
+
+    root = Path(root)
+    meta_path, tensor_path = root / "latents.json", root / "latents.safetensors"
+    for path in (meta_path, tensor_path):
+        if not path.is_file():
+            raise DataError(path, "missing: data.root must be the output of `sensorium extract doppler`")
+    meta = json.loads(meta_path.read_text())
+    tensors = load_file(str(tensor_path))
+    needed = {f"{split}_{key}" for split in ("train", "val") for key in ("mean", "std", "label")} | {
+        "channel_mean", "channel_std"}
+    if not needed <= set(tensors):
+        raise DataError(tensor_path, f"lacks {sorted(needed - set(tensors))}")
+    shape = tuple(meta["latent_shape"])
+    if tuple(tensors["train_mean"].shape[1:]) != shape:
+        raise DataError(tensor_path,
+                        f"latents are {tuple(tensors['train_mean'].shape[1:])}, latents.json says {shape}")
+    return meta, tensors
