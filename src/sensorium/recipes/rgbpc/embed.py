@@ -18,6 +18,8 @@ import torch
 from sensorium.data.image_grid import GridTransform
 from sensorium.data.packs import PackWriter
 from sensorium.errors import ConfigError, DataError
+from sensorium.recipes.rgbpc.model import load_student
+from sensorium.recipes.rgbpc.reader import episode_steps, read_frames
 
 
 def export_dir_of(path: Path) -> Path:
@@ -31,9 +33,6 @@ def export_dir_of(path: Path) -> Path:
 
 def embed(student_dir: str | Path, frames_root: str | Path, out: str | Path, batch_size: int = 32,
           window: int = 8, window_stride: int = 4) -> dict:
-    from sensorium.recipes.rgbpc.reader import episode_steps, read_frames
-    from sensorium.recipes.rgbpc.task import load_student
-
     student = load_student(export_dir_of(Path(student_dir))).eval()
     frames_root, out = Path(frames_root), Path(out)
     if not frames_root.is_dir():

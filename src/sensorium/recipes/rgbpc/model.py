@@ -1,6 +1,7 @@
 """The rgbpc networks: the alignment net (per-encoder adapters, optional temporal gated pooling,
-fusion, point projector, set-level heads), the deployable RGB-only student, and the action head of
-the evaluation's probe. Pure functions of tensors (batches are the datamodule's dicts).
+fusion, point projector, set-level heads), the deployable RGB-only student (and `load_student`,
+which reads one back from its export without Lightning), and the action head of the evaluation's
+probe. Pure functions of tensors (batches are the datamodule's dicts).
 
     per encoder e:  z_e = sample(ConvAdapter_e(map_e), grid_e(uv))   (B, [T,] K, D) bilinear at each point
                     (or the note's z_e = Adapter_e(sample(map_e, grid_e(uv))), a per-point MLP)
@@ -14,12 +15,15 @@ the evaluation's probe. Pure functions of tensors (batches are the datamodule's 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sensorium.config import as_config
+from sensorium.engine.checkpoint import load_export, read_export_config
 from sensorium.errors import ConfigError
 from sensorium.layers.conv import ConvStem, with_coordinates
 from sensorium.layers.mlp import Mlp
@@ -262,6 +266,12 @@ class StudentCNN(nn.Module):
         """(B, K, D) features at pixels uv (B, K, 2) of the original frames."""
         grid = (uv + 0.5) / self.stride - 0.5  # cell centres at integers (see sensorium.data.image_grid)
         return sample_points(self(images), grid)
+
+
+def load_student(export_dir: str | Path) -> StudentCNN:
+    """A distilled student from its export directory (model.safetensors + config.json)."""
+    config = read_export_config(export_dir, "DistilTask")
+    return load_export(StudentCNN(as_config(StudentConfig, config["hparams"]["student"])), export_dir)
 
 
 # --- the evaluation's action head ---------------------------------------------------------------------
