@@ -7,7 +7,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from sensorium.recipes.doppler.task import DopplerDiTTask
+from sensorium.recipes.doppler.dit_task import DopplerDiTTask
 
 
 class RecordWeights(L.Callback):

@@ -10,7 +10,7 @@ import torch
 
 from sensorium.cli import main
 from sensorium.recipes import RECIPES
-from sensorium.recipes.doppler.extract import channel_statistics, denormalise, normalise
+from sensorium.recipes.doppler.latents import channel_statistics, denormalise, normalise
 from sensorium.recipes.doppler.prepare import prepare
 from sensorium.recipes.doppler.synth import generate
 

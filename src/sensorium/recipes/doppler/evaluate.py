@@ -41,7 +41,14 @@ import torch
 from sensorium.engine.checkpoint import atomic_write_json
 from sensorium.eval.generation import class_accuracy, frechet_distance
 from sensorium.recipes.doppler.classifier import ClassifierConfig, predict, train_classifier
-from sensorium.recipes.doppler.task import psnr
+from sensorium.recipes.doppler.dit_task import DopplerDiTTask
+from sensorium.recipes.doppler.extract import encode
+from sensorium.recipes.doppler.figures import write_cfg_sweep_png, write_samples_png
+from sensorium.recipes.doppler.metrics import psnr
+from sensorium.recipes.doppler.physics import gait_from_spectrograms, per_user_median
+from sensorium.recipes.doppler.reader import RealSpectrograms, to_unit
+from sensorium.recipes.doppler.sample import Generator
+from sensorium.recipes.doppler.synth import read_users_csv
 from sensorium.recipes.doppler.transforms import ClassicAugmentConfig
 
 
@@ -156,9 +163,6 @@ def augmentation_gain(real, generated: tuple[torch.Tensor, torch.Tensor], config
 def physical_fidelity(real, generated: tuple[torch.Tensor, torch.Tensor], users: list[int]) -> dict | None:
     """Torso Doppler and cycle frequency, true (users.csv) vs measured on real VAL and generated
     images; None unless the data is synthetic (synth.json and users.csv beside the ID_k folders)."""
-    from sensorium.recipes.doppler.physics import gait_from_spectrograms, per_user_median
-    from sensorium.recipes.doppler.synth import read_users_csv
-
     synth_json, users_csv = real.input / "synth.json", real.input / "users.csv"
     if not synth_json.is_file() or not users_csv.is_file() or real.channels != 1:
         return None
@@ -201,8 +205,6 @@ def evaluate(generator, real, out_dir: str | Path, config: EvalConfig | None = N
              seed: int = 0, **sampling) -> dict:
     """Everything of the module docstring; writes out_dir/doppler.json (+ PNGs) and returns it.
     `generator`, `baseline`: `sensorium.recipes.doppler.sample.Generator`s; `real`: RealSpectrograms."""
-    from sensorium.recipes.doppler.report import write_cfg_sweep_png, write_samples_png
-
     config = config or EvalConfig()
     out_dir = Path(out_dir)
     users = list(real.users)
@@ -257,7 +259,7 @@ def evaluate(generator, real, out_dir: str | Path, config: EvalConfig | None = N
     recon = reconstructions(generator, real.pixels["val"], real.labels["val"])
     recon_accuracy = {name: float((predict(model, recon)[0] == real.labels["val"]).float().mean())
                       for name, model in (("evaluator", evaluator), ("sharp", sharp))}
-    recon_psnr = float(psnr(recon.float() / 255, real.pixels["val"].float() / 255).mean())
+    recon_psnr = float(psnr(to_unit(recon), to_unit(real.pixels["val"])).mean())
     lap("reconstructions")
 
     shown = users[: config.grid_users]
@@ -297,17 +299,12 @@ def evaluate(generator, real, out_dir: str | Path, config: EvalConfig | None = N
 def reconstructions(generator, pixels: torch.Tensor, labels: torch.Tensor,
                     batch_size: int = 256) -> torch.Tensor:
     """uint8 images -> uint8 VAE reconstructions from the posterior mean (given each image's user)."""
-    from sensorium.recipes.doppler.extract import encode
-
     mean, _ = encode(generator.vae, pixels, labels, batch_size)
     return generator.decode(mean, labels, batch_size)
 
 
 def untrained_generator(generator, seed: int = 0):
     """The same generator with its DiT freshly initialised (same config and latent statistics)."""
-    from sensorium.recipes.doppler.sample import Generator
-    from sensorium.recipes.doppler.task import DopplerDiTTask
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         dit = DopplerDiTTask(**dict(generator.dit.hparams))
@@ -317,9 +314,6 @@ def untrained_generator(generator, seed: int = 0):
 
 
 def main(argv: list[str]) -> int:
-    from sensorium.recipes.doppler.datamodule import RealSpectrograms
-    from sensorium.recipes.doppler.sample import Generator
-
     parser = argparse.ArgumentParser(prog="sensorium eval doppler", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", type=Path, required=True, help="the DiT checkpoint")

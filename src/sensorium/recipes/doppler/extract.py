@@ -19,20 +19,8 @@ import torch
 
 from sensorium.engine.checkpoint import atomic_write, atomic_write_json
 from sensorium.errors import DataError
-
-
-def channel_statistics(latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, C, h, w) -> per-channel mean and std (C,) over images and positions."""
-    flat = latents.double().transpose(0, 1).flatten(1)  # (C, N*h*w)
-    return flat.mean(1).float(), flat.std(1).clamp_min(1e-6).float()
-
-
-def normalise(latents: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    return (latents - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
-
-
-def denormalise(latents: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    return latents * std.view(1, -1, 1, 1) + mean.view(1, -1, 1, 1)
+from sensorium.recipes.doppler.latents import channel_statistics, file_digest
+from sensorium.recipes.doppler.reader import RealSpectrograms, to_signed, to_unit
 
 
 @torch.no_grad()
@@ -42,7 +30,7 @@ def encode(task, pixels: torch.Tensor, labels: torch.Tensor,
     means, stds = [], []
     conditional = bool(task.vae.num_classes)
     for x, y in zip(pixels.split(batch_size), labels.split(batch_size)):
-        posterior = task.vae.encode(x.float() / 127.5 - 1, y if conditional else None)
+        posterior = task.vae.encode(to_signed(to_unit(x)), y if conditional else None)
         means.append(posterior.mean.float())
         stds.append(posterior.std.float())
     return torch.cat(means), torch.cat(stds)
@@ -52,8 +40,9 @@ def extract(vae_ckpt: str | Path, data_root: str | Path, out: str | Path, batch_
     """Encode a prepared dataset with a trained VAE; returns latents.json's content."""
     from safetensors.torch import save_file
 
-    from sensorium.recipes.doppler.datamodule import RealSpectrograms
-    from sensorium.recipes.doppler.task import DopplerVAETask, file_digest, load_stage
+    # Lightning comes with the tasks: imported when extracting, not for `--help`.
+    from sensorium.recipes.doppler.stages import load_stage
+    from sensorium.recipes.doppler.task import DopplerVAETask
 
     vae_ckpt, out = Path(vae_ckpt).resolve(), Path(out)
     task = load_stage(vae_ckpt, DopplerVAETask)

@@ -29,6 +29,8 @@ from pathlib import Path
 from sensorium.engine.checkpoint import atomic_write_json
 from sensorium.errors import ConfigError
 from sensorium.recipes import resolve_config
+from sensorium.recipes.doppler.latents import file_digest
+from sensorium.recipes.doppler.reader import RealSpectrograms, user_folders
 
 STAGES = ("prepare", "vae", "extract", "dit", "sample", "eval")
 
@@ -40,8 +42,6 @@ def _hash(*parts) -> str:
 
 def listing_digest(root: Path) -> str:
     """Digest of a dataset's user folders: every file's relative path, size and modification time."""
-    from sensorium.recipes.doppler.reader import user_folders
-
     entries = []
     for _, folder in user_folders(root).items():
         for path in sorted(folder.iterdir()):
@@ -51,8 +51,6 @@ def listing_digest(root: Path) -> str:
 
 
 def file_hash(path: Path) -> str:
-    from sensorium.recipes.doppler.task import file_digest
-
     return file_digest(path) if path.is_file() else "missing"
 
 
@@ -216,7 +214,6 @@ class Pipeline:
         return {"images": len(paths)}
 
     def _eval(self) -> dict:
-        from sensorium.recipes.doppler.datamodule import RealSpectrograms
         from sensorium.recipes.doppler.evaluate import EvalConfig, evaluate, summary_line, untrained_generator
         from sensorium.recipes.doppler.sample import Generator
 

@@ -22,6 +22,7 @@ import numpy as np
 from sensorium.data.bad_samples import OnBadSample
 from sensorium.engine.checkpoint import atomic_write_json, atomic_write_text
 from sensorium.errors import ConfigError, DataError
+from sensorium.recipes.doppler.latents import file_digest
 from sensorium.recipes.doppler.reader import (
     RECORDING_PATTERN,
     Recording,
@@ -29,10 +30,6 @@ from sensorium.recipes.doppler.reader import (
     scan,
     split_csv_text,
 )
-
-
-def _digest(path: Path) -> str:
-    return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
 
 
 def split_users(recordings: list[Recording], val_ratio: float, seed: int) -> list[str]:
@@ -66,7 +63,7 @@ def prepare(input_dir: str | Path, out_dir: str | Path, val_ratio: float = 0.2, 
     first_of: dict[str, Recording] = {}
     merged = []
     for rec in recordings:
-        digest = _digest(rec.path)
+        digest = file_digest(rec.path)
         original = first_of.setdefault(digest, rec)
         if original.user != rec.user:
             raise DataError(rec.path, f"same content as {original.path} of user {original.user}: one "

@@ -18,7 +18,11 @@ import torch
 
 from sensorium.engine.checkpoint import atomic_write, atomic_write_json
 from sensorium.errors import ConfigError
-from sensorium.recipes.doppler.task import DopplerDiTTask, DopplerVAETask, file_digest, load_stage
+from sensorium.recipes.doppler.dit_task import DopplerDiTTask
+from sensorium.recipes.doppler.latents import file_digest
+from sensorium.recipes.doppler.reader import from_signed, to_pixels
+from sensorium.recipes.doppler.stages import load_stage
+from sensorium.recipes.doppler.task import DopplerVAETask
 
 
 class Generator:
@@ -68,7 +72,7 @@ class Generator:
         out = []
         for z, y in zip(latents.split(batch_size), labels.split(batch_size)):
             x = self.vae.vae.decode(z.float(), y if conditional else None).float()
-            out.append(((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8))
+            out.append(to_pixels(from_signed(x.clamp(-1, 1))))
         if not out:
             size = self.vae.hparams["image_size"]
             return torch.zeros(0, self.vae.hparams["channels"], size, size, dtype=torch.uint8)
