@@ -24,7 +24,7 @@ each user's, and does it help a user-identification classifier? Writes eval/dopp
 6. A grid of real and generated spectrograms per user, and a sweep over the CFG scale (fidelity and
    FD per scale, and a grid).
 `baseline`: fidelity and FD of the untrained generator (the same DiT freshly initialised, decoded by
-the trained VAE), when asked for (`--baseline`).
+the trained VAE: `sample.Generator.untrained`), when asked for (`--baseline`).
 """
 
 from __future__ import annotations
@@ -41,11 +41,10 @@ import torch
 from sensorium.engine.checkpoint import atomic_write_json
 from sensorium.eval.generation import class_accuracy, frechet_distance
 from sensorium.recipes.doppler.classifier import ClassifierConfig, predict, train_classifier
-from sensorium.recipes.doppler.dit_task import DopplerDiTTask
 from sensorium.recipes.doppler.extract import encode
 from sensorium.recipes.doppler.figures import write_cfg_sweep_png, write_samples_png
 from sensorium.recipes.doppler.metrics import psnr
-from sensorium.recipes.doppler.physics import gait_from_spectrograms, per_user_median
+from sensorium.recipes.doppler.physics import correlation, gait_per_user, spectrogram_axes
 from sensorium.recipes.doppler.reader import RealSpectrograms, to_unit
 from sensorium.recipes.doppler.sample import Generator
 from sensorium.recipes.doppler.synth import read_users_csv
@@ -167,26 +166,17 @@ def physical_fidelity(real, generated: tuple[torch.Tensor, torch.Tensor], users:
     if not synth_json.is_file() or not users_csv.is_file() or real.channels != 1:
         return None
     info = json.loads(synth_json.read_text())
-    radar = info["radar"]
     if [real.image_size] * 2 != list(info["image_size"]):
         return None  # resized images: the axes no longer match the simulation's
-    samples = radar["duration_s"] * radar["prf_hz"]
-    frame_s = (samples - radar["window"]) / (radar["frames"] - 1) / radar["prf_hz"]  # between STFT frames
-    axis = np.asarray(info["doppler_axis_hz"])
+    axis, frame_s = spectrogram_axes(info)
     truth = read_users_csv(users_csv)
-    n = len(users)
     result: dict = {"users": {}}
-    measured = {}
     sets = {"real": (real.pixels["val"], real.labels["val"]), "generated": generated}
-    for name, (pixels, labels) in sets.items():
-        torso, cycle = gait_from_spectrograms(pixels, axis, frame_s, radar["dynamic_range_db"])
-        labels = labels.numpy()
-        measured[name] = (per_user_median(torso, labels, n), per_user_median(cycle, labels, n))
+    dynamic_range_db = info["radar"]["dynamic_range_db"]
+    measured = {name: gait_per_user(pixels, labels, len(users), axis, frame_s, dynamic_range_db)
+                for name, (pixels, labels) in sets.items()}
     true_torso = np.array([truth[u]["torso_doppler_hz"] for u in users])
     true_cycle = np.array([truth[u]["cycle_hz"] for u in users])
-    def correlation(values: np.ndarray, truth: np.ndarray) -> float | None:
-        return float(np.corrcoef(values, truth)[0, 1]) if np.isfinite(values).all() else None
-
     for name, (torso, cycle) in measured.items():
         result[f"{name}_torso_mae_hz"] = float(np.nanmean(np.abs(torso - true_torso)))
         result[f"{name}_cycle_mae_hz"] = float(np.nanmean(np.abs(cycle - true_cycle)))
@@ -303,16 +293,6 @@ def reconstructions(generator, pixels: torch.Tensor, labels: torch.Tensor,
     return generator.decode(mean, labels, batch_size)
 
 
-def untrained_generator(generator, seed: int = 0):
-    """The same generator with its DiT freshly initialised (same config and latent statistics)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        dit = DopplerDiTTask(**dict(generator.dit.hparams))
-    dit.channel_mean.copy_(generator.dit.channel_mean)
-    dit.channel_std.copy_(generator.dit.channel_std)
-    return Generator(dit.eval(), generator.vae)
-
-
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="sensorium eval doppler", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -344,7 +324,7 @@ def main(argv: list[str]) -> int:
                         evaluator=ClassifierConfig(steps=args.classifier_steps, blur_sigma=2.0),
                         classifier=ClassifierConfig(steps=args.classifier_steps), aug_steps=args.aug_steps,
                         cfg_sweep=tuple(args.cfg_sweep), sweep_per_user=args.sweep_per_user)
-    baseline = untrained_generator(generator, args.seed) if args.baseline else None
+    baseline = generator.untrained(args.seed) if args.baseline else None
     result = evaluate(generator, real, out, config, baseline, args.seed, cfg_scale=args.cfg, steps=args.steps)
     print(summary_line(result) + f" -> {out / 'doppler.json'}")
     return 0

@@ -8,7 +8,8 @@ the simulation's ground truth (`users.csv` of `sensorium synth doppler`).
   between 0.3 and 0.9 s, refined by a parabola through the peak), and a cycle is two steps.
 
 The images' axes come from the synthetic dataset's synth.json (`doppler_axis_hz`, the recording's
-duration over the frames).
+duration over the frames: `spectrogram_axes`); `gait_per_user` gives each user's medians, which the
+evaluation compares with users.csv (`correlation` across users).
 """
 
 from __future__ import annotations
@@ -57,3 +58,26 @@ def per_user_median(values: np.ndarray, labels: np.ndarray, num_users: int) -> n
         if len(chosen):
             out[u] = float(np.median(chosen))
     return out
+
+
+def spectrogram_axes(synth_info: dict) -> tuple[np.ndarray, float]:
+    """synth.json's content -> the images' Doppler axis in Hz (top row first) and the seconds between
+    two columns (STFT frames)."""
+    radar = synth_info["radar"]
+    samples = radar["duration_s"] * radar["prf_hz"]
+    frame_s = (samples - radar["window"]) / (radar["frames"] - 1) / radar["prf_hz"]  # between STFT frames
+    return np.asarray(synth_info["doppler_axis_hz"]), frame_s
+
+
+def gait_per_user(pixels: torch.Tensor, labels: torch.Tensor, num_users: int, doppler_hz: np.ndarray,
+                  frame_s: float, dynamic_range_db: float) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 grayscale images (N, 1, H, W) of users `labels` (N,) -> each user's median torso Doppler
+    and gait-cycle frequency, (num_users,) each in Hz (NaN for a user without a measurement)."""
+    torso, cycle = gait_from_spectrograms(pixels, doppler_hz, frame_s, dynamic_range_db)
+    labels = labels.numpy()
+    return per_user_median(torso, labels, num_users), per_user_median(cycle, labels, num_users)
+
+
+def correlation(values: np.ndarray, truth: np.ndarray) -> float | None:
+    """Pearson correlation of measured values with the true ones; None when a value is missing."""
+    return float(np.corrcoef(values, truth)[0, 1]) if np.isfinite(values).all() else None

@@ -214,14 +214,14 @@ class Pipeline:
         return {"images": len(paths)}
 
     def _eval(self) -> dict:
-        from sensorium.recipes.doppler.evaluate import EvalConfig, evaluate, summary_line, untrained_generator
+        from sensorium.recipes.doppler.evaluate import EvalConfig, evaluate, summary_line
         from sensorium.recipes.doppler.sample import Generator
 
         c = self.config
         generator = Generator.from_checkpoints(c.dit_ckpt)
         hp = generator.vae.hparams
         real = RealSpectrograms(c.prepared, hp["image_size"], hp["channels"])
-        baseline = untrained_generator(generator, c.seed) if c.baseline else None
+        baseline = generator.untrained(c.seed) if c.baseline else None
         result = evaluate(generator, real, c.run_dir("dit") / "eval", EvalConfig(**c.eval_options), baseline,
                           c.seed)
         self.log(summary_line(result))

@@ -57,6 +57,16 @@ class Generator:
                                         "meaningless images")
         return generator
 
+    def untrained(self, seed: int = 0) -> Generator:
+        """The same generator with its DiT freshly initialised (same config and latent statistics):
+        the evaluation's baseline."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            dit = DopplerDiTTask(**dict(self.dit.hparams))
+        dit.channel_mean.copy_(self.dit.channel_mean)
+        dit.channel_std.copy_(self.dit.channel_std)
+        return Generator(dit.eval(), self.vae)
+
     def labels(self, user_ids: list[int]) -> torch.Tensor:
         """User ids (the k of ID_k) -> label indices; unknown ids are an error."""
         unknown = [u for u in user_ids if u not in self.users]
