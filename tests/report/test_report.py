@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from sensorium.report.compare import final_values, write_comparison
 from sensorium.report.curves import read_metrics
 from sensorium.report.report import write_report
@@ -39,3 +41,24 @@ def test_report_of_a_run_without_recipe_sections(tmp_path):
     run = _fake_run(tmp_path, "version_0", 1.0, 0.9)
     html = write_report(run).read_text()
     assert "Training curves" in html and "val/knn_accuracy" in html
+
+
+def test_plots_hold_one_quantity_per_axis_and_at_most_six_curves():
+    import numpy as np
+
+    from sensorium.report.curves import MAX_CURVES, curves_png, curves_pngs, small_multiples_pngs
+    from sensorium.report.report import training_curve_keys
+
+    steps = np.arange(5.0)
+    metrics = {k: (steps, steps + 1) for k in
+               ["train/loss_step", "train/point_step", "train/set_step", "share/point_step", "share/set_step",
+                "train/masked_negatives_step", "train/alpha_step", "val/psnr", "val/ratio"]}
+    loss, other = training_curve_keys(metrics)
+    # The weighted terms the shares name sit with the loss; a count and a weight do not.
+    assert loss == ["train/loss_step", "train/point_step", "train/set_step"]
+    assert other == ["train/alpha_step", "train/masked_negatives_step"]
+    many = {f"val/iou/s{i}": (steps, steps) for i in range(11)}
+    with pytest.raises(ValueError, match="use curves_pngs"):
+        curves_png(many, list(many), "too many")
+    assert len(curves_pngs(many, list(many), "IoU")) == 2 == -(-11 // MAX_CURVES)
+    assert len(small_multiples_pngs(many, list(many), "each on its own axis")) == 2

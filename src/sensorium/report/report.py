@@ -16,7 +16,7 @@ from pathlib import Path
 from sensorium.engine.checkpoint import atomic_write_text
 from sensorium.errors import ConfigError
 from sensorium.recipes import RECIPES
-from sensorium.report.curves import curves_png, keys_with, run_metrics
+from sensorium.report.curves import curves_png, keys_with, run_metrics, small_multiples_pngs
 from sensorium.report.html import Section, page
 
 
@@ -28,17 +28,29 @@ def run_recipe(run_dir: Path) -> str:
     return run_dir.parent.name
 
 
+def training_curve_keys(metrics: dict) -> tuple[list[str], list[str]]:
+    """(the loss axis's keys, every other per-step training key). The loss axis carries the total
+    and the weighted terms the optimiser sums (the doctor's share keys name them); every other
+    training quantity (unweighted losses, balancing weights, ratios, counts, norms) gets an axis of
+    its own."""
+    terms = [k.removeprefix("share/").removesuffix("_step") for k in keys_with(metrics, "share/", "_step")]
+    loss_keys = ["train/loss_step"] + [f"train/{t}_step" for t in terms]
+    return loss_keys, [k for k in keys_with(metrics, "train/", "_step") if k not in loss_keys]
+
+
 def training_sections(run_dir: Path) -> list[Section]:
     metrics = run_metrics(run_dir)
     if metrics is None:
         return [Section("Training").text(f"no metrics.csv in {run_dir}", muted=True)]
     section = Section("Training curves")
-    loss_keys = ["train/loss_step"] + [k for k in keys_with(metrics, "train/", "_step") if k != "train/loss_step"]
+    loss_keys, other_train = training_curve_keys(metrics)
     section.images([
-        curves_png(metrics, loss_keys, "training loss and its terms (weighted)"),
-        curves_png(metrics, keys_with(metrics, "share/", "_step"), "share of each term in the total loss"),
-        curves_png(metrics, keys_with(metrics, "lr-"), "learning rate"),
-        curves_png(metrics, keys_with(metrics, "val/"), "validation metrics (per epoch)"),
+        curves_png(metrics, loss_keys, "training loss and its weighted terms", ylabel="loss"),
+        curves_png(metrics, keys_with(metrics, "share/", "_step"), "share of each term in the total loss",
+                   ylabel="share"),
+        curves_png(metrics, keys_with(metrics, "lr-"), "learning rate", ylabel="lr"),
+        *small_multiples_pngs(metrics, other_train, "other training quantities (per step)"),
+        *small_multiples_pngs(metrics, keys_with(metrics, "val/"), "validation metrics (per epoch)"),
     ])
     val_keys = keys_with(metrics, "val/")
     if val_keys:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sensorium.report.curves import curves_png, keys_with, run_metrics
+from sensorium.report.curves import curves_png, curves_pngs, keys_with, run_metrics
 from sensorium.report.html import Section
 
 
@@ -66,8 +66,8 @@ def _training_sections(run_dir: Path) -> list[Section]:
         return []
     section = Section("Per-structure IoU and loss terms over training")
     section.images([
-        curves_png(metrics, keys_with(metrics, "val/iou/") + ["val/mean_iou"],
-                   "validation IoU per structure (per epoch)"),
+        *curves_pngs(metrics, ["val/mean_iou"] + keys_with(metrics, "val/iou/"),
+                     "validation IoU per structure (per epoch)", ylabel="IoU"),
         curves_png(metrics, keys_with(metrics, "share/", "_epoch"),
                    "share of each loss term in the total (epoch means)"),
         curves_png(metrics, keys_with(metrics, "train/", "_epoch"), "weighted loss terms (epoch means)", logy=True),
