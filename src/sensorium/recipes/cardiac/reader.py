@@ -232,7 +232,8 @@ class CardiacCases(Dataset):
         case = index % len(self.paths)
         try:
             arrays = self.arrays(case)
-            sample = self._train_sample(arrays) if self.sampling is not None else self._eval_sample(arrays, case)
+            sample = (self._train_sample(arrays, self.paths[case]) if self.sampling is not None
+                      else self._eval_sample(arrays, case))
         except DataError as e:
             handle_bad_sample(e, self.on_bad_sample)
             return None
@@ -249,8 +250,8 @@ class CardiacCases(Dataset):
         order = rows.argsort()
         return rows[order].numpy(), order.argsort()  # sorted rows to read; how to put them back in draw order
 
-    def _train_sample(self, arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        s, path = self.sampling, self.paths[0]
+    def _train_sample(self, arrays: dict[str, np.ndarray], path: Path) -> dict[str, torch.Tensor]:
+        s = self.sampling  # path: the case's file, named by a "not enough points" error
         out: dict[str, torch.Tensor] = {}
         for prefix, count, names in (("surface", s.surface_points, ("surface_points", "surface_labels")),
                                      ("vol", s.volume_points, ("vol_points", "vol_sdf")),
