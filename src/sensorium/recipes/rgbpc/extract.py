@@ -26,7 +26,7 @@ conv8 and vit16 are **fixed by a seed** (random initialisation, never trained); 
 its seed and its pretraining. The demo fuses shape8 and vit16: two kinds (a pretrained conv net, a
 random ViT), two grids (12 x 16 and 8 x 11 on 96 x 128 frames) and widths (96, 64). With random
 encoders only (conv8 + vit16) the alignment still retrieves points well, but the aligned features
-carry too little of the scene's geometry for the action head (see the README). Each pack records its exact resize / crop / stride (`GridTransform`), so
+carry too little of the scene's geometry for the action head (docs/notes/rgbpc.md). Each pack records its exact resize / crop / stride (`GridTransform`), so
 uv of the original frames map onto its grid.
 
 Finished packs are verified and skipped (resumable); every pack is written atomically (temporary
