@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from sensorium.eval import classification_report, knn_predict
+from sensorium.eval.knn import knn_predict_ks
 
 
 def test_weighted_vote_picks_closer_neighbours():
@@ -30,6 +31,95 @@ def test_chunking_does_not_change_predictions():
     train, test = torch.randn(50, 8, generator=g), torch.randn(33, 8, generator=g)
     labels = torch.randint(0, 5, (50,), generator=g)
     assert torch.equal(knn_predict(train, labels, test, chunk_size=7), knn_predict(train, labels, test))
+
+
+def _dino_reference(train, labels, test, k, temperature, num_classes):
+    """The weighted cosine k-NN as it was written before the votes/metric options (argmax of the
+    exp(sim / T) votes): the defaults must still give exactly its predictions."""
+    similarity = F.normalize(test, dim=1) @ F.normalize(train, dim=1).T
+    top_sim, top_idx = similarity.topk(min(k, len(train)), dim=1)
+    votes = torch.zeros(len(test), num_classes).scatter_add_(1, labels[top_idx], (top_sim / temperature).exp())
+    return votes.argmax(dim=1)
+
+
+@pytest.mark.parametrize("k", [1, 5, 20, 200])
+def test_defaults_are_the_dino_weighted_cosine_vote(k):
+    g = torch.Generator().manual_seed(1)
+    train, test = torch.randn(120, 16, generator=g), torch.randn(40, 16, generator=g)
+    labels = torch.randint(0, 6, (120,), generator=g)
+    expected = _dino_reference(train, labels, test, k, 0.07, 6)
+    assert torch.equal(knn_predict(train, labels, test, k=k), expected)
+    assert torch.equal(knn_predict(train, labels, test, k=k, votes="weighted", metric="cosine"), expected)
+
+
+def test_uniform_votes_are_a_majority_vote():
+    # The query's 5 neighbours by cosine, nearest first: class 0 (sim ~1.0), class 0, class 1,
+    # class 1, class 1. Weighted votes follow the two near class-0 rows; uniform ones count 3 to 2.
+    train = torch.tensor([[1.0, 0.0], [0.95, 0.05], [0.6, 0.4], [0.55, 0.45], [0.5, 0.5], [-1.0, 0.0]])
+    labels = torch.tensor([0, 0, 1, 1, 1, 2])
+    test = torch.tensor([[1.0, 0.0]])
+    assert knn_predict(train, labels, test, k=5, temperature=0.02).tolist() == [0]
+    assert knn_predict(train, labels, test, k=5, votes="uniform").tolist() == [1]
+    # By hand on random data: the mode of the k nearest labels (no ties with k odd and 2 classes).
+    g = torch.Generator().manual_seed(2)
+    train, test = torch.randn(60, 4, generator=g), torch.randn(25, 4, generator=g)
+    labels = torch.randint(0, 2, (60,), generator=g)
+    nearest = (F.normalize(test, dim=1) @ F.normalize(train, dim=1).T).topk(7, dim=1).indices
+    majority = (labels[nearest].sum(dim=1) >= 4).long()
+    assert torch.equal(knn_predict(train, labels, test, k=7, votes="uniform"), majority)
+
+
+def test_euclidean_and_cosine_disagree_where_length_matters():
+    # Far along the query's direction (cosine 1, distance 9) against near but turned (distance 0.3).
+    train = torch.tensor([[10.0, 0.0], [1.0, 0.3]])
+    labels = torch.tensor([0, 1])
+    test = torch.tensor([[1.0, 0.0]])
+    assert knn_predict(train, labels, test, k=1, metric="cosine").tolist() == [0]
+    assert knn_predict(train, labels, test, k=1, metric="euclidean").tolist() == [1]
+    # Weighted euclidean votes still weigh at distances where exp(-d / T) underflows to 0 for every
+    # neighbour: two class-1 rows just behind a class-0 one outvote it (without the shift all three
+    # weights would be 0 and the tie would go to the nearest, class 0).
+    far = torch.tensor([[1000.0, 0.0], [1000.01, 0.0], [1000.02, 0.0]])
+    assert knn_predict(far, torch.tensor([0, 1, 1]), torch.zeros(1, 2), k=3, temperature=0.07,
+                       metric="euclidean").tolist() == [1]
+
+
+@pytest.mark.parametrize("votes", ["weighted", "uniform"])
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_several_k_from_one_search_equal_separate_calls(votes, metric):
+    g = torch.Generator().manual_seed(3)
+    train, test = torch.randn(80, 8, generator=g), torch.randn(30, 8, generator=g)
+    labels = torch.randint(0, 4, (80,), generator=g)
+    ks = [1, 3, 5, 20, 100]  # 100 > N_train: clipped, as in knn_predict
+    together = knn_predict_ks(train, labels, test, ks, votes=votes, metric=metric, chunk_size=7)
+    assert list(together) == ks
+    for k in ks:
+        assert torch.equal(together[k], knn_predict(train, labels, test, k=k, votes=votes, metric=metric)), k
+
+
+def test_vote_ties_go_to_the_class_with_the_nearest_neighbour():
+    # Uniform, k=4: two votes each for classes 2 and 0; class 2 holds the nearest neighbour. A rule
+    # by class index would say 0, whatever the order of the rows.
+    train = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [-1.0, 0.0]])
+    labels = torch.tensor([2, 0, 0, 2, 1])
+    test = torch.tensor([[1.0, 0.0]])
+    assert knn_predict(train, labels, test, k=4, votes="uniform").tolist() == [2]
+    assert knn_predict(train[[3, 2, 1, 0, 4]], labels[[3, 2, 1, 0, 4]], test, k=4, votes="uniform").tolist() == [2]
+    # Exactly equal weighted totals (two rows at the same point, one per class): the first-listed
+    # neighbour's class, the same on every call.
+    twins = torch.tensor([[0.0, 1.0], [0.0, 1.0]])
+    predictions = {tuple(knn_predict(twins, torch.tensor([1, 0]), test, k=2).tolist()) for _ in range(5)}
+    assert len(predictions) == 1
+
+
+def test_bad_options_are_refused():
+    train, labels = torch.randn(4, 2), torch.tensor([0, 1, 0, 1])
+    with pytest.raises(ValueError, match="votes"):
+        knn_predict(train, labels, train, votes="majority")
+    with pytest.raises(ValueError, match="metric"):
+        knn_predict(train, labels, train, metric="manhattan")
+    with pytest.raises(ValueError, match="k >= 1"):
+        knn_predict_ks(train, labels, train, [])
 
 
 def test_classification_report_values():

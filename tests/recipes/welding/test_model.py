@@ -176,3 +176,73 @@ def test_sensor_relative_net_feeds_its_encoder_both_copies_of_six_channel_batche
     assert torch.allclose(tokens, net.encoders["sensor"](with_run_relative(batch["sensor"])))
     with pytest.raises(RuntimeError):  # a 12-channel encoder cannot take the bare 6 channels
         net.encoders["sensor"](batch["sensor"])
+
+
+def test_image_views_default_keeps_every_angles_tokens_unchanged():
+    """The default (`tokens`) is what the network did before the option: the image encoder's own
+    output, every angle's tokens one after another, and no new weights (old checkpoints load)."""
+    torch.manual_seed(0)
+    net = WeldingNet(_tiny()).eval()
+    batch = _batch(N=3)
+    assert net.config.image_views == "tokens"
+    assert torch.equal(net.encode(batch)["images"], net.encoders["images"](batch["images"]))
+    assert not any(name.startswith("image_views") for name in net.state_dict())
+
+
+@pytest.mark.parametrize("mode", ["mean", "max", "concat"])
+def test_image_views_pool_the_angles(mode):
+    torch.manual_seed(0)
+    net = WeldingNet(replace(_tiny(), image_views=mode, image_angles=3)).eval()
+    batch = _batch(N=3)
+    per_angle = net.encoders["images"](batch["images"]).view(4, 3, -1, 16)  # (B, N, L, D)
+    tokens = net.encode(batch)["images"]
+    assert tokens.shape == (4, per_angle.shape[2], 16)  # N times fewer tokens than `tokens`
+    if mode == "max":
+        assert torch.equal(tokens, per_angle.amax(dim=1))
+    out = net(batch)
+    assert out.embedding.shape == (4, 24) and torch.isfinite(out.embedding).all()
+
+
+def test_image_views_concat_needs_the_number_of_angles():
+    with pytest.raises(ValueError, match="number of views"):
+        WeldingNet(replace(_tiny(), image_views="concat"))
+
+
+def _knn_bank_and_test(n_bank=40, n_test=20, D=8):
+    g = torch.Generator().manual_seed(0)
+    def part(n):
+        embedding = torch.nn.functional.normalize(torch.randn(n, D, generator=g), dim=1)
+        out = {f"embedding/{m}": embedding for m in ("all", *MODALITIES)}
+        return {**out, "label": torch.randint(0, 7, (n,), generator=g), "present": torch.ones(n, 4, dtype=torch.bool),
+                "modality_weights": torch.full((n, 4), 0.25)}
+    return part(n_bank), part(n_test)
+
+
+def test_knn_report_gives_every_k_beside_the_main_one():
+    from sensorium.eval.knn import knn_predict
+    from sensorium.recipes.welding.metrics import knn_test_report
+
+    bank, test = _knn_bank_and_test()
+    plain = knn_test_report(bank, test, k=5, temperature=0.07)
+    assert plain["knn"] | {"bank_size": 0} == {"k": 5, "temperature": 0.07, "votes": "weighted", "metric": "cosine",
+                                               "ks": [], "bank_size": 0, "bank": "TRAIN (train + val)",
+                                               "query": "TEST"}
+    assert plain["by_k"] == {"5": {"accuracy": plain["accuracy"], "f1_macro": plain["f1_macro"]}}
+    expected = knn_predict(bank["embedding/all"], bank["label"], test["embedding/all"], 5, 0.07, num_classes=7)
+    assert plain["accuracy"] == pytest.approx(float((expected == test["label"]).float().mean()))
+
+    report = knn_test_report(bank, test, k=5, temperature=0.07, votes="uniform", metric="euclidean", ks=[1, 10])
+    assert list(report["by_k"]) == ["5", "1", "10"]
+    for k in (5, 1, 10):
+        pred = knn_predict(bank["embedding/all"], bank["label"], test["embedding/all"], k, num_classes=7,
+                           votes="uniform", metric="euclidean")
+        assert report["by_k"][str(k)]["accuracy"] == pytest.approx(float((pred == test["label"]).float().mean()))
+    assert report["accuracy"] == report["by_k"]["5"]["accuracy"]  # the main k stays the headline
+
+
+def test_knn_config_defaults_are_the_weighted_cosine_vote_at_k20():
+    from sensorium.recipes.welding.task import KnnConfig, WeldingTask
+
+    assert KnnConfig() == KnnConfig(k=20, temperature=0.07, votes="weighted", metric="cosine", ks=[])
+    task = WeldingTask(net=_tiny(), knn={"k": 5, "votes": "uniform", "ks": [1, 3]})
+    assert task.knn == KnnConfig(k=5, votes="uniform", ks=[1, 3])

@@ -10,20 +10,22 @@ directly.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from sensorium.engine.checkpoint import atomic_save_npz, atomic_write_json
-from sensorium.eval.knn import classification_report, knn_predict
+from sensorium.eval.knn import Metric, Votes, classification_report, knn_predict_ks
 from sensorium.recipes.welding.reader import MODALITIES, WELDING_LABELS
 
 log = logging.getLogger(__name__)
 
 
 def knn_test_report(bank: dict[str, torch.Tensor], test: dict[str, torch.Tensor], k: int,
-                    temperature: float) -> dict:
+                    temperature: float, votes: Votes = "weighted", metric: Metric = "cosine",
+                    ks: Sequence[int] = ()) -> dict:
     """RUN/eval/knn.json's content.
 
     Args:
@@ -31,20 +33,28 @@ def knn_test_report(bank: dict[str, torch.Tensor], test: dict[str, torch.Tensor]
             `embedding/all` and `embedding/<modality>` (N, D) L2-normalised, `label` (N,),
             `present` (N, M) bool; test also `modality_weights` (N, M), the fusion's attention per
             modality averaged over its tokens.
-        k, temperature: of the weighted k-NN (`sensorium.eval.knn.knn_predict`).
+        k, temperature, votes, metric: of the k-NN (`sensorium.eval.knn.knn_predict`); `k` gives
+            the report's headline numbers and the ablation.
+        ks: further k, measured with every modality from the same neighbour search; `by_k` holds
+            accuracy and macro F1 at `k` and at each of them.
     """
-    def predict(mode: str) -> torch.Tensor:
-        return knn_predict(bank[f"embedding/{mode}"], bank["label"], test[f"embedding/{mode}"], k, temperature,
-                           num_classes=len(WELDING_LABELS))
+    def predict(mode: str, at: Sequence[int] = (k,)) -> dict[int, torch.Tensor]:
+        return knn_predict_ks(bank[f"embedding/{mode}"], bank["label"], test[f"embedding/{mode}"], at, temperature,
+                              len(WELDING_LABELS), votes=votes, metric=metric)
 
     labels = test["label"]
-    report = classification_report(labels, predict("all"), list(WELDING_LABELS))
-    report["ablation"] = {m: float((predict(m) == labels).float().mean()) for m in MODALITIES}
+    every_k = list(dict.fromkeys([k, *ks]))
+    preds = predict("all", every_k)
+    report = classification_report(labels, preds[k], list(WELDING_LABELS))
+    by_k = {kk: classification_report(labels, preds[kk], list(WELDING_LABELS)) for kk in every_k}
+    report["by_k"] = {str(kk): {"accuracy": r["accuracy"], "f1_macro": r["f1_macro"]} for kk, r in by_k.items()}
+    report["ablation"] = {m: float((predict(m)[k] == labels).float().mean()) for m in MODALITIES}
     weights = test["modality_weights"]
     report["attention_share"] = {m: float(weights[:, i].mean()) for i, m in enumerate(MODALITIES)}
     missing = (~test["present"]).sum(dim=0)
     report["missing_modalities"] = {m: int(missing[i]) for i, m in enumerate(MODALITIES)}
-    report["knn"] = {"k": k, "temperature": temperature, "bank_size": int(len(bank["label"])),
+    report["knn"] = {"k": k, "temperature": temperature, "votes": votes, "metric": metric, "ks": list(ks),
+                     "bank_size": int(len(bank["label"])),
                      "bank": "TRAIN (train + val)", "query": "TEST"}
     if any(report["missing_modalities"].values()):
         log.info(f"[welding] TEST samples lacking a modality (masked out of the fusion): "

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from sensorium.layers.pooling import ViewAggregation, ViewMode
 from sensorium.models.encoders import EncoderConfig, build_encoder
 from sensorium.models.fusion import CrossAttentionFusion, FusionOutput
 from sensorium.recipes.welding.reader import MODALITIES  # the batch contract's modality order
@@ -27,6 +28,14 @@ class WeldingNetConfig:
     # that shows as a step of a channel away from the run's own level (a current jump, a gas drop)
     # is a change of shape the encoder would otherwise have to separate from a change of level.
     sensor_relative: bool = False
+    image_views: ViewMode = "tokens"
+    """How the post-weld photos' token sequences, one per angle, become the images' tokens
+    (`sensorium.layers.pooling.ViewAggregation`): tokens (every angle's tokens side by side, the
+    fusion's cross-attention attending over all of them), mean, max (a defect seen from one angle
+    survives), or concat (a learned Linear over the angles side by side; needs `image_angles`)."""
+    image_angles: int | None = None
+    """Post-weld photos per sample (the data's `preprocess.num_images`); needed by `image_views:
+    concat` only, whose projection is sized by it."""
     fusion_dim: int = 128
     fusion_tokens: int = 4
     fusion_heads: int = 4
@@ -42,6 +51,7 @@ class WeldingNet(nn.Module):
             m: build_encoder(m, getattr(config, m), config.sensor_channels * (1 + config.sensor_relative))
             for m in MODALITIES
         })
+        self.image_views = ViewAggregation(config.image_views, config.image_angles, self.encoders["images"].out_dim)
         self.fusion = CrossAttentionFusion(
             {m: self.encoders[m].out_dim for m in MODALITIES}, config.fusion_dim, config.fusion_tokens,
             config.fusion_heads, config.embed_dim, config.dropout)
@@ -51,7 +61,11 @@ class WeldingNet(nn.Module):
         inputs = dict(batch)
         if self.config.sensor_relative:
             inputs["sensor"] = with_run_relative(batch["sensor"])
-        return {m: self.encoders[m](inputs[m]) for m in MODALITIES}
+        tokens = {m: self.encoders[m](inputs[m]) for m in MODALITIES}
+        # Image encoders give the angles' tokens one after another, angle by angle: (B, N*L, D).
+        images, (B, N) = tokens["images"], batch["images"].shape[:2]
+        tokens["images"] = self.image_views(images.reshape(B, N, -1, images.shape[-1]))  # (B, N, L, D) in
+        return tokens
 
     def fuse(self, tokens: dict[str, torch.Tensor], present: torch.Tensor) -> FusionOutput:
         return self.fusion(tokens, present)

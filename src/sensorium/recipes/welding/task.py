@@ -11,7 +11,7 @@ matrix PNG and the TEST embeddings for the report).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +20,7 @@ from torch import nn
 from sensorium.config import as_config
 from sensorium.engine.optim import OptimConfig
 from sensorium.engine.task import SensoriumTask
-from sensorium.eval.knn import classification_report, knn_predict
+from sensorium.eval.knn import Metric, Votes, classification_report, knn_predict_ks
 from sensorium.losses.contrastive import supcon_loss
 from sensorium.recipes.welding.metrics import knn_test_report, write_test_eval
 from sensorium.recipes.welding.model import WeldingNet, WeldingNetConfig
@@ -45,8 +45,20 @@ class WeldingLossConfig:
 
 @dataclass
 class KnnConfig:
+    """The k-NN that measures the embeddings (`sensorium.eval.knn`): validation picks best.ckpt by
+    its accuracy at `k`; TEST reports it (RUN/eval/knn.json)."""
+
     k: int = 20
     temperature: float = 0.07
+    votes: Votes = "weighted"
+    """weighted: exp(score / temperature) per neighbour (DINO); uniform: a majority vote (the
+    design note's scikit-learn classifier, k=5)."""
+    metric: Metric = "cosine"
+    """cosine, or euclidean distance between the embeddings. The network's embeddings are
+    L2-normalised, so both find the same neighbours; they differ only in the weighted votes."""
+    ks: list[int] = field(default_factory=list)
+    """Further k measured beside `k` from the same neighbour search: logged as
+    `val/knn_accuracy_k<k>` and reported in knn.json's `by_k`. Only `k` picks best.ckpt."""
 
 
 def drop_modalities(present: torch.Tensor, p: float) -> torch.Tensor:
@@ -164,11 +176,14 @@ class WeldingTask(SensoriumTask):
         self._eval_parts = {}
         if not bank or not query:
             return
-        pred = knn_predict(bank["embedding"], bank["label"], query["embedding"], self.knn.k, self.knn.temperature,
-                           num_classes=len(WELDING_LABELS))
-        report = classification_report(query["label"], pred, list(WELDING_LABELS))
+        knn = self.knn
+        preds = knn_predict_ks(bank["embedding"], bank["label"], query["embedding"], [knn.k, *knn.ks],
+                               knn.temperature, len(WELDING_LABELS), votes=knn.votes, metric=knn.metric)
+        report = classification_report(query["label"], preds[knn.k], list(WELDING_LABELS))
         self.log("val/knn_accuracy", report["accuracy"], prog_bar=True, sync_dist=True)
         self.log("val/f1_macro", report["f1_macro"], sync_dist=True)
+        for k in knn.ks:
+            self.log(f"val/knn_accuracy_k{k}", (preds[k] == query["label"]).float().mean(), sync_dist=True)
 
     # --- test: k-NN of TEST against TRAIN, all modalities and each alone --------------------------
     def on_test_epoch_start(self) -> None:
@@ -195,7 +210,8 @@ class WeldingTask(SensoriumTask):
         self._eval_parts = {}
         if not bank or not test:
             return
-        report = knn_test_report(bank, test, self.knn.k, self.knn.temperature)
+        knn = self.knn
+        report = knn_test_report(bank, test, knn.k, knn.temperature, votes=knn.votes, metric=knn.metric, ks=knn.ks)
         self.log("test/knn_accuracy", report["accuracy"], sync_dist=True)
         self.log("test/f1_macro", report["f1_macro"], sync_dist=True)
         for modality, accuracy in report["ablation"].items():
