@@ -10,6 +10,11 @@
 Validation: PSNR of val reconstructions (posterior mean, `metrics.psnr`), which picks best.ckpt.
 Stage 3, the DiT, is `dit_task.py`; `stages.load_stage` loads either from its checkpoint.
 
+`init_from` starts the autoencoder from a pretrained LDM AutoencoderKL, such as LightningDiT's released
+VA-VAE (the doppler note fine-tunes it with user conditioning): its tensors load under their own names
+(`sensorium.models.vae.autoencoder_state`), the user conditioning starts at zero, so the first step's
+model reconstructs exactly as the released one, and the fine-tune learns what each user adds.
+
 The task builds its network when it first sees its data (`configure_data`, from the datamodule's
 spec): the users, the image size and the channels come from the data, and are written into the
 hyperparameters, so a checkpoint rebuilds exactly the network it holds.
@@ -17,25 +22,31 @@ hyperparameters, so a checkpoint rebuilds exactly the network it holds.
 
 from __future__ import annotations
 
+import logging
+import pickle
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from sensorium.config import as_config
+from sensorium.engine.checkpoint import load_checkpoint
 from sensorium.engine.optim import OptimConfig
 from sensorium.engine.task import SensoriumTask
-from sensorium.errors import DataError
+from sensorium.errors import ConfigError, DataError
 from sensorium.losses.adversarial import generator_loss, hinge_discriminator_loss
 from sensorium.losses.alignment import VFLoss, adaptive_weight
 from sensorium.losses.kl import kl_per_sample
-from sensorium.models.vae import ConditionalVAE, PatchDiscriminator
+from sensorium.models.vae import ConditionalVAE, PatchDiscriminator, autoencoder_state
 from sensorium.recipes.doppler.datamodule import DopplerImageSpec
 from sensorium.recipes.doppler.figures import write_image_grid
 from sensorium.recipes.doppler.foundation import build_foundation
 from sensorium.recipes.doppler.metrics import psnr
 from sensorium.recipes.doppler.reader import from_signed, to_signed
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -47,6 +58,12 @@ class VAENetConfig:
     num_res_blocks: int = 1
     cond_dim: int = 64
     mid_attention: bool = True
+    attn_levels: tuple[int, ...] = ()
+    """Levels (0: full resolution) with self-attention after every residual block (LDM's
+    attn_resolutions; the released VA-VAE: [4])."""
+    quant_conv: bool = False
+    """LDM's 1x1 convolutions around the latent (quant_conv, post_quant_conv); a pretrained
+    AutoencoderKL has them."""
     conditional: bool = True
     """Condition encoder and decoder on the user (the doppler note's user-conditioned VA-VAE)."""
 
@@ -82,6 +99,25 @@ class VFConfig:
     distmat_weight: float = 1.0
 
 
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a pretrained autoencoder's file: a .safetensors file, or a torch file (read with
+    weights_only=True) holding a state dict or a checkpoint with one under "state_dict" (LDM, Lightning)."""
+    if not path.is_file():
+        raise ConfigError(path, "no such checkpoint (model.init_args.init_from)")
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path)) if path.suffix == ".safetensors" else load_checkpoint(path)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, SafetensorError) as e:  # not a file we can trust
+        raise DataError(path, f"cannot read as a checkpoint ({type(e).__name__}: {e})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise DataError(path, "holds no state dict of tensors (at its top level or under 'state_dict')")
+    return state
+
+
 class DopplerVAETask(SensoriumTask):
     recipe = "doppler"
     data_spec_type = DopplerImageSpec
@@ -95,14 +131,19 @@ class DopplerVAETask(SensoriumTask):
     def __init__(self, net: VAENetConfig | dict | None = None, loss: VAELossConfig | dict | None = None,
                  vf: VFConfig | dict | None = None, users: list[int] | None = None,
                  image_size: int | None = None, channels: int | None = None,
-                 optim: OptimConfig | dict | None = None):
-        """users, image_size, channels: filled from the data when the run starts (leave them unset)."""
+                 optim: OptimConfig | dict | None = None, init_from: str | None = None):
+        """users, image_size, channels: filled from the data when the run starts (leave them unset).
+
+        init_from: a pretrained LDM AutoencoderKL / VA-VAE checkpoint (.pt, .ckpt, .safetensors) whose
+        layout `net` describes; read when the network is first built from the data (a fit, or a
+        validate that measures the released model), never when a checkpoint of this task is restored."""
         super().__init__(optim)
+        self.init_from = init_from
         self.net_config = as_config(VAENetConfig, net)
         self.loss_config = as_config(VAELossConfig, loss)
         self.vf_config = as_config(VFConfig, vf)
         self.save_config(net=self.net_config, loss=self.loss_config, vf=self.vf_config, users=users,
-                         image_size=image_size, channels=channels, optim=self.optim)
+                         image_size=image_size, channels=channels, optim=self.optim, init_from=init_from)
         v = self.vf_config
         self.vf_loss = VFLoss(v.cos_margin, v.distmat_margin, v.cos_weight, v.distmat_weight)
         self.vae: ConditionalVAE | None = None
@@ -116,6 +157,8 @@ class DopplerVAETask(SensoriumTask):
         found = (list(spec.users), spec.image_size, spec.channels)
         if self.vae is None:
             self._build(*found)
+            if self.init_from is not None:
+                self._load_pretrained(Path(self.init_from))
             return
         expected = (list(self.hparams["users"]), self.hparams["image_size"], self.hparams["channels"])
         if expected != found:
@@ -126,7 +169,8 @@ class DopplerVAETask(SensoriumTask):
         self.hparams.update(users=users, image_size=image_size, channels=channels)
         n = self.net_config
         self.vae = ConditionalVAE(channels, tuple(n.widths), n.z_channels, n.num_res_blocks,
-                                  len(users) if n.conditional else None, n.cond_dim, n.mid_attention)
+                                  len(users) if n.conditional else None, n.cond_dim, n.mid_attention,
+                                  tuple(n.attn_levels), n.quant_conv)
         self.latent_shape = self.vae.latent_shape((image_size, image_size))
         v = self.vf_config
         self.foundation = self.projection = None
@@ -139,6 +183,16 @@ class DopplerVAETask(SensoriumTask):
         if self.loss_config.disc_weight > 0:
             loss = self.loss_config
             self.discriminator = PatchDiscriminator(channels, loss.disc_width, loss.disc_layers)
+
+    def _load_pretrained(self, path: Path) -> None:
+        """The autoencoder's weights from `init_from`; its conditioning keeps its zero start."""
+        state = autoencoder_state(read_state_dict(path))
+        try:
+            self.vae.load_autoencoder(state)
+        except ValueError as e:
+            raise ConfigError(path, f"weights do not fit the VAE that model.init_args.net describes: "
+                                    f"{e}") from None
+        log.info(f"[doppler] autoencoder loaded from {path}; the user conditioning starts at zero")
 
     def export_module(self) -> nn.Module:
         return self.vae
