@@ -13,12 +13,12 @@ from typing import Any, ClassVar
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Timer
+from lightning.pytorch.callbacks import Callback, Timer
 from torch import nn
 
 from sensorium.config import as_config, to_plain
 from sensorium.data.datamodule import DataSpec, SensoriumDataModule
-from sensorium.engine.optim import OptimConfig, build_optimizer, resolve_lr
+from sensorium.engine.optim import OptimConfig, build_optimizer, resolve_lr, set_unfrozen
 from sensorium.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,14 @@ class SensoriumTask(L.LightningModule):
         """Receive the datamodule's data contract before the network is configured (build from it, or
         check that a restored network fits it). Called once per stage by `setup`."""
     def setup(self, stage: str) -> None:
+        self._setup_data(stage)
+        if stage == "fit" and self.optim.unfreeze:
+            # DDP, which wraps the module after this hook, syncs only the parameters that require a
+            # gradient when it wraps: every stage's are made trainable here (the network exists by
+            # now), and `configure_optimizers` freezes those whose epoch has not come.
+            set_unfrozen(self, self.optim.unfreeze, epoch=None)
+
+    def _setup_data(self, stage: str) -> None:
         # Lightning sets the datamodule up before the module and calls configure_model after both, so
         # the spec is there for a task that builds its network from the data.
         if self._trainer is None or self.trainer.datamodule is None:
@@ -161,6 +169,9 @@ class SensoriumTask(L.LightningModule):
                 elapsed, remaining = timer.time_elapsed("train"), timer.time_remaining("train")
                 return elapsed / max(elapsed + remaining, 1e-9)
 
+        if self.optim.unfreeze:
+            self._check_unfreeze_strategy()
+            set_unfrozen(self, self.optim.unfreeze, trainer.current_epoch)
         optimizer, scheduler = build_optimizer(self, self.optim, self.resolved_lr, total_steps, total_steps / epochs,
                                                time_fraction)
         if self.optim.base_lr is not None:
@@ -177,6 +188,18 @@ class SensoriumTask(L.LightningModule):
     def on_train_start(self) -> None:
         for logger in self.loggers:
             logger.log_metrics({"lr_resolved": self.resolved_lr}, step=self.global_step)
+
+    def configure_callbacks(self) -> list[Callback]:
+        # A callback rather than this module's own epoch hook, which recipes override (tactile does).
+        return [StagedUnfreeze()] if self.optim.unfreeze else []
+
+    def _check_unfreeze_strategy(self) -> None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        wrapped = self.trainer.strategy.model
+        if isinstance(wrapped, DistributedDataParallel) and not wrapped.find_unused_parameters:
+            raise ConfigError("trainer.strategy", "optim.unfreeze under DDP needs `ddp_find_unused_parameters_true`: "
+                                                  "frozen stages get no gradient, which plain DDP waits for")
 
     # --- checkpoints ----------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -223,3 +246,16 @@ class SensoriumTask(L.LightningModule):
         from pathlib import Path
 
         return Path(self.trainer.default_root_dir)
+
+
+class StagedUnfreeze(Callback):
+    """`optim.unfreeze`: at each epoch start, the stages whose epoch has come train (also right after
+    a resume, whose first epoch may lie past several stages). `SensoriumTask` adds it when stages
+    are configured; their parameter groups are in the optimiser from the start."""
+
+    def on_train_epoch_start(self, trainer, pl_module: SensoriumTask) -> None:
+        stages = pl_module.optim.unfreeze
+        for i in set_unfrozen(pl_module, stages, trainer.current_epoch):
+            if trainer.is_global_zero and trainer.current_epoch >= stages[i].epoch:
+                log.info(f"[sensorium] epoch {trainer.current_epoch}: training {', '.join(stages[i].modules)} "
+                         f"at lr x {stages[i].lr_mult:g}")
