@@ -9,10 +9,10 @@ TOY = ["--model", "toy_recipe.ToyTask", "--data", "toy_recipe.ToyDataModule", "-
        "--trainer.log_every_n_steps", "1", "--model.optim.lr", "0.01"]
 
 
-def toy_cli(tmp_path: Path, *extra: str, subcommand: str = "fit", epochs: int = 2):
+def toy_cli(tmp_path: Path, *extra: str, subcommand: str = "fit", epochs: int | None = 2):
     from sensorium.engine.lightning_cli import SensoriumCLI
 
     args = [subcommand, *TOY, "--run.root", str(tmp_path / "runs"), *extra]
-    if subcommand == "fit":
+    if subcommand == "fit" and epochs is not None:
         args += ["--trainer.max_epochs", str(epochs)]
     return SensoriumCLI(args=args)

@@ -107,3 +107,15 @@ def test_resume_on_another_world_size_is_refused_when_the_lr_scales_with_it(tmp_
     with pytest.raises(ConfigError, match="written by a run on 2 rank.*resuming on 1 would change the lr"):
         toy_cli(tmp_path, "--ckpt_path", str(wider), "--model.optim.base_lr", "0.02", epochs=2)
     toy_cli(tmp_path, "--ckpt_path", str(wider), epochs=2)  # an absolute optim.lr resumes on any world size
+
+
+def test_warmup_epochs_count_real_epochs_when_max_steps_ends_the_fit(tmp_path):
+    # 48 training samples / batch 16: 3 optimiser steps an epoch. A fit ended by max_steps (12
+    # steps, max_epochs -1) warms up over its first 3 steps, not over the whole run.
+    toy_cli(tmp_path, "--trainer.max_epochs", "-1", "--trainer.max_steps", "12", "--model.optim.warmup_epochs", "1",
+            "--model.optim.min_lr", "0.0", epochs=None)
+    rows = _rows(tmp_path / "runs" / "toy" / "version_0" / "metrics.csv")
+    lrs = [float(r["lr-AdamW/pg1"]) for r in rows if r.get("lr-AdamW/pg1")]
+    assert len(lrs) == 12
+    assert lrs[0] < lrs[1] < lrs[2] and lrs[3] == pytest.approx(0.01, rel=0.02)  # the peak after one epoch
+    assert all(a >= b for a, b in zip(lrs[3:], lrs[4:])) and lrs[-1] < 0.002  # then the cosine to min_lr

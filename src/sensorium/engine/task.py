@@ -9,6 +9,7 @@ sum of the terms, so each term's share of the total is always visible.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, ClassVar
 
 import lightning as L
@@ -158,7 +159,7 @@ class SensoriumTask(L.LightningModule):
         self.resolved_lr = resolve_lr(self.optim, batch_size or 1, trainer.accumulate_grad_batches,
                                       trainer.world_size)
         total_steps = max(1, int(trainer.estimated_stepping_batches))
-        epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
+        steps_per_epoch = _optimizer_steps_per_epoch(trainer, total_steps)
         timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
         time_fraction = None
         # With a max_time the decay also follows the clock; on one process only, since ranks reading
@@ -172,7 +173,7 @@ class SensoriumTask(L.LightningModule):
         if self.optim.unfreeze:
             self._check_unfreeze_strategy()
             set_unfrozen(self, self.optim.unfreeze, trainer.current_epoch)
-        optimizer, scheduler = build_optimizer(self, self.optim, self.resolved_lr, total_steps, total_steps / epochs,
+        optimizer, scheduler = build_optimizer(self, self.optim, self.resolved_lr, total_steps, steps_per_epoch,
                                                time_fraction)
         if self.optim.base_lr is not None:
             rule = (f"base_lr {self.optim.base_lr:g} x batch {batch_size} x accumulate "
@@ -259,3 +260,19 @@ class StagedUnfreeze(Callback):
             if trainer.is_global_zero and trainer.current_epoch >= stages[i].epoch:
                 log.info(f"[sensorium] epoch {trainer.current_epoch}: training {', '.join(stages[i].modules)} "
                          f"at lr x {stages[i].lr_mult:g}")
+
+
+def _optimizer_steps_per_epoch(trainer, total_steps: int) -> float:
+    """Optimiser steps in one training epoch (what `warmup_epochs` counts in): from the epoch's
+    batches, which `estimated_stepping_batches` has just loaded. total_steps / max_epochs would be
+    wrong whenever max_steps ends the fit first (a warmup of one "epoch" then spanned the whole run),
+    and undefined with max_epochs -1."""
+    if not math.isfinite(trainer.num_training_batches):
+        # With max_epochs -1 and max_steps set, Lightning answers estimated_stepping_batches without
+        # loading the data; the fit loop loads it now (it reuses the loader when training starts).
+        trainer.fit_loop.setup_data()
+    batches = trainer.num_training_batches
+    if batches and math.isfinite(batches):
+        return max(1.0, float(math.ceil(batches / trainer.accumulate_grad_batches)))
+    epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
+    return total_steps / epochs
