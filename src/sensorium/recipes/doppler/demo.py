@@ -23,10 +23,11 @@ from sensorium.recipes import resolve_config
 
 DEMO_DATA = {"users": 16, "per_user": 80, "val_ratio": 0.2}
 VAE_STEPS = 1155
-DIT_STEPS = 1905
-"""The optimiser steps of the two fits: what the time-capped demo reached on data seed 0 with the
-machine shared by two other jobs (load average 4.7 -> 7.9; 1,199 s in all, fidelity 0.826), so the
-demo stays within the issue's 20 minutes on 2 CPU cores; on idle cores it takes less."""
+DIT_STEPS = 2900
+"""The optimiser steps of the two fits. VAE: what the time-capped demo reached on data seed 0 on 2
+loaded cores (2026-12-02). DiT: the old rule's share on idle cores (half of the 20-minute budget
+left after synthesis and a 400 s reserve, at the DiT's measured 0.137 s a step at one thread),
+chosen from step times before its run. Measured: 643 s in all on 2 idle cores (docs/notes/doppler.md)."""
 TARGET_FIDELITY = 0.8
 
 
