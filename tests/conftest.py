@@ -24,9 +24,3 @@ def _torch_threads():
     torch.set_num_threads(1)
     torch.manual_seed(0)
     yield
-
-
-@pytest.fixture
-def clean_run_env(monkeypatch):
-    """Each fit picks its own run directory (the env var is inherited only by DDP children)."""
-    monkeypatch.delenv("SENSORIUM_RUN_DIR", raising=False)

@@ -43,7 +43,6 @@ def _one_error_line(capsys, argv: list[str]) -> str:
     return lines[0]
 
 
-@pytest.mark.usefixtures("clean_run_env")
 def test_too_few_runs_for_validation(capsys, two_per_class, tmp_path):
     line = _one_error_line(capsys, ["fit", "--config", "welding/demo", "--data.root", str(two_per_class),
                                     "--run.root", str(tmp_path)])
@@ -51,7 +50,6 @@ def test_too_few_runs_for_validation(capsys, two_per_class, tmp_path):
     assert "data.val_fraction" in line
 
 
-@pytest.mark.usefixtures("clean_run_env")
 @pytest.mark.parametrize("verb", ["fit", "doctor"])
 def test_too_few_runs_for_class_balanced_batches(capsys, five_per_class, tmp_path, verb):
     line = _one_error_line(capsys, [verb, "--config", "welding/demo", "--data.root", str(five_per_class),
@@ -60,7 +58,6 @@ def test_too_few_runs_for_class_balanced_batches(capsys, five_per_class, tmp_pat
     assert "data.samples_per_class: classes with fewer than samples_per_class=4 samples" in line
 
 
-@pytest.mark.usefixtures("clean_run_env")
 def test_the_command_prints_one_line_and_no_traceback(five_per_class, tmp_path):
     sensorium = os.path.join(os.path.dirname(sys.executable), "sensorium")
     result = subprocess.run([sensorium, "fit", "--config", "welding/demo", "--data.root", str(five_per_class),
@@ -70,14 +67,12 @@ def test_the_command_prints_one_line_and_no_traceback(five_per_class, tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith(f"sensorium: error: {five_per_class}/manifest.csv")
 
 
-@pytest.mark.usefixtures("clean_run_env")
 def test_a_missing_data_root(capsys, tmp_path):
     line = _one_error_line(capsys, ["fit", "--config", "welding/demo", "--data.root", str(tmp_path / "nowhere"),
                                     "--run.root", str(tmp_path)])
     assert "nowhere/manifest.csv: data root" in line and "does not exist" in line
 
 
-@pytest.mark.usefixtures("clean_run_env")
 def test_a_value_the_model_rejects_names_the_config(capsys, five_per_class, tmp_path):
     line = _one_error_line(capsys, ["fit", "--config", "welding/demo", "--data.root", str(five_per_class),
                                     "--model.net.fusion_heads", "7", "--run.root", str(tmp_path)])
@@ -85,7 +80,6 @@ def test_a_value_the_model_rejects_names_the_config(capsys, five_per_class, tmp_
                     "dim 96 is not divisible by num_heads 7")
 
 
-@pytest.mark.usefixtures("clean_run_env")
 def test_an_unknown_logger(capsys, five_per_class, tmp_path):
     line = _one_error_line(capsys, ["fit", "--config", "welding/demo", "--data.root", str(five_per_class),
                                     "--run.loggers", "[csv, mlflow]", "--run.root", str(tmp_path)])

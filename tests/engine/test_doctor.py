@@ -16,14 +16,13 @@ from sensorium.engine.doctor import (
     DoctorConfig,
     check_batch_labels,
     host_check_due,
-    loss_shares,
+    loss_shares_tensor,
     split_overlaps,
     stall_message,
     step_outcome,
 )
 from sensorium.errors import ConfigError, DoctorError
 
-pytestmark = pytest.mark.usefixtures("clean_run_env")
 
 
 @pytest.fixture
@@ -57,8 +56,9 @@ def test_overlap_by_id_and_by_content():
 
 
 def test_loss_shares_and_stall_message():
-    shares = loss_shares({"a": torch.tensor(3.0), "b": torch.tensor(-1.0)})
-    assert shares == pytest.approx({"a": 0.75, "b": 0.25})
+    shares, valid = loss_shares_tensor({"a": torch.tensor(3.0), "b": torch.tensor(-1.0)})
+    assert bool(valid) and shares.tolist() == pytest.approx([0.75, 0.25])
+    assert not bool(loss_shares_tensor({"a": torch.tensor(0.0), "b": torch.tensor(0.0)})[1])  # undefined: no total
     assert stall_message([1.0] * 50, lr=1e-9, tolerance=0.03).startswith("loss has not moved in 50 steps")
     assert stall_message([2.0 - i / 50 for i in range(50)], lr=1e-3, tolerance=0.03) is None
 

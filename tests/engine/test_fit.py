@@ -11,7 +11,6 @@ from helpers import TOY, toy_cli
 from sensorium.engine.checkpoint import load_checkpoint
 from sensorium.errors import ConfigError
 
-pytestmark = pytest.mark.usefixtures("clean_run_env")
 
 
 def _rows(path: Path) -> list[dict]:

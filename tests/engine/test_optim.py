@@ -246,7 +246,6 @@ def test_unfreeze_under_plain_ddp_is_refused(tmp_path):
     from helpers import TOY
 
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"}
-    env.pop("SENSORIUM_RUN_DIR", None)
     stage = '[{"epoch": 1, "modules": ["net.0"], "lr_mult": 0.1}]'
     cmd = [sys.executable, "-m", "sensorium.cli", "fit", *TOY, "--trainer.strategy", "ddp", "--trainer.devices", "1",
            "--trainer.max_epochs", "1", "--run.root", str(tmp_path / "runs"), "--model.optim.unfreeze", stage]
@@ -279,7 +278,6 @@ def test_unfreeze_under_ddp_keeps_ranks_in_step(tmp_path):
     from helpers import TOY
 
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"}
-    env.pop("SENSORIUM_RUN_DIR", None)
     stage = '[{"epoch": 1, "modules": ["net.0"], "lr_mult": 0.5}]'
     cmd = [sys.executable, "-m", "sensorium.cli", "fit", *TOY, "--trainer.strategy", "ddp_find_unused_parameters_true",
            "--trainer.devices", "2", "--trainer.max_epochs", "2", "--run.root", str(tmp_path / "runs"),

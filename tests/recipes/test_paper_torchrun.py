@@ -60,7 +60,6 @@ def _launch(args: list[str], dump: Path, cwd: Path, ranks: int) -> subprocess.Co
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline",
            paper_ranks.DUMP_ENV: str(dump),
            "PYTHONPATH": os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH")) if p)}
-    env.pop("SENSORIUM_RUN_DIR", None)  # nothing inherited decides the run directory
     done = subprocess.run([*launcher, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=240,
                           check=False)
     assert done.returncode == 0, f"{' '.join(launcher)} fit exited {done.returncode}:\n{done.stderr[-4000:]}"

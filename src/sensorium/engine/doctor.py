@@ -130,17 +130,10 @@ def all_finite(tensors: list[torch.Tensor], device: torch.device) -> torch.Tenso
     return torch.isfinite(torch.stack(norms)).all()
 
 
-def loss_shares(terms: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Each term's |weighted value| / sum of |weighted values| (on the host)."""
-    shares, valid = loss_shares_tensor(terms)
-    if not bool(valid):
-        return {}
-    return dict(zip(terms, shares.tolist()))
-
-
 def loss_shares_tensor(terms: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """`loss_shares` on the device: the shares (K,) in the order of `terms`, and a 0-d bool that is
-    False where they are undefined (a total of zero or a non-finite one)."""
+    """Each term's |weighted value| / sum of |weighted values|, on the device: the shares (K,) in the
+    order of `terms`, and a 0-d bool that is False where they are undefined (a total of zero or a
+    non-finite one)."""
     magnitudes = torch.stack([value.detach().reshape(()) for value in terms.values()]).float().abs()  # (K,)
     total = magnitudes.sum()
     return magnitudes / total, torch.isfinite(total) & (total > 0)

@@ -46,7 +46,6 @@ def prepared(tmp_path_factory):
 
 def _sensorium(*args, cwd):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("SENSORIUM_RUN_DIR", None)
     done = subprocess.run([sys.executable, "-m", "sensorium.cli", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

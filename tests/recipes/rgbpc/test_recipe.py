@@ -28,7 +28,6 @@ def _fit(config, data, runs, version, *extra):
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("clean_run_env")
 def test_demo_yamls_fit_distil_eval_embed_and_report(tiny_data, tmp_path):
     align = _fit("rgbpc/demo", tiny_data, tmp_path / "runs", "align", *ALIGN, "--data.init_args.batches_per_epoch", "3")
     best = align / "checkpoints" / "best.ckpt"
@@ -57,7 +56,6 @@ def test_demo_yamls_fit_distil_eval_embed_and_report(tiny_data, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("clean_run_env")
 def test_paper_yamls_run_on_cpu_with_a_tiny_local_backbone(tiny_data, tmp_path):
     import torch
     from transformers import Dinov2Config, Dinov2Model

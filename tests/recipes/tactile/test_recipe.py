@@ -88,7 +88,6 @@ def _last_values(metrics_csv: Path) -> dict[str, float]:
     return values
 
 
-@pytest.mark.usefixtures("clean_run_env")
 @pytest.mark.parametrize("config", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_every_yaml_fits_a_few_steps_through_the_cli(config, tiny_data, tiny_clip_dir, tmp_path):
     from sensorium.engine.demo import fit
@@ -119,7 +118,6 @@ def test_every_yaml_fits_a_few_steps_through_the_cli(config, tiny_data, tiny_cli
         assert logged["lr_resolved"] == pytest.approx(1.5e-4 * 4 * 2 / 256)
 
 
-@pytest.mark.usefixtures("clean_run_env")
 def test_eval_writes_tactile_json_and_a_grid_per_sensor_then_report(tiny_data, tiny_clip_dir, tmp_path,
                                                                     monkeypatch):
     from sensorium.engine.demo import fit
@@ -129,7 +127,6 @@ def test_eval_writes_tactile_json_and_a_grid_per_sensor_then_report(tiny_data, t
                                                                           tiny_clip_dir),
               "--data.init_args.root", str(tiny_data))
     run = cli.run_dir
-    monkeypatch.delenv("SENSORIUM_RUN_DIR", raising=False)
     assert sensorium(["eval", "tactile", "--ckpt", str(run / "checkpoints" / "last.ckpt"), "--untrained"]) == 0
 
     report = json.loads((run / "eval" / "tactile.json").read_text())

@@ -13,7 +13,6 @@ from sensorium.cli import main
 CHECKER = Path(__file__).resolve().parents[4] / "shared" / "tools" / "check_summary.py"
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("clean_run_env")
 def test_demo_writes_a_summary_with_both_seeds(tmp_path, tiny_config):
     out = tmp_path / "demo"
     assert main(["demo", "welding", "--out", str(out), "--samples-per-class", "9", "--seed", "3",

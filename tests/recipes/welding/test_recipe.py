@@ -6,12 +6,10 @@ import shutil
 import subprocess
 import sys
 
-import pytest
 
 from sensorium.recipes import RECIPES
 
 DEMO = RECIPES["welding"].configs / "demo.yaml"
-@pytest.mark.usefixtures("clean_run_env")
 def test_fit_then_test_writes_knn_report(tiny_data, tiny_config, tmp_path):
     from sensorium.engine.demo import fit, test_checkpoint, test_untrained
 
