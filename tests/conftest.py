@@ -15,6 +15,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(TESTS / "engine"))  # toy_recipe.py: the engine's test recipe
+sys.path.insert(0, str(TESTS / "recipes"))  # split_checks.py: what every recipe shows of its splits
 
 
 @pytest.fixture(autouse=True)

@@ -29,7 +29,7 @@ class _Blobs(TensorDataset):
 class ToyDataModule(SensoriumDataModule):
     def __init__(self, num_classes: int = 4, per_class: int = 24, dim: int = 8, classes_per_batch: int = 4,
                  samples_per_class: int = 4, single_class_batches: bool = False, leak_test_into_train: bool = False,
-                 seed: int = 0):
+                 validate_on_test: bool = False, seed: int = 0):
         super().__init__()
         self.save_hyperparameters()
         self.batch_size = classes_per_batch * samples_per_class
@@ -70,7 +70,11 @@ class ToyDataModule(SensoriumDataModule):
         return self.eval_loader(_Blobs(*self.parts[split]), split)
 
     def val_dataloader(self):
-        return [self._eval_loader("train"), self._eval_loader("val")]
+        # validate_on_test: the welding note's leak, validation (and so checkpoint choice) on TEST
+        return [self._eval_loader("train"), self._eval_loader("test" if self.hparams.validate_on_test else "val")]
+
+    def test_dataloader(self):
+        return [self._eval_loader("train"), self._eval_loader("test")]
 
 
 class ToyTask(SensoriumTask):

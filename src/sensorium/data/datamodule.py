@@ -144,9 +144,11 @@ class SensoriumDataModule(L.LightningDataModule):
         log.info(f"{what}: {sizes}{detail}")
 
     # --- loaders ----------------------------------------------------------------------------------
-    def _loader(self, dataset: Dataset, collate_fn: Callable | None, **kwargs) -> DataLoader:
-        return DataLoader(dataset, num_workers=self.num_workers, collate_fn=collate_fn or self.collate_fn,
-                          persistent_workers=self.num_workers > 0, **kwargs)
+    def _loader(self, dataset: Dataset, collate_fn: Callable | None, split: str, **kwargs) -> DataLoader:
+        loader = DataLoader(dataset, num_workers=self.num_workers, collate_fn=collate_fn or self.collate_fn,
+                            persistent_workers=self.num_workers > 0, **kwargs)
+        loader.split = split  # which split it reads: the engine refuses validation on test (`check_val_reads`)
+        return loader
 
     def train_loader(self, dataset: Dataset, collate_fn: Callable | None = None) -> DataLoader:
         """Shuffled training batches, `batches_per_epoch` per rank at any world size."""
@@ -155,7 +157,7 @@ class SensoriumDataModule(L.LightningDataModule):
                                batches_per_epoch=self.batches_per_epoch, where=self.where)
         # drop_last: every step holds exactly batch_size samples on every rank (gathered losses
         # need equal shapes across ranks); the sampler yields whole batches only anyway.
-        return self._loader(dataset, collate_fn, sampler=sampler, batch_size=self.batch_size, drop_last=True)
+        return self._loader(dataset, collate_fn, "train", sampler=sampler, batch_size=self.batch_size, drop_last=True)
 
     def eval_loader(self, dataset: Dataset, split: str, collate_fn: Callable | None = None,
                     batch_size: int | None = None) -> DataLoader:
@@ -164,10 +166,24 @@ class SensoriumDataModule(L.LightningDataModule):
         if len(dataset) == 0:
             raise DataError(self.where, f"the {split} split is empty")
         batches = eval_batches(len(dataset), batch_size or self.eval_batch_size, rank, world, split)
-        return self._loader(dataset, collate_fn, batch_sampler=batches)
+        return self._loader(dataset, collate_fn, split, batch_sampler=batches)
 
-    def grouped_eval_loader(self, dataset: Dataset, groups: Sequence[Sequence[int]],
+    def grouped_eval_loader(self, dataset: Dataset, split: str, groups: Sequence[Sequence[int]],
                             collate_fn: Callable | None = None) -> DataLoader:
         """Evaluation batches of fixed composition (see `shard_groups`)."""
         rank, world = self.rank_and_world
-        return self._loader(dataset, collate_fn, batch_sampler=shard_groups(groups, rank, world))
+        return self._loader(dataset, collate_fn, split, batch_sampler=shard_groups(groups, rank, world))
+
+
+def check_val_reads(loaders: DataLoader | Sequence[DataLoader] | None, where: Any) -> None:
+    """Refuse validation loaders that read the test split. Validation chooses the best checkpoint,
+    early stopping and any setting; a test sample among them would let test choose, and the
+    reported result would no longer be held out. Loaders built by `SensoriumDataModule` carry the
+    split they read (`loader.split`: "val", or "train" for a k-NN bank); others are not checked."""
+    if loaders is None:
+        return
+    for loader in [loaders] if isinstance(loaders, DataLoader) else loaders:
+        split = getattr(loader, "split", None)
+        if isinstance(split, str) and "test" in split.split():
+            raise ConfigError(where, f"a validation loader reads the {split!r} split: validation chooses the "
+                                     "checkpoint and early stopping, so it may read train and val only, never test")

@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import Callback, Timer
 from torch import nn
 
 from sensorium.config import as_config, to_plain
-from sensorium.data.datamodule import DataSpec, SensoriumDataModule
+from sensorium.data.datamodule import DataSpec, SensoriumDataModule, check_val_reads
 from sensorium.engine.optim import OptimConfig, build_optimizer, resolve_lr, set_unfrozen
 from sensorium.errors import ConfigError
 
@@ -185,6 +185,11 @@ class SensoriumTask(L.LightningModule):
                   f"warmup {self.optim.warmup_epochs:g} epochs, cosine to {self.optim.min_lr:g}"
                   + (" (or by max_time, whichever comes first)" if time_fraction else ""))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_validation_start(self) -> None:
+        # While fitting, validation chooses (best.ckpt, early stopping): it must not read test.
+        if self.trainer.state.fn == "fit":
+            check_val_reads(self.trainer.val_dataloaders, "data (val_dataloader)")
 
     def on_train_start(self) -> None:
         for logger in self.loggers:

@@ -210,18 +210,18 @@ class RgbpcDataModule(SensoriumDataModule):
     def train_dataloader(self) -> DataLoader:
         return self.train_loader(self._train_dataset())
 
-    def _retrieval_batches(self, dataset) -> DataLoader:
+    def _retrieval_batches(self, dataset, split: str) -> DataLoader:
         # Whole retrieval batches of eval_windows samples: every query is ranked against the same
         # number of candidates on every rank (chance = 1 / (eval_windows x eval_points)).
         groups = [range(i, min(i + self.eval_windows, len(dataset))) for i in range(0, len(dataset), self.eval_windows)]
-        return self.grouped_eval_loader(dataset, groups)
+        return self.grouped_eval_loader(dataset, split, groups)
 
     def val_dataloader(self) -> DataLoader:
-        return self._retrieval_batches(self._eval_windows("val"))
+        return self._retrieval_batches(self._eval_windows("val"), "val")
 
     def test_dataloader(self) -> list[DataLoader]:
         """[steps of the action head's few training episodes, steps of the held-out episodes (in a
         fixed shuffled order: retrieval batches of eval_windows steps mix episodes)]."""
         bank = self._eval_steps(self.action_train_members(), self.action_points, shuffle=False)
         held_out = self._eval_steps(self.splits["test"], self.action_points, shuffle=True)
-        return [self._retrieval_batches(bank), self._retrieval_batches(held_out)]
+        return [self._retrieval_batches(bank, "train"), self._retrieval_batches(held_out, "test")]
