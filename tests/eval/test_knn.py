@@ -129,3 +129,54 @@ def test_classification_report_values():
     assert report["per_class"]["b"]["precision"] == pytest.approx(2 / 3)
     assert report["per_class"]["c"]["support"] == 0
     assert report["recall_macro"] == pytest.approx((0.5 + 1.0 + 0.0) / 3)
+
+
+@pytest.mark.parametrize("votes", ["weighted", "uniform"])
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_vote_shares_sum_to_one_and_back_the_prediction(votes, metric):
+    from sensorium.eval.knn import knn_votes_ks
+
+    g = torch.Generator().manual_seed(4)
+    train, test = torch.randn(80, 8, generator=g), torch.randn(30, 8, generator=g)
+    labels = torch.randint(0, 4, (80,), generator=g)
+    ks = [1, 5, 20]
+    result = knn_votes_ks(train, labels, test, ks, votes=votes, metric=metric, num_classes=6, chunk_size=7)
+    predictions = knn_predict_ks(train, labels, test, ks, votes=votes, metric=metric, num_classes=6)
+    for k in ks:
+        prediction, shares = result[k]
+        assert torch.equal(prediction, predictions[k]), k  # the same predictions as without shares
+        assert shares.shape == (30, 6) and (shares >= 0).all()
+        assert torch.allclose(shares.sum(dim=1), torch.ones(30))
+        assert (shares[:, 4:] == 0).all()  # classes no neighbour holds get no share
+        top = shares.max(dim=1).values
+        assert torch.allclose(shares.gather(1, prediction[:, None])[:, 0], top)
+    assert (result[1].shares == 1).sum() == 30  # k = 1: the single neighbour takes the whole vote
+
+
+def test_vote_shares_by_hand():
+    from sensorium.eval.knn import knn_votes_ks
+
+    # Query [1, 0]; neighbours by cosine: [1, 0] (class 0, sim 1), [0.6, 0.8] (class 1, sim 0.6),
+    # [0, 1] (class 0, sim 0), [-1, 0] (class 2, sim -1).
+    train = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [-1.0, 0.0]])
+    labels = torch.tensor([0, 1, 0, 2])
+    test = torch.tensor([[1.0, 0.0]])
+    t = 0.5
+    w = torch.tensor([1.0, 0.6, 0.0]).div(t).exp()  # k = 3: the first three
+    expected = torch.tensor([w[0] + w[2], w[1], 0.0]) / w.sum()
+    assert torch.allclose(knn_votes_ks(train, labels, test, [3], temperature=t)[3].shares[0], expected)
+    uniform = knn_votes_ks(train, labels, test, [4], votes="uniform")[4].shares[0]
+    assert torch.allclose(uniform, torch.tensor([0.5, 0.25, 0.25]))
+    # Weights that underflow to 0 unshifted (exp(-1 / 0.001) for every neighbour: the query is
+    # opposite them all) still give shares: nearest first, relative to it.
+    bunch = torch.tensor([[1.0, 0.0], [0.99, 0.14], [0.98, 0.2]])
+    assert (bunch @ torch.tensor([-1.0, 0.0]) / 0.001).exp().sum() == 0  # unshifted, every weight underflows
+    far = knn_votes_ks(bunch, labels[:3], torch.tensor([[-1.0, 0.0]]), [3], temperature=0.001)[3].shares
+    assert torch.isfinite(far).all() and torch.allclose(far.sum(dim=1), torch.ones(1))
+    assert far[0, 0] > 0.99  # the least far neighbour (similarity -0.98) outweighs the rest by exp(10)
+    distant = torch.tensor([[1000.0, 0.0], [1000.01, 0.0], [1000.02, 0.0]])
+    shares = knn_votes_ks(distant, torch.tensor([0, 1, 1]), torch.zeros(1, 2), [3], metric="euclidean")[3].shares[0]
+    w = torch.tensor([0.0, -0.01, -0.02]).div(0.07).exp()
+    assert torch.allclose(shares, torch.tensor([w[0], w[1] + w[2]]) / w.sum(), atol=1e-4)
+    empty = knn_votes_ks(train, labels, torch.empty(0, 2), [3])[3]
+    assert empty.prediction.shape == (0,) and empty.shares.shape == (0, 3)

@@ -24,7 +24,12 @@ def test_demo_writes_a_summary_with_both_seeds(tmp_path, tiny_config):
     assert (summary["data_seed"], summary["train_seed"]) == (3, 7)
     assert set(summary["stages_seconds"]) == {"synth", "fit", "eval", "report"}
     assert 0.0 <= summary["metrics"]["knn_accuracy"] <= 1.0
+    field = {"auroc_mean", "auroc", "binary_f1", "ece", "challenge_score"}  # DESIGN.md's field metrics
+    assert field <= set(summary["metrics"]) and {"auroc_mean", "challenge_score"} <= set(summary["baseline"])
+    eval_report = json.loads((Path(summary["run_dir"]) / "eval" / "knn.json").read_text())
+    assert all(summary["metrics"][key] == eval_report[key] for key in field)
     if CHECKER.is_file():  # the contract's own checker, where the shared tools sit beside the checkout
-        result = subprocess.run([sys.executable, str(CHECKER), str(out / "summary.json")], capture_output=True,
-                                text=True)
+        # --strict: the field metrics are required; welding has them all.
+        result = subprocess.run([sys.executable, str(CHECKER), "--strict", str(out / "summary.json")],
+                                check=False, capture_output=True, text=True)
         assert result.returncode == 0, result.stdout

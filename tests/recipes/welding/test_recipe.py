@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 
 from sensorium.recipes import RECIPES
 
@@ -23,6 +24,13 @@ def test_fit_then_test_writes_knn_report(tiny_data, tiny_config, tmp_path):
     assert sum(map(sum, report["confusion_matrix"])) == 24
     assert report["knn"]["bank_size"] == 48  # all of TRAIN: train + carved val
     assert (run / "eval" / "confusion_matrix.png").stat().st_size > 0
+    # The field metrics (issue 28) from the same k-NN's vote shares, beside its accuracy.
+    assert set(report["auroc"]) == set(report["class_names"]) - {"Good"}  # every class has TEST runs
+    assert report["auroc_mean"] == pytest.approx(sum(report["auroc"].values()) / len(report["auroc"]))
+    assert all(0.0 <= report[key] <= 1.0 for key in ("binary_f1", "ece"))
+    assert report["challenge_score"] == pytest.approx(
+        0.6 * report["binary_f1"] + 0.4 * report["f1_macro"] - 0.05 * report["ece"])
+    assert sum(report["reliability"]["count"]) == 24
     baseline = json.loads((test_untrained(cli, tmp_path / "base") / "eval" / "knn.json").read_text())
     assert 0.0 <= baseline["accuracy"] <= 1.0
 
@@ -30,6 +38,7 @@ def test_fit_then_test_writes_knn_report(tiny_data, tiny_config, tmp_path):
 
     html = write_report(run).read_text()
     assert "k-NN evaluation on TEST" in html and "data:image/png;base64," in html
+    assert "Field metrics on TEST" in html and 'alt="reliability diagram"' in html
 
 
 def _cli(*args, cwd):

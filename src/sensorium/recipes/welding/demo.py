@@ -2,6 +2,10 @@
 
 Targets (issue 2): TEST k-NN accuracy >= 0.90, at least 0.20 above the same pipeline with
 untrained encoders, and every single-modality ablation below the all-modality accuracy.
+
+Beside them the field's metrics (issue 28; `metrics.field_metrics` defines them): good-vs-defect
+AUROC per defect type and their mean, binary F1 (good vs defect), the ECE of the vote shares and
+the challenge score, for the trained model and (in `baseline`) the untrained one.
 """
 
 from __future__ import annotations
@@ -47,13 +51,23 @@ def main(argv: list[str]) -> int:
     write_report(run_dir)
     clock.lap("report")
 
-    metrics = {"knn_accuracy": report["accuracy"], "f1_macro": report["f1_macro"], "ablation": report["ablation"]}
-    summary = write_summary(out, "welding", clock, metrics, {"knn_accuracy": baseline["accuracy"]},
+    field = ("auroc_mean", "auroc", "binary_f1", "ece", "challenge_score")
+    metrics = {"knn_accuracy": report["accuracy"], "f1_macro": report["f1_macro"], "ablation": report["ablation"],
+               **{key: report[key] for key in field}}
+    baseline_metrics = {"knn_accuracy": baseline["accuracy"], "auroc_mean": baseline["auroc_mean"],
+                        "challenge_score": baseline["challenge_score"]}
+    summary = write_summary(out, "welding", clock, metrics, baseline_metrics,
                             data_seed=args.seed, train_seed=train_seed(cli),
                             baseline_ablation=baseline["ablation"], run_dir=str(run_dir),
                             report=str(run_dir / "report.html"))
     ablation = ", ".join(f"{m} {a:.3f}" for m, a in metrics["ablation"].items())
     print(f"[demo] welding: TEST k-NN accuracy {metrics['knn_accuracy']:.3f} (untrained "
           f"{summary['baseline']['knn_accuracy']:.3f}), macro F1 {metrics['f1_macro']:.3f}, single modality: "
-          f"{ablation}; {summary['seconds']:.0f} s -> {out / 'summary.json'}")
+          f"{ablation}; mean AUROC {_number(metrics['auroc_mean'])}, binary F1 {metrics['binary_f1']:.3f}, "
+          f"ECE {metrics['ece']:.3f}, challenge score {metrics['challenge_score']:.3f} (untrained "
+          f"{summary['baseline']['challenge_score']:.3f}); {summary['seconds']:.0f} s -> {out / 'summary.json'}")
     return 0
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

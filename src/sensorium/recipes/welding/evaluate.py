@@ -3,7 +3,10 @@
 Embeds all of TRAIN (the k-NN bank) and TEST with the checkpoint and writes RUN/eval/knn.json:
 accuracy, macro and weighted precision / recall / F1, a per-class report, the confusion matrix,
 the per-modality ablation (k-NN accuracy with only one modality present), the fusion's attention
-share per modality; plus RUN/eval/confusion_matrix.png and the TEST embeddings for the report.
+share per modality, and the field's metrics from the k-NN's vote shares (good-vs-defect AUROC per
+defect type and their mean, binary F1 good vs defect, ECE in 15 bins with its reliability bins,
+the challenge score: `metrics.field_metrics`); plus RUN/eval/confusion_matrix.png and the TEST
+embeddings for the report.
 The run's own config.yaml rebuilds the model; `--config` names another.
 
 This is the checkpoint's `test` run: the task's test hooks gather the embeddings and
