@@ -215,7 +215,7 @@ def doppler(root: Path) -> tuple[Path, list[str]]:
     from sensorium.recipes.doppler.synth import generate
 
     generate(root / "raw", users=3, per_user=8, seed=0)
-    prepare(root / "raw", root / "data", val_ratio=0.25)  # 18 train, 6 val
+    prepare(root / "raw", root / "data", val_ratio=0.25, test_ratio=0.0)  # 18 train, 6 val (no test: unread)
     dinov2 = _tiny_dinov2(root / "dinov2", hidden=16, image_size=16, patch=4)
     net, loss, vf = "--model.init_args.net.", "--model.init_args.loss.", "--model.init_args.vf."
     return root / "data", [

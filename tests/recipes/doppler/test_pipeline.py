@@ -50,3 +50,25 @@ def test_the_dataset_listing_changes_with_its_files(tmp_path):
     assert listing_digest(tmp_path / "data") == before
     (folder / "b.png").write_bytes(b"2")
     assert listing_digest(tmp_path / "data") != before
+
+
+def test_prepare_reruns_when_the_test_share_or_the_datas_own_split_changes(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    for u in (1, 2):
+        for r in range(5):
+            path = tmp_path / "data" / f"ID_{u}" / f"rec_{r}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((8, 8), 10 * u + r, dtype=np.uint8)).save(path)
+    config = PipelineConfig(tmp_path / "data", tmp_path / "work", test_ratio=0.2)
+    pipeline = Pipeline(config, log=lambda line: None)
+    assert pipeline.run(stop_after="prepare")["prepare"]["splits"] == {"train": 6, "val": 2, "test": 2}
+    pipeline.run(stop_after="prepare")
+    assert pipeline.reused == ["prepare"]
+    pipeline.config.test_ratio = 0.4
+    assert pipeline.run(stop_after="prepare")["prepare"]["splits"] == {"train": 4, "val": 2, "test": 4}
+    rows = ["path,split"] + [f"ID_{u}/rec_{r}.png,{'test' if r == 0 else 'train'}"
+                             for u in (1, 2) for r in range(5)]
+    (tmp_path / "data" / "split.csv").write_text("\n".join(rows) + "\n")
+    assert pipeline.run(stop_after="prepare")["prepare"]["splits"] == {"train": 8, "val": 0, "test": 2}

@@ -55,8 +55,9 @@ def test_a_split_per_user_with_no_recording_in_both_splits(tmp_path):
     assert sum(1 for r in rows if r["user"] == "2" and r["recording"] == "walk") == 3
     recording_of = {r["path"]: r["recording"] for r in rows}
     assert recording_of["ID_1/copy_of_rec_000.png"] == recording_of["ID_1/rec_000.png"]
-    for user in ("1", "2", "3"):  # 20% of each user's recordings (10 or 11 of them) in val
+    for user in ("1", "2", "3"):  # 20% of each user's recordings (10 or 11 of them) in val, 20% in test
         assert sum(1 for (u, _), s in split_of.items() if u == user and s == {"val"}) == 2
+        assert sum(1 for (u, _), s in split_of.items() if u == user and s == {"test"}) == 2
     again = prepare(root, tmp_path / "prep2", val_ratio=0.2, seed=3)
     assert (tmp_path / "prep2" / "split.csv").read_text() == (tmp_path / "prep" / "split.csv").read_text()
     assert again["fingerprint"] == info["fingerprint"]

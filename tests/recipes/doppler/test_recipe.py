@@ -1,7 +1,8 @@
 """The doppler recipe end to end at tiny scale through the CLI: each packaged YAML fits (the paper
-ones with a tiny random DINOv2 from a local directory), the latents and their statistics round
-trip, `sensorium sample doppler` writes the ID_k layout that the reader reads back, the evaluation
-and the report run, and every checkpoint mismatch is an error naming the file."""
+ones with a tiny random DINOv2 from a local directory), both fits choose on VAL only and TEST stays
+out of them, the latents and their statistics round trip, `sensorium sample doppler` writes the ID_k
+layout that the reader reads back, the evaluation reports on TEST (with TRTS and the gain per user)
+and the report runs, and every checkpoint mismatch is an error naming the file."""
 
 import json
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from sensorium.cli import main
+from sensorium.errors import DataError
 from sensorium.recipes import RECIPES
 from sensorium.recipes.doppler.latents import channel_statistics, denormalise, normalise
 from sensorium.recipes.doppler.prepare import prepare
@@ -31,20 +33,70 @@ def test_doppler_packages_every_stage_config():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """3 users x 8 recordings; the demo VAE and DiT at tiny sizes, one epoch each."""
+    """3 users x 8 recordings (per user 4 train, 2 val, 2 test); the demo VAE and DiT at tiny sizes,
+    one epoch each, with early stopping on."""
     root = tmp_path_factory.mktemp("doppler")
     generate(root / "raw", users=3, per_user=8, seed=0)
-    prepare(root / "raw", root / "prep", val_ratio=0.25)
+    prepare(root / "raw", root / "prep", val_ratio=0.25, test_ratio=0.25)
     runs = root / "runs"
     assert main(["fit", "--config", "doppler/demo", "--data.root", str(root / "prep"),
-                 "--run.root", str(runs), "--run.version", "vae", *COMMON, *TINY_VAE]) == 0
+                 "--run.root", str(runs), "--run.version", "vae", "--run.early_stopping_patience", "5",
+                 *COMMON, *TINY_VAE]) == 0
     vae = runs / "doppler" / "vae" / "checkpoints" / "best.ckpt"
     assert main(["extract", "doppler", "--vae", str(vae), "--data", str(root / "prep"),
                  "--out", str(root / "lat")]) == 0
     assert main(["fit", "--config", "doppler/dit_demo", "--data.root", str(root / "lat"),
-                 "--run.root", str(runs), "--run.version", "dit", *COMMON, *TINY_DIT]) == 0
+                 "--run.root", str(runs), "--run.version", "dit", "--run.early_stopping_patience", "5",
+                 *COMMON, *TINY_DIT]) == 0
     return {"root": root, "vae": vae, "dit": runs / "doppler" / "dit" / "checkpoints" / "last.ckpt",
             "vae_run": runs / "doppler" / "vae", "dit_run": runs / "doppler" / "dit"}
+
+
+def test_the_loaders_serve_disjoint_val_and_test_recordings(trained):
+    from sensorium.recipes.doppler.datamodule import DopplerImageDataModule, DopplerLatentDataModule
+    from sensorium.recipes.doppler.reader import read_split_csv
+
+    recording = {(trained["root"] / "raw" / path).resolve(): (user, rec)
+                 for path, user, rec, _ in read_split_csv(trained["root"] / "prep" / "split.csv")}
+    images = DopplerImageDataModule(str(trained["root"] / "prep"), eval_batch_size=4)
+    images.setup("fit")
+    real = images.real
+    recordings = {split: {recording[p.resolve()] for p in real.paths[split]}
+                  for split in ("train", "val", "test")}
+    assert all(len(r) == 6 for s, r in recordings.items() if s != "train")  # 2 per user
+    assert not recordings["val"] & recordings["test"]
+    assert not recordings["train"] & (recordings["val"] | recordings["test"])
+    for split, loader in (("val", images.val_dataloader()), ("test", images.test_dataloader())):
+        served = torch.cat([batch["index"] for batch in loader])
+        assert served.tolist() == list(range(len(real.paths[split])))
+        pixels = torch.cat([batch["image"] for batch in loader])
+        torch.testing.assert_close(pixels, real.pixels[split].float() / 255)
+    latents = DopplerLatentDataModule(str(trained["root"] / "lat"), eval_batch_size=4)
+    latents.setup("fit")
+    assert latents.split_sizes() == {"train": 12, "val": 6, "test": 6}
+    val_labels = torch.cat([b["label"] for b in latents.val_dataloader()])
+    assert torch.equal(val_labels, real.labels["val"])
+
+
+@pytest.mark.parametrize("stage, monitor", [("vae", "val/psnr"), ("dit", "val/velocity_mse")])
+def test_checkpoints_and_early_stopping_choose_on_val_only(trained, stage, monitor):
+    """What each fit's best.ckpt and early stopping watched, read back from the checkpoint, is a
+    VAL metric, and best.ckpt's score is that metric's logged value (the val loader's images)."""
+    import csv
+
+    run = trained[f"{stage}_run"]
+    checkpoint = torch.load(run / "checkpoints" / "best.ckpt", weights_only=False)
+    watched = {key: state for key, state in checkpoint["callbacks"].items() if "monitor" in key}
+    kinds = {key.split("{")[0] for key in watched}
+    assert {"ModelCheckpoint", "EarlyStopping"} <= kinds
+    monitors = {key.split("'monitor': ")[1].split(",")[0].strip("'") for key in watched}
+    assert monitors - {"None"} == {monitor}
+    best = next(s for k, s in watched.items() if k.startswith("ModelCheckpoint") and monitor in k)
+    with open(run / "metrics.csv", newline="") as f:
+        logged = [float(r[monitor]) for r in csv.DictReader(f) if r.get(monitor)]
+    assert logged and float(best["best_model_score"]) == pytest.approx(logged[-1], rel=1e-5)
+    header = (run / "metrics.csv").read_text().splitlines()[0]
+    assert "test/" not in header  # a fit never evaluates on TEST
 
 
 def test_latent_statistics_round_trip(trained):
@@ -83,17 +135,53 @@ def test_evaluation_and_report(trained):
                  "--aug-steps", "3", "--cfg-sweep", "1", "3", "--sweep-per-user", "2", "--steps", "2",
                  "--baseline"]) == 0
     result = json.loads((eval_dir / "doppler.json").read_text())
+    assert result["splits"] == {"train": 12, "val": 6, "test": 6} and result["classifier"]["test_images"] == 6
     assert 0 <= result["cond_fidelity"] <= 1 and 0 <= result["cas"] <= 1 and result["fd"] >= 0
+    assert 0 <= result["trts"] <= 1 and 0 <= result["trtr"] <= 1
+    assert set(result["trts_per_user"]) == {"1", "2", "3"}
     assert set(result["aug_gain"]) == {"generated", "classic", "both"}
     assert len(result["aug"]["accuracy"]["real"]) == 2 and result["baseline"]["fd"] >= 0
+    # The gain per user: each seed's overall gain is the per-user gains weighted by TEST images.
+    aug, users = result["aug"], ["1", "2", "3"]
+    assert set(result["aug_gain_per_user"]) == set(users)
+    count = aug["test_images_per_user"]
+    for kind in ("generated", "classic", "both"):
+        per_user = aug["gain_per_user"][kind]
+        for seed, overall in enumerate(aug["gain"][kind]["values"]):
+            weighted = sum(count[u] * per_user[u]["values"][seed] for u in users) / sum(count.values())
+            assert weighted == pytest.approx(overall, abs=1e-6)
+    assert result["aug_gain_per_user"] == {u: v["mean"] for u, v in aug["gain_per_user"]["generated"].items()}
     assert result["physical"]["real_cycle_mae_hz"] < 0.1  # the estimator on real spectrograms
-    assert [s["cfg_scale"] for s in result["cfg_sweep"]] == [1.0, 3.0]
-    assert (eval_dir / "samples_grid.png").is_file() and (eval_dir / "cfg_sweep.png").is_file()
+    assert [s["cfg_scale"] for s in result["cfg_sweep"]] == [1.0, 3.0] and "fd_val" in result["cfg_sweep"][0]
+    for name in ("samples_grid.png", "cfg_sweep.png", "gain_per_user.png"):
+        assert (eval_dir / name).is_file()
     assert main(["report", str(trained["dit_run"])]) == 0 and main(["report", str(trained["vae_run"])]) == 0
     html = (trained["dit_run"] / "report.html").read_text()
-    assert "Augmentation gain" in html and "conditioning fidelity" in html
+    assert "Augmentation gain" in html and "conditioning fidelity" in html and "Per user (TEST)" in html
+    assert "TRTS" in html and "gain: generated" in html
     assert "data:image/png;base64," in html
     assert "VAE reconstructions" in (trained["vae_run"] / "report.html").read_text()
+
+
+def test_nothing_the_evaluation_reports_reads_val(trained, tmp_path):
+    """Without the CFG sweep (the one part that chooses), the evaluation runs with VAL gone: every
+    number it reports comes from TRAIN (training) and TEST (measuring)."""
+    from sensorium.recipes.doppler.classifier import ClassifierConfig
+    from sensorium.recipes.doppler.evaluate import EvalConfig, evaluate
+    from sensorium.recipes.doppler.reader import RealSpectrograms
+    from sensorium.recipes.doppler.sample import Generator
+
+    generator = Generator.from_checkpoints(trained["dit"])
+    real = RealSpectrograms(trained["root"] / "prep", 64, 1)
+    del real.pixels["val"], real.paths["val"]  # any read of a VAL image fails
+    real.labels["val"] = torch.zeros(0, dtype=torch.long)
+    tiny = ClassifierConfig(steps=3)
+    config = EvalConfig(generated_per_user=4, low_data_per_user=2, seeds=1, evaluator=tiny, classifier=tiny,
+                        aug_steps=2, cfg_sweep=(), baseline_per_user=2)
+    result = evaluate(generator, real, tmp_path, config, steps=2)
+    assert result["splits"]["test"] == 6 and result["cfg_sweep"] == [] and 0 <= result["trts"] <= 1
+    with pytest.raises(DataError, match="no val images"):  # the sweep needs VAL, and says so
+        evaluate(generator, real, tmp_path, EvalConfig(**{**config.__dict__, "cfg_sweep": (1.0,)}), steps=2)
 
 
 def _error(capsys, argv):

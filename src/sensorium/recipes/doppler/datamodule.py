@@ -2,11 +2,13 @@
 
 - `DopplerImageDataModule` (stage 1, the VAE; also the evaluation's real data): the images a
   prepared split lists (`reader.RealSpectrograms`), decoded once into memory at the model's
-  resolution and channels. Batches: `image` float32 (B, C, H, W) in [0, 1], `label` int64 (B,) the
+  resolution and channels. Val chooses the VAE's best checkpoint (`val/psnr`); the test loader serves
+  the TEST split, which nothing in a fit reads. Batches: `image` float32 (B, C, H, W) in [0, 1], `label` int64 (B,) the
   user's index in `users`, `user` int64 (B,) the k of ID_k, `index`. Spec: `DopplerImageSpec`.
 - `DopplerLatentDataModule` (stage 3, the DiT): the latents `sensorium extract doppler` wrote, with
   their per-channel statistics (`reader.read_latents`). Batches: `mean`, `std` float32 (B, C, h, w)
-  the posterior of each image, `label` (B,). Spec: `DopplerLatentSpec`.
+  the posterior of each image, `label` (B,). Spec: `DopplerLatentSpec`. Val for validation, test
+  (where extracted) for `sensorium test`.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from torch.utils.data import DataLoader
 from sensorium.data.datamodule import DataSpec, SensoriumDataModule
 from sensorium.data.fingerprint import sample_fingerprint
 from sensorium.errors import ConfigError, DataError
-from sensorium.recipes.doppler.reader import DictDataset, RealSpectrograms, read_latents, to_unit
+from sensorium.recipes.doppler.reader import SPLITS, DictDataset, RealSpectrograms, read_latents, to_unit
 
 
 def _to_float(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -102,12 +104,12 @@ class DopplerImageDataModule(SensoriumDataModule):
         return self.train_loader(self.real.dataset("train"), collate_images)
 
     def val_dataloader(self) -> DataLoader:
-        if not len(self.real.labels["val"]):
-            raise DataError(Path(self.root) / "split.csv", "no val images (prepare with --val-ratio > 0)")
+        self.real.require("val")
         return self.eval_loader(self.real.dataset("val"), "val", collate_images)
 
     def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
+        self.real.require("test")
+        return self.eval_loader(self.real.dataset("test"), "test", collate_images)
 
 
 class DopplerLatentDataModule(SensoriumDataModule):
@@ -129,7 +131,8 @@ class DopplerLatentDataModule(SensoriumDataModule):
                         self.split_sizes())
 
     def split_sizes(self) -> dict[str, int]:
-        return {split: len(self.tensors[f"{split}_label"]) for split in ("train", "val")} if self.meta else {}
+        return {split: len(self.tensors[f"{split}_label"]) for split in SPLITS
+                if f"{split}_label" in self.tensors} if self.meta else {}
 
     def data_spec(self) -> DopplerLatentSpec:
         """The latents' shape, users, per-channel statistics and the VAE they came from."""
@@ -150,3 +153,9 @@ class DopplerLatentDataModule(SensoriumDataModule):
         if not len(self.tensors["val_label"]):
             raise DataError(Path(self.root) / "latents.safetensors", "no val latents")
         return self.eval_loader(self._dataset("val"), "val", torch.utils.data.default_collate)
+
+    def test_dataloader(self) -> DataLoader:
+        if not len(self.tensors.get("test_label", ())):
+            raise DataError(Path(self.root) / "latents.safetensors",
+                            "no test latents (prepare with --test-ratio > 0, then extract again)")
+        return self.eval_loader(self._dataset("test"), "test", torch.utils.data.default_collate)

@@ -161,13 +161,19 @@ class DopplerDiTTask(SensoriumTask):
             torch._foreach_lerp_(ema, live, 1.0 - decay)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._score(batch, batch_idx, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._score(batch, batch_idx, "test")  # `sensorium test`: reports on TEST, chooses nothing
+
+    def _score(self, batch: dict[str, torch.Tensor], batch_idx: int, split: str) -> None:
         x0 = self.normalise(batch["mean"])
         g = torch.Generator(device=x0.device).manual_seed(1000 + batch_idx)  # the same noise every epoch
         noise = torch.randn(x0.shape, generator=g, device=x0.device)
         t = (torch.arange(len(x0), device=x0.device) % 8 + 0.5) / 8  # a fixed grid of times
         pred = self.ema(interpolate(x0, noise, t), t, batch["label"])
         mse = (pred.float() - (noise - x0)).square().mean()
-        self.log("val/velocity_mse", mse, on_epoch=True, batch_size=len(x0), sync_dist=True)
+        self.log(f"{split}/velocity_mse", mse, on_epoch=True, batch_size=len(x0), sync_dist=True)
 
     # --- sampling -------------------------------------------------------------------------------------
     @torch.no_grad()

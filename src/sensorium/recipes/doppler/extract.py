@@ -1,8 +1,8 @@
 """`sensorium extract doppler --vae RUN/checkpoints/best.ckpt --data PREPARED_DIR --out LATENTS_DIR`:
 stage 2, the latents of every prepared image and their per-channel statistics.
 
-Writes LATENTS_DIR/latents.safetensors: `{train,val}_mean` and `{train,val}_std` (N, C, h, w), the
-posterior of each image given its user; `{train,val}_label` (N,) user indices; `channel_mean`,
+Writes LATENTS_DIR/latents.safetensors: `{train,val,test}_mean` and `{train,val,test}_std` (N, C, h,
+w), the posterior of each image given its user; `{train,val,test}_label` (N,) user indices; `channel_mean`,
 `channel_std` (C,), the statistics of the TRAIN posterior means over images and positions, with
 which the DiT normalises (z - mean) / std and sampling undoes it. LATENTS_DIR/latents.json records
 the shape, the users, and which VAE checkpoint (path and content hash) and which prepared data
@@ -20,7 +20,7 @@ import torch
 from sensorium.engine.checkpoint import atomic_write, atomic_write_json
 from sensorium.errors import DataError
 from sensorium.recipes.doppler.latents import channel_statistics, file_digest
-from sensorium.recipes.doppler.reader import RealSpectrograms, to_signed, to_unit
+from sensorium.recipes.doppler.reader import SPLITS, RealSpectrograms, to_signed, to_unit
 
 
 @torch.no_grad()
@@ -52,10 +52,12 @@ def extract(vae_ckpt: str | Path, data_root: str | Path, out: str | Path, batch_
         raise DataError(Path(data_root) / "prepare.json",
                         f"users {real.users} differ from the VAE's {hp['users']} ({vae_ckpt})")
     tensors = {}
-    for split in ("train", "val"):
+    for split in SPLITS:
+        if not len(real.labels[split]):
+            continue  # e.g. no test split (prepared with --test-ratio 0): no test latents
         mean, std = encode(task, real.pixels[split], real.labels[split], batch_size)
         tensors.update({f"{split}_mean": mean, f"{split}_std": std, f"{split}_label": real.labels[split]})
-    if not len(tensors["train_mean"]):
+    if "train_mean" not in tensors:
         raise DataError(Path(data_root) / "split.csv", "no training images to extract")
     tensors["channel_mean"], tensors["channel_std"] = channel_statistics(tensors["train_mean"])
     tensors = {k: v.contiguous() for k, v in tensors.items()}
@@ -63,7 +65,7 @@ def extract(vae_ckpt: str | Path, data_root: str | Path, out: str | Path, batch_
     meta = {
         "latent_shape": list(task.latent_shape),
         "users": list(hp["users"]),
-        "counts": {split: len(tensors[f"{split}_label"]) for split in ("train", "val")},
+        "counts": {split: len(real.labels[split]) for split in SPLITS},
         "channel_mean": tensors["channel_mean"].tolist(),
         "channel_std": tensors["channel_std"].tolist(),
         "vae": {"checkpoint": str(vae_ckpt), "digest": file_digest(vae_ckpt),
@@ -87,7 +89,8 @@ def main(argv: list[str]) -> int:
     torch.set_grad_enabled(False)
     meta = extract(args.vae, args.data, args.out, args.batch_size)
     shape = "x".join(str(v) for v in meta["latent_shape"])
-    print(f"[extract] {meta['counts']['train']} train + {meta['counts']['val']} val latents of shape "
+    counts = meta["counts"]
+    print(f"[extract] {counts['train']} train + {counts['val']} val + {counts['test']} test latents of shape "
           f"{shape}; channel mean {[round(v, 3) for v in meta['channel_mean']]}, std "
           f"{[round(v, 3) for v in meta['channel_std']]} -> {args.out / 'latents.safetensors'}")
     return 0

@@ -1,5 +1,6 @@
-"""The doppler recipe's image grids (PNG): the VAE task's val reconstructions at the end of a fit,
-and the evaluation's real-vs-generated grid and CFG sweep. `report.py` shows them."""
+"""The doppler recipe's figures (PNG): the VAE task's val reconstructions at the end of a fit, the
+evaluation's real-vs-generated grid and CFG sweep, and its augmentation gain per user (bars).
+`report.py` shows them."""
 
 from __future__ import annotations
 
@@ -51,17 +52,18 @@ def write_image_grid(path: Path, images: torch.Tensor, row_labels: list[str]) ->
 
 
 def write_samples_png(path: Path, real, generated: torch.Tensor, labels: torch.Tensor, users: list[int],
-                      per_user: int = 4) -> Path:
-    """Per user (a row): `per_user` real VAL spectrograms, then `per_user` generated ones."""
+                      per_user: int = 4, split: str = "test") -> Path:
+    """Per user (a row): `per_user` real spectrograms of `split`, then `per_user` generated ones."""
     index = {u: i for i, u in enumerate(real.users)}
     rows = []
     for user in users:
         label = index[user]
-        reals = real.pixels["val"][real.labels["val"] == label][:per_user]
+        reals = real.pixels[split][real.labels[split] == label][:per_user]
         fakes = generated[labels == label][:per_user]
         rows.append([_hwc(x) for x in reals] + [_hwc(x) for x in fakes])
     columns = [f"real {i + 1}" for i in range(per_user)] + [f"generated {i + 1}" for i in range(per_user)]
-    return _grid_png(path, rows, [f"ID_{u}" for u in users], columns, "real (left) vs generated (right)")
+    return _grid_png(path, rows, [f"ID_{u}" for u in users], columns,
+                     f"real {split.upper()} (left) vs generated (right)")
 
 
 def write_cfg_sweep_png(path: Path, scales: list[float], samples: list[torch.Tensor], per_user: int,
@@ -71,3 +73,29 @@ def write_cfg_sweep_png(path: Path, scales: list[float], samples: list[torch.Ten
     rows = [[_hwc(pixels[index[u] * per_user]) for u in shown] for pixels in samples]
     return _grid_png(path, rows, [f"cfg {s:g}" for s in scales], [f"ID_{u}" for u in shown],
                      "CFG scale sweep (the same starting noise per user)")
+
+
+def write_gain_per_user_png(path: Path, gains: dict[str, dict[str, dict[str, float]]], low_data_per_user: int,
+                            seeds: int) -> Path:
+    """Grouped bars: per user, the mean accuracy gain over real only of each augmentation
+    ({kind: {user: {"mean", "std"}}}), with the standard deviation over seeds as error bars."""
+    from sensorium.report.figures import pyplot, save_png
+
+    plt = pyplot()
+    kinds = list(gains)
+    users = sorted({u for per_user in gains.values() for u in per_user}, key=int)
+    x = np.arange(len(users))
+    width = 0.8 / max(len(kinds), 1)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.55 * len(users) + 1.5), 3.2))
+    for k, kind in enumerate(kinds):
+        mean = [gains[kind].get(u, {}).get("mean", np.nan) for u in users]
+        std = [gains[kind].get(u, {}).get("std", 0.0) for u in users]
+        ax.bar(x + (k - (len(kinds) - 1) / 2) * width, mean, width, yerr=std, capsize=2, label=kind)
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set_xticks(x, [f"ID_{u}" for u in users], rotation=60 if len(users) > 10 else 0, fontsize=7)
+    ax.set_ylabel("TEST accuracy gain over real only")
+    ax.set_title(f"Augmentation gain per user ({low_data_per_user} real recordings per user, mean ± std "
+                 f"over {seeds} seeds)", fontsize=9)
+    ax.legend(fontsize=7, ncol=len(kinds))
+    fig.tight_layout()
+    return save_png(fig, path)

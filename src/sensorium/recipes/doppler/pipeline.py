@@ -1,12 +1,15 @@
 """`sensorium pipeline doppler --data DIR --out WORK [--skip STAGE ...] [--force STAGE ...]`: every stage
 from a dataset in the `ID_k` layout to the evaluation (the doppler note's `complete_pipeline.py`).
 
-    prepare  -> WORK/prepared/{split.csv, prepare.json}
+    prepare  -> WORK/prepared/{split.csv, prepare.json}   (train / val / test per user, by recording)
     vae      -> WORK/runs/doppler/vae/           (sensorium fit --config doppler/demo)
     extract  -> WORK/latents/{latents.safetensors, latents.json}
     dit      -> WORK/runs/doppler/dit/           (sensorium fit --config doppler/dit_demo)
     sample   -> WORK/generated/ID_k/gen_XXXX.png
-    eval     -> WORK/runs/doppler/dit/eval/doppler.json (+ PNGs)
+    eval     -> WORK/runs/doppler/dit/eval/doppler.json (+ PNGs), every reported number on TEST
+
+Val chooses (the VAE's best.ckpt by val/psnr; the evaluation's CFG sweep); test reports; nothing
+chooses on test.
 
 Each finished stage writes WORK/stages/<stage>.json with a digest of its inputs (the dataset's file
 listing, the configs and overrides, the checkpoints and files it reads, its own options). On the
@@ -61,6 +64,8 @@ class PipelineConfig:
     vae_config: str = "doppler/demo"
     dit_config: str = "doppler/dit_demo"
     val_ratio: float = 0.2
+    test_ratio: float = 0.2
+    """Shares of each user's recordings in VAL and TEST (`prepare.split_users`); an INPUT/split.csv wins."""
     seed: int = 0
     vae_overrides: list[str] = field(default_factory=list)
     dit_overrides: list[str] = field(default_factory=list)
@@ -150,7 +155,8 @@ class Pipeline:
         vae_yaml, dit_yaml = resolve_config(c.vae_config), resolve_config(c.dit_config)
         for stage in STAGES:
             if stage == "prepare":
-                self._run("prepare", _hash(listing_digest(c.data), c.val_ratio, c.seed),
+                self._run("prepare", _hash(listing_digest(c.data), file_hash(c.data / "split.csv"),
+                                           c.val_ratio, c.test_ratio, c.seed),
                           [c.prepared / "split.csv", c.prepared / "prepare.json"], self._prepare)
             elif stage == "vae":
                 self._run("vae", _hash(self._fingerprint(), vae_yaml.read_text(), c.vae_overrides, c.seed),
@@ -179,7 +185,8 @@ class Pipeline:
     def _prepare(self) -> dict:
         from sensorium.recipes.doppler.prepare import prepare
 
-        info = prepare(self.config.data, self.config.prepared, self.config.val_ratio, self.config.seed)
+        c = self.config
+        info = prepare(c.data, c.prepared, c.val_ratio, c.seed, test_ratio=c.test_ratio)
         return {"images": info["images"], "splits": info["splits"], "users": len(info["users"])}
 
     def _fit(self, stage: str, config: Path, root: Path, overrides: list[str]) -> dict:
@@ -236,7 +243,8 @@ def main(argv: list[str]) -> int:
                         help="the work folder (stages, runs, latents, samples)")
     parser.add_argument("--vae-config", default="doppler/demo")
     parser.add_argument("--dit-config", default="doppler/dit_demo")
-    parser.add_argument("--val-ratio", type=float, default=0.2)
+    parser.add_argument("--val-ratio", type=float, default=0.2, help="val share per user (chooses)")
+    parser.add_argument("--test-ratio", type=float, default=0.2, help="test share per user (reports)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vae-max-time", default=None, help="e.g. 00:00:05:00 (DD:HH:MM:SS)")
     parser.add_argument("--dit-max-time", default=None)
@@ -247,10 +255,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--no-baseline", action="store_true", help="do not score the untrained generator")
     args = parser.parse_args(argv)
     config = PipelineConfig(
-        args.data, args.out, args.vae_config, args.dit_config, args.val_ratio, args.seed,
-        ["--trainer.max_time", args.vae_max_time] if args.vae_max_time else [],
-        ["--trainer.max_time", args.dit_max_time] if args.dit_max_time else [],
-        args.per_user, baseline=not args.no_baseline, skip=tuple(args.skip), force=tuple(args.force))
+        args.data, args.out, args.vae_config, args.dit_config, val_ratio=args.val_ratio,
+        test_ratio=args.test_ratio, seed=args.seed,
+        vae_overrides=["--trainer.max_time", args.vae_max_time] if args.vae_max_time else [],
+        dit_overrides=["--trainer.max_time", args.dit_max_time] if args.dit_max_time else [],
+        sample_per_user=args.per_user, baseline=not args.no_baseline, skip=tuple(args.skip),
+        force=tuple(args.force))
     pipeline = Pipeline(config)
     pipeline.run()
     print(f"[pipeline] done; ran {sorted(pipeline.seconds)}, reused {pipeline.reused} -> {args.out}")

@@ -13,7 +13,8 @@ files whose stems differ only by a trailing `_seg3`, `_part3`, `_win3` or `-w3` 
 walk) form one recording (`RECORDING_PATTERN`).
 
 `split.csv` (written by `sensorium prepare doppler`): `path,user,recording,split` with `path`
-relative to the dataset folder, `user` the k of `ID_k`, `split` train or val.
+relative to the dataset folder, `user` the k of `ID_k`, `split` train, val or test (`SPLITS`). Val
+chooses (the VAE's best checkpoint, the CFG scale), test reports (`sensorium eval doppler`).
 
 Bad input raises one DataError naming the file: a file in a user folder that is not an image (by
 suffix) or that cannot be decoded, an empty user folder, a folder without any user, images of
@@ -53,6 +54,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 USER_FOLDER = re.compile(r"^ID_(\d+)$")
 RECORDING_PATTERN = r"^(?P<recording>.+?)(?:[_-](?:seg|part|win|w)\d+)?$"
 SPLIT_COLUMNS = ("path", "user", "recording", "split")
+SPLITS = ("train", "val", "test")
 _IMAGE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError)
 
 
@@ -231,8 +233,8 @@ def read_split_csv(path: str | Path) -> list[tuple[str, int, str, str]]:
             raise DataError(path, f"header must be {','.join(SPLIT_COLUMNS)}, found {reader.fieldnames}")
         rows = []
         for n, row in enumerate(reader, start=2):
-            if row["split"] not in ("train", "val") or not row["user"].isdigit():
-                raise DataError(path, f"row {n}: split must be train or val and user an integer, got "
+            if row["split"] not in SPLITS or not row["user"].isdigit():
+                raise DataError(path, f"row {n}: split must be train, val or test and user an integer, got "
                                       f"{row['split']!r}, {row['user']!r}")
             rows.append((row["path"], int(row["user"]), row["recording"], row["split"]))
     return rows
@@ -276,8 +278,8 @@ class RealSpectrograms:
         self.image_size, self.channels = image_size, channels
         index = {u: i for i, u in enumerate(self.users)}
         rows = read_split_csv(self.root / "split.csv")
-        self.paths: dict[str, list[Path]] = {"train": [], "val": []}
-        labels: dict[str, list[int]] = {"train": [], "val": []}
+        self.paths: dict[str, list[Path]] = {split: [] for split in SPLITS}
+        labels: dict[str, list[int]] = {split: [] for split in SPLITS}
         for path, user, _, split in rows:
             if user not in index:
                 raise DataError(self.root / "split.csv",
@@ -291,6 +293,13 @@ class RealSpectrograms:
         size = (image_size, image_size)
         self.pixels = {split: load_images(paths, size, channels) for split, paths in self.paths.items()}
         self.labels = {split: torch.tensor(v, dtype=torch.long) for split, v in labels.items()}
+
+    def require(self, split: str) -> None:
+        """Fail naming split.csv when `split` holds no image (a folder prepared before test splits:
+        prepare it again)."""
+        if not len(self.labels[split]):
+            option = "--test-ratio" if split == "test" else "--val-ratio"
+            raise DataError(self.root / "split.csv", f"no {split} images (prepare again with {option} > 0)")
 
     def dataset(self, split: str) -> DictDataset:
         user_ids = torch.tensor(self.users, dtype=torch.long)
@@ -311,6 +320,7 @@ def read_latents(root: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
             raise DataError(path, "missing: data.root must be the output of `sensorium extract doppler`")
     meta = json.loads(meta_path.read_text())
     tensors = load_file(str(tensor_path))
+    # Test latents are optional: no fit reads them, and folders extracted before test splits lack them.
     needed = {f"{split}_{key}" for split in ("train", "val") for key in ("mean", "std", "label")} | {
         "channel_mean", "channel_std"}
     if not needed <= set(tensors):

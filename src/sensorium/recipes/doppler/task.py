@@ -261,14 +261,21 @@ class DopplerVAETask(SensoriumTask):
         recon, _, _ = self.vae(to_signed(images), labels if self.vae.num_classes else None, sample=False)
         return from_signed(recon.float()).clamp(0, 1)
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def _score(self, batch: dict[str, torch.Tensor], split: str) -> torch.Tensor:
         recon = self.reconstruct(batch["image"], batch["label"])
         values = psnr(recon, batch["image"])
-        self.log("val/psnr", values.mean(), on_epoch=True, batch_size=len(values), sync_dist=True)
-        self.log("val/l1", (recon - batch["image"]).abs().mean(), on_epoch=True, batch_size=len(values),
+        self.log(f"{split}/psnr", values.mean(), on_epoch=True, batch_size=len(values), sync_dist=True)
+        self.log(f"{split}/l1", (recon - batch["image"]).abs().mean(), on_epoch=True, batch_size=len(values),
                  sync_dist=True)
+        return recon
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        recon = self._score(batch, "val")
         if batch_idx == 0:
             self._preview = {"image": batch["image"][:16].cpu(), "recon": recon[:16].cpu()}
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._score(batch, "test")  # `sensorium test`: reports on TEST, chooses nothing
 
     def on_fit_end(self) -> None:
         if self._preview is not None and self.trainer.is_global_zero:
