@@ -7,8 +7,11 @@ and has switches that trigger each doctor check.
 
 from __future__ import annotations
 
+import time
+
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -119,3 +122,14 @@ class ToyTask(SensoriumTask):
             pred = knn_predict(bank["z"], bank["label"], query["z"], k=5)
             self.log("val/knn_accuracy", (pred == query["label"]).float().mean(), sync_dist=True)
             self.log("val/count", float(len(query["label"])), sync_dist=True)
+
+
+class SlowSteps(Callback):
+    """A loaded machine, simulated: every training step takes `seconds` longer. A clock-free fit
+    must end at the same weights (tests/recipes/doppler/test_clock_free.py)."""
+
+    def __init__(self, seconds: float = 0.05):
+        self.seconds = seconds
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        time.sleep(self.seconds)
