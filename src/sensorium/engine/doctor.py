@@ -18,6 +18,11 @@ Checks (each a pure function below, used by the `Doctor` callback during trainin
   `share_low` or over `share_high` of the total (the cardiac note's IoU stayed at 0 with one term
   under 1%);
 - overlap between train / val / test samples by sample id and by content hash: an error;
+- reading rules a task declares for itself (`ReadingRules`, returned by the task's `reading_rules`:
+  e.g. the tactile note's rules for a joint run): a jump of the loss by more than a factor over a
+  short window stops the run; a value the task reports in `doctor_values` whose running average
+  leaves its band, or a term's share outside the task's own band, warns; a monitored val metric
+  that has not improved for N epochs warns (or stops). One message each;
 - on CPU, more torch threads than cores left free by other running processes: a warning (OpenMP
   threads spin-waiting for busy cores made a cardiac demo step 20x slower: 0.35 s at one thread,
   6.9 s at two, on 2 cores with two other jobs running).
@@ -36,7 +41,7 @@ import os
 import statistics
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
@@ -87,6 +92,45 @@ class DoctorConfig:
     def __post_init__(self) -> None:
         if self.host_check_every < 1:
             raise ConfigError("run.doctor.host_check_every", f"must be at least 1, got {self.host_check_every}")
+
+
+class Band(NamedTuple):
+    low: float
+    high: float
+    advice: str = ""
+    """What to do when the value leaves the band (appended to the warning)."""
+
+
+@dataclass
+class ReadingRules:
+    """How to read one task's training run, declared by the task (its `reading_rules` attribute or
+    property; None: no rules). Thresholds are the task's to configure; each rule gives one message.
+    Off by default, field by field."""
+
+    loss_jump: float = 0.0
+    """Stop when the mean loss over the last `jump_window` steps exceeds this multiple of the mean
+    over the `jump_window` steps before them (0: off). For positive losses."""
+    jump_window: int = 5
+    """Steps per window of the jump rule (1: step to step)."""
+    ranges: dict[str, Band] = field(default_factory=dict)
+    """Warn when the running average of a value the task reports each step in `doctor_values`
+    (name -> 0-d tensor) leaves its band."""
+    share_range: Band | None = None
+    """The band each loss term's share must stay in; replaces run.doctor.share_low / share_high."""
+    no_progress_epochs: int = 0
+    """Warn when the task's monitored val metric (`monitor`, `monitor_mode`) has not improved for
+    this many epochs (0: off)."""
+    no_progress_stop: bool = False
+    """Stop the fit (as early stopping does: checkpoints kept) instead of only warning."""
+    source: str = ""
+    """Where the rules come from, named in the messages."""
+
+    def __post_init__(self) -> None:
+        if self.jump_window < 1:
+            raise ConfigError("reading_rules.jump_window", f"must be at least 1, got {self.jump_window}")
+        for name, band in [*self.ranges.items(), ("share_range", self.share_range)]:
+            if band is not None and not band.low < band.high:
+                raise ConfigError(f"reading_rules.{name}", f"needs low < high, got [{band.low}, {band.high}]")
 
 
 # --- pure checks ----------------------------------------------------------------------------------
@@ -185,6 +229,38 @@ def stall_message(losses: list[float], lr: float | None, tolerance: float) -> st
     return (f"loss has not moved in {len(losses)} steps ({first:.4g} -> {last:.4g}) at lr {lr:.3g}. Likely causes: "
             "lr too low (or 0 during a long warmup), parameters frozen or detached from the loss, batches "
             "without positives/negatives, a saturated loss (SupCon at log(B-1)), or targets that are constant.")
+
+
+def jump_message(before: float, after: float, step: int, rules: ReadingRules, lr: float) -> str | None:
+    """The stop message when the loss rose from the window mean `before` to `after` by more than
+    `rules.loss_jump` times, else None."""
+    if rules.loss_jump <= 0 or before <= 0 or after <= rules.loss_jump * before:
+        return None
+    window = "step to step" if rules.jump_window == 1 else f"mean over {rules.jump_window} steps"
+    return (f"the loss jumped {after / before:.2f}x ({window}: {before:.4g} -> {after:.4g}, up to step {step}), over "
+            f"the {rules.loss_jump:g}x limit{_source(rules)} at lr {lr:.3g}; stopping. Check the lr (and its "
+            "warmup), gradient clipping, and the batches of those steps.")
+
+
+def band_message(name: str, value: float, band: Band, rules: ReadingRules, what: str = "") -> str | None:
+    """The warning when `value` (a running average) lies outside `band`, else None."""
+    if band.low <= value <= band.high:
+        return None
+    side = "under" if value < band.low else "over"
+    return (f"{what or name} is {value:.3g} on average, {side} its band [{band.low:g}, {band.high:g}]"
+            f"{_source(rules)}" + (f". {band.advice}" if band.advice else ""))
+
+
+def progress_message(metric: str, best: float, best_epoch: int, value: float, epoch: int,
+                     rules: ReadingRules) -> str:
+    return (f"{metric} has not improved for {epoch - best_epoch} epochs (best {best:.4g} at epoch {best_epoch}, "
+            f"{value:.4g} at epoch {epoch}; limit {rules.no_progress_epochs}{_source(rules)})"
+            + ("; stopping (checkpoints kept)." if rules.no_progress_stop else
+               ". Check the lr, the data and the code (or stop the run)."))
+
+
+def _source(rules: ReadingRules) -> str:
+    return f" ({rules.source})" if rules.source else ""
 
 
 def runnable_processes(samples: int = 5, interval: float = 0.02) -> float | None:
@@ -288,6 +364,54 @@ class _ShareStats:
         return dict(zip(self.names, means.unbind()))
 
 
+class _RuleWatch:
+    """The device side of a task's `ReadingRules`: the last 2 x jump_window losses and the largest
+    window-to-window ratio since the last read; running averages of the banded values."""
+
+    def __init__(self, rules: ReadingRules, names: tuple[str, ...], device: torch.device):
+        self.rules, self.names = rules, names
+        self.window = torch.zeros(2 * rules.jump_window, device=device)  # oldest first
+        self.seen = 0  # finite or not, counted on the host: no synchronisation
+        self.worst = torch.zeros(3, device=device)  # (ratio, before, after) of the largest jump since the last read
+        self.worst_step = torch.zeros((), dtype=torch.long, device=device)
+        self.steps = torch.zeros((), device=device)
+        self.average = torch.zeros(len(names), device=device)
+
+    def update(self, loss: torch.Tensor | None, values: dict[str, torch.Tensor], step: int) -> None:
+        if self.rules.loss_jump > 0 and loss is not None:
+            loss = loss.detach().float().reshape(())
+            last = self.window[-1] if self.seen else loss
+            # A non-finite loss repeats the last one: the non-finite check speaks for it.
+            self.window = torch.cat([self.window[1:], torch.where(torch.isfinite(loss), loss, last)[None]])
+            self.seen += 1
+            if self.seen >= len(self.window):
+                w = self.rules.jump_window
+                before, after = self.window[:w].mean(), self.window[w:].mean()
+                ratio = torch.where(before > 0, after / before, torch.zeros_like(before))
+                bigger = ratio > self.worst[0]
+                self.worst = torch.where(bigger, torch.stack([ratio, before, after]), self.worst)
+                self.worst_step = torch.where(bigger, self.worst_step.new_full((), step), self.worst_step)
+        present = [values.get(name) for name in self.names]
+        if self.names and all(v is not None for v in present):
+            current = torch.stack([v.detach().float().reshape(()) for v in present]).to(self.average.device)
+            valid = torch.isfinite(current).all()
+            self.steps += valid
+            momentum = (1 - 1 / self.steps.clamp(min=1)).clamp(max=0.9)  # a plain mean over the first steps
+            self.average = torch.where(valid, momentum * self.average + (1 - momentum) * current, self.average)
+
+    def read(self, strategy=None) -> tuple[list[float], int, float, dict[str, float], float]:
+        """(this rank's worst jump (ratio, before, after), its step, averaged steps, {name: average},
+        the worst jump ratio over all ranks); resets the jump. With several ranks `strategy` takes the
+        largest ratio of all (every rank reads at the same steps), so all stop together or none."""
+        values = torch.cat([self.worst, self.worst_step[None].float(), self.steps[None], self.average])
+        everyone = values[:1].clone()
+        if strategy is not None:
+            everyone = strategy.reduce(everyone, reduce_op="max")
+        values = torch.cat([values, everyone]).tolist()
+        self.worst = torch.zeros_like(self.worst)
+        return values[:3], int(values[3]), values[4], dict(zip(self.names, values[5:-1])), values[-1]
+
+
 # --- the Lightning callback -----------------------------------------------------------------------
 class Doctor(Callback):
     """The checks above as a Lightning callback. With `collect=True` (used by `sensorium doctor`)
@@ -320,6 +444,9 @@ class Doctor(Callback):
         self._stall_warned = False
         self._shares: _ShareStats | None = None
         self._share_warned: set[str] = set()
+        self._rules: _RuleWatch | None = None
+        self._rule_warned: set[str] = set()
+        self._best: tuple[float, int] | None = None  # the monitored val metric's best and its epoch
 
     def _host_check_due(self, step: int) -> bool:
         return host_check_due(step, self.config.host_check_steps, self.config.host_check_every)
@@ -456,9 +583,17 @@ class Doctor(Callback):
         terms = getattr(pl_module, "loss_terms", {})
         if len(terms) > 1:
             self._update_shares(trainer, pl_module, terms)
+        rules = reading_rules(pl_module)
+        if rules is not None:
+            if self._rules is None or self._rules.rules != rules:
+                device = loss.device if isinstance(loss, torch.Tensor) else pl_module.device
+                self._rules = _RuleWatch(rules, tuple(rules.ranges), device)
+            self._rules.update(loss if isinstance(loss, torch.Tensor) else None,
+                               getattr(pl_module, "doctor_values", {}), trainer.global_step)
         if self._host_check_due(index):
             self._read_stall(trainer)
             self._read_shares(pl_module)
+            self._read_rules(trainer)
 
     def _stall_wanted(self) -> int:
         """Losses the stall check still needs."""
@@ -497,17 +632,62 @@ class Doctor(Callback):
         steps, *averages = torch.cat([stats.steps[None], stats.average]).tolist()
         if steps < self.config.share_warmup_steps:
             return
+        rules = reading_rules(pl_module)
+        band = rules.share_range if rules is not None else None
+        low, high = (band.low, band.high) if band is not None else (self.config.share_low, self.config.share_high)
         average = dict(zip(stats.names, averages))
         for name, avg in average.items():
             if name in self._share_warned or name in exempt:
                 continue
-            if avg < self.config.share_low or avg > self.config.share_high:
+            if avg < low or avg > high:
                 self._share_warned.add(name)
-                side = "under" if avg < self.config.share_low else "over"
-                bound = self.config.share_low if side == "under" else self.config.share_high
-                self._warn(f"loss term '{name}' is {avg:.1%} of the total ({side} {bound:.0%}); its weight "
-                           "probably makes it irrelevant or dominant. Shares: "
+                side = "under" if avg < low else "over"
+                bound = low if side == "under" else high
+                why = (f"{band.advice} " if band.advice else "") if band is not None else (
+                    "its weight probably makes it irrelevant or dominant. ")
+                self._warn(f"loss term '{name}' is {avg:.1%} of the total ({side} {bound:.0%}"
+                           + (f", {rules.source}" if band is not None and rules.source else "") + f"); {why}Shares: "
                            + ", ".join(f"{k} {v:.1%}" for k, v in average.items()))
+
+    def _read_rules(self, trainer) -> None:
+        watch = self._rules
+        if watch is None:
+            return
+        several = getattr(trainer, "world_size", 1) > 1
+        (ratio, before, after), step, steps, averages, worst = watch.read(trainer.strategy if several else None)
+        rules = watch.rules
+        if "loss_jump" not in self._rule_warned and rules.loss_jump > 0 and worst > rules.loss_jump:
+            self._rule_warned.add("loss_jump")
+            message = jump_message(before, after, step, rules, _current_lr(trainer)) or (
+                f"the loss jumped {worst:.2f}x on another rank, over the {rules.loss_jump:g}x limit{_source(rules)} "
+                f"(this rank: {ratio:.2f}x); stopping.")
+            self._problem(message)
+        if steps < self.config.share_warmup_steps:
+            return
+        for name, value in averages.items():
+            if name not in self._rule_warned and (message := band_message(name, value, rules.ranges[name], rules)):
+                self._rule_warned.add(name)
+                self._warn(message)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        rules = reading_rules(pl_module)
+        if (rules is None or rules.no_progress_epochs <= 0 or trainer.sanity_checking
+                or trainer.state.fn != TrainerFn.FITTING or "no_progress" in self._rule_warned):
+            return
+        metric = getattr(pl_module, "monitor", None)
+        value = trainer.callback_metrics.get(metric) if metric else None
+        if value is None or not math.isfinite(value := float(value)):
+            return
+        epoch, sign = trainer.current_epoch, -1.0 if getattr(pl_module, "monitor_mode", "min") == "max" else 1.0
+        if self._best is None or sign * value < sign * self._best[0]:
+            self._best = (value, epoch)
+            return
+        if epoch - self._best[1] >= rules.no_progress_epochs:
+            self._rule_warned.add("no_progress")
+            message = progress_message(metric, *self._best, value, epoch, rules)
+            self._warn(message)
+            if rules.no_progress_stop:
+                trainer.should_stop = True
 
     # epoch end and validation: read everything, so no checkpoint follows an unnoticed failure
     def on_train_epoch_end(self, trainer, pl_module) -> None:
@@ -515,6 +695,7 @@ class Doctor(Callback):
         self._read_tally(trainer, pl_module)
         self._read_stall(trainer)
         self._read_shares(pl_module)
+        self._read_rules(trainer)
         if self._shares is not None:
             pl_module.log_dict({f"share/{name}_epoch": value for name, value in self._shares.epoch_means().items()},
                                on_step=False, on_epoch=True, sync_dist=True, batch_size=1)
@@ -536,6 +717,12 @@ class Doctor(Callback):
         self.nonfinite_steps = int(state_dict.get("nonfinite_steps", 0))
         self.scaler_skips = int(state_dict.get("scaler_skips", 0))
         self._tally = None
+
+
+def reading_rules(pl_module) -> ReadingRules | None:
+    """The task's reading rules, if it declares any."""
+    rules = getattr(pl_module, "reading_rules", None)
+    return rules if isinstance(rules, ReadingRules) else None
 
 
 def _writes_logs(trainer) -> bool:

@@ -83,12 +83,15 @@ def test_dataset_item_contract(synth_root):
     data = TactileSequenceDataset.from_tacquad(root, image_size=32, labels_csv="labels.csv",
                                                frame_sizes=_sizes(settings))
     sample = data[5]
-    assert set(sample) == {"frames", "sensor", "label", "index"}
+    assert set(sample) == {"frames", "sensor", "label", "index", "force", "contact_mm", "slip"}
     assert sample["frames"].shape == (4, 3, 32, 32) and sample["frames"].dtype == torch.float32
     assert 0.0 <= sample["frames"].min() and sample["frames"].max() <= 1.0
-    for key in ("sensor", "label", "index"):
+    for key in ("sensor", "label", "index", "slip"):
         assert sample[key].dtype == torch.int64 and sample[key].dim() == 0
     assert sample["index"].item() == 5 and sample["label"].item() >= 0
+    # no frame labels attached: unknown (the datamodule attaches them)
+    assert sample["force"].isnan() and sample["contact_mm"].shape == (2,) and sample["contact_mm"].isnan().all()
+    assert sample["slip"].item() == -1
     # frame t (the static task's frame) is the window's last file, resized to image_size
     window = data.windows[5]
     png = Image.open(window.paths[STATIC_FRAME]).resize((32, 32), Image.BILINEAR)
@@ -262,3 +265,65 @@ def test_skip_policy_logs_and_counts(root_copy, caplog):
         batch = collate_skipping([data[i] for i in [*bad, good]])
     assert batch["skipped"].item() == len(bad) > 0 and batch["frames"].shape[0] == 1
     assert str(other) in caplog.text
+
+
+# --- frame labels ---------------------------------------------------------------------------------------
+def test_windows_carry_the_frame_labels_of_frame_t(synth_root):
+    from sensorium.recipes.tactile.datamodule import TactileDataModule
+
+    root, _ = synth_root
+    rows = {str(root / r["path"]): r for r in csv.DictReader((root / "frame_labels.csv").read_text().splitlines())}
+    data = TactileDataModule(str(root), image_size=16, batch_size=2, eval_batch_size=4)
+    data.setup("fit")
+    windows = [w for split in data.windows.values() for w in split]
+    for w in windows:
+        row = rows[w.paths[STATIC_FRAME]]  # the static frame t, the last of the window
+        assert w.force == pytest.approx(float(row["force_n"])) and w.force > 0  # windows lie inside contact
+        assert w.contact_mm == pytest.approx((float(row["contact_x_mm"]), float(row["contact_y_mm"])))
+        assert w.slip == int(row["slip"])
+    assert {w.slip for w in windows} == {0, 1}
+    sample = data.datasets["train"][0]
+    window = data.windows["train"][0]
+    assert sample["force"].item() == pytest.approx(window.force)
+    assert sample["contact_mm"].tolist() == pytest.approx(list(window.contact_mm))
+    assert sample["slip"].item() == window.slip
+
+
+def test_without_a_frame_labels_file_the_windows_stay_unknown_and_it_is_said(root_copy, caplog):
+    from sensorium.recipes.tactile.datamodule import TactileDataModule
+
+    (root_copy / "frame_labels.csv").unlink()  # as on real TacQuad
+    data = TactileDataModule(str(root_copy), image_size=16, batch_size=2, eval_batch_size=4)
+    with caplog.at_level(logging.INFO, logger="sensorium.recipes.tactile.datamodule"):
+        data.setup("fit")
+    assert "frame_labels.csv: the force / contact / slip probes are skipped" in caplog.text
+    windows = [w for split in data.windows.values() for w in split]
+    assert all(np.isnan(w.force) and w.slip == -1 for w in windows)
+
+
+def test_frame_labels_resolve_paths_of_the_generic_index_too(synth_root):
+    from sensorium.recipes.tactile.reader import attach_frame_labels, read_frame_labels
+
+    root, _ = synth_root
+    labels = read_frame_labels(root / "frame_labels.csv")
+    windows = attach_frame_labels(read_index_csv(root / "index.csv"), labels)
+    assert all(w.force > 0 and w.slip in (0, 1) for w in windows)
+
+
+@pytest.mark.parametrize("row, problem", [
+    ("a.png,x,,,", "row 2: force_n / contact_x_mm / contact_y_mm must be numbers or empty"),
+    ("a.png,1.0,2.0,,1", "row 2: give both contact_x_mm and contact_y_mm, or neither"),
+    ("a.png,1.0,2.0,3.0,2", "row 2: slip must be 0, 1 or empty, got '2'"),
+    ("a.png,-1.0,,,", "row 2: force_n -1.0 is negative"),
+])
+def test_malformed_frame_labels_name_the_file_and_row(tmp_path, row, problem):
+    from sensorium.recipes.tactile.reader import read_frame_labels
+
+    path = tmp_path / "frame_labels.csv"
+    path.write_text("path,force_n,contact_x_mm,contact_y_mm,slip\n" + row + "\n")
+    with pytest.raises(DataError, match=str(path)) as error:
+        read_frame_labels(path)
+    assert problem in str(error.value)
+    path.write_text("path,force\na.png,1\n")
+    with pytest.raises(DataError, match="header lacks force_n, contact_x_mm, contact_y_mm, slip"):
+        read_frame_labels(path)

@@ -112,6 +112,13 @@ def test_every_yaml_fits_a_few_steps_through_the_cli(config, tiny_data, tiny_cli
         assert logged["train/static_contribution_step"] + logged["train/dynamic_contribution_step"] \
             == pytest.approx(1.0, abs=1e-4)
     assert "train/grad_norm_step" in logged and "val/pred_mse_ratio" in logged
+    # the two tasks' gradient cosine: joint runs only, on the first batch (grad_cosine_every 50)
+    if loss.mode == "joint":
+        cosines = [float(r["train/grad_cosine"]) for r in csv.DictReader((run / "metrics.csv").read_text().splitlines())
+                   if r.get("train/grad_cosine")]
+        assert len(cosines) == 1 and -1.0 <= cosines[0] <= 1.0
+    else:
+        assert "train/grad_cosine" not in logged
     if config.name == "paper.yaml":
         assert cli.model.net.encoder.__class__.__name__ == "CLIPBackbone"
         # MAE lr rule: base_lr 1.5e-4 x batch 4 (shrunk) x accumulate 2 / 256
@@ -139,6 +146,12 @@ def test_eval_writes_tactile_json_and_a_grid_per_sensor_then_report(tiny_data, t
     assert set(report["knn_protocols"]) == {f"{pool}/{std}" for pool in ("mean", "cls")
                                             for std in ("none", "bank", "sensor")}
     assert report["knn_accuracy"] == report["knn_protocols"][f"{report['pool']}/{report['standardize']}"]
+    # the field's probes on the synthetic frame labels: fitted on train, chosen on val, scored on test
+    probes = report["contact_probes"]
+    assert {"force_r2", "force_rmse", "contact_mm", "slip_f1"} <= set(report)
+    assert report["force_r2"] == probes["force_r2"] <= 1.0 and report["force_rmse"] >= 0.0
+    assert report["contact_mm"] >= 0.0 and 0.0 <= report["slip_f1"] <= 1.0
+    assert probes["skipped"] == {} and probes["sizes"]["force"][2] == report["num_samples"]
     untrained = json.loads((run / "eval" / "tactile_untrained.json").read_text())
     # untrained residual model = the copy-frame-3 predictor (zero-initialised change head)
     assert untrained["pred_mse_ratio"] == pytest.approx(1.0)
@@ -151,3 +164,48 @@ def test_eval_writes_tactile_json_and_a_grid_per_sensor_then_report(tiny_data, t
     assert "Static and dynamic tasks over the steps" in html and "Evaluation on TEST objects" in html
     assert "Reconstructions and frame-4 predictions (TEST)" in html
     assert html.count("data:image/png;base64,") >= 3 + len(SENSORS)  # curves + one grid per sensor
+    assert "train/grad_cosine" in html and "joint, balanced to a static share of 0.5" in html
+    assert "slip F1" in html and "regularisation chosen on VAL" in html
+
+
+def test_without_frame_labels_the_contact_probes_are_skipped_and_said(tiny_data, tiny_clip_dir, tmp_path):
+    import shutil
+
+    from sensorium.engine.demo import fit, test_checkpoint
+
+    root = tmp_path / "tacquad"
+    shutil.copytree(tiny_data, root)
+    (root / "frame_labels.csv").unlink()  # as on real TacQuad
+    cli = fit(CONFIG_DIR / "alternating.yaml", tmp_path / "runs", "smoke",
+              *_shrink(tmp_path, CONFIG_DIR / "alternating.yaml", tiny_clip_dir), "--data.init_args.root", str(root))
+    test_checkpoint(cli, cli.run_dir / "checkpoints" / "last.ckpt")
+    report = json.loads((cli.run_dir / "eval" / "tactile.json").read_text())
+    assert "force_r2" not in report and "knn_accuracy" in report
+    assert report["contact_probes"]["skipped"].startswith("no frame labels for these windows")
+    from sensorium.recipes.tactile.report import sections
+
+    texts = " ".join(str(part) for section in sections(cli.run_dir) for part in vars(section).values())
+    assert "alternating mode runs one task per batch" in texts and "probes: not run (no frame labels" in texts
+
+
+@pytest.mark.slow
+def test_demo_summary_holds_the_field_metrics(tmp_path):
+    import subprocess
+    import sys
+
+    from sensorium.cli import main
+
+    shrink = tmp_path / "shrink.yaml"
+    shrink.write_text(SHRINK)
+    out = tmp_path / "demo"
+    assert main(["demo", "tactile", "--out", str(out), "--items-indoor", "6", "--items-outdoor", "3", "--seed", "1",
+                 "--", "--config", str(shrink)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("force_r2", "contact_mm", "slip_f1"):  # DESIGN.md's field metrics, trained and untrained
+        assert isinstance(summary["metrics"][key], float) and isinstance(summary["baseline"][key], float), key
+    assert summary["metrics_more"]["force_rmse"] >= 0.0
+    checker = Path(__file__).resolve().parents[4] / "shared" / "tools" / "check_summary.py"
+    if checker.is_file():  # the contract's own checker, where the shared tools sit beside the checkout
+        result = subprocess.run([sys.executable, str(checker), "--strict", str(out / "summary.json")],
+                                check=False, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout

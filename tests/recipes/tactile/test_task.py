@@ -1,15 +1,23 @@
-"""The tactile task's rules (balancing, alternating schedule), its loss terms per mode, and the
+"""The tactile task's rules (balancing, alternating schedule), its loss terms per mode, the
+gradient cosine between its two tasks and the reading rules it declares to the doctor, and the
 evaluation's reference points (copy-frame-3, pixel round trip)."""
 
 import pytest
 import torch
 
+from sensorium.engine.doctor import Band
 from sensorium.layers.patch_embed import patchify
 from sensorium.losses import mae_loss
 from sensorium.recipes.tactile.metrics import evaluate_batch, from_target_space, summarize
 from sensorium.recipes.tactile.model import target_space
 from sensorium.recipes.tactile.reader import STATIC_FRAME
-from sensorium.recipes.tactile.task import LossBalancer, TactileTask, alternating_schedule, balance_weights
+from sensorium.recipes.tactile.task import (
+    LossBalancer,
+    TactileTask,
+    alternating_schedule,
+    balance_weights,
+    gradient_cosine,
+)
 
 TINY = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2, "decoder_embed_dim": 16,
         "decoder_depth": 1, "decoder_num_heads": 2}
@@ -101,6 +109,55 @@ def test_alternating_mode_runs_one_task_per_batch_following_the_schedule():
         task._batch_idx = batch_idx
         seen.append(set(task.training_losses(_batch())))
     assert seen == [{"static"}, {"dynamic"}, {"dynamic"}, {"static"}]
+
+
+# --- the two tasks' gradients and the reading rules ------------------------------------------------------------
+def test_gradient_cosine_of_identical_opposite_and_disjoint_losses():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    params = list(net.parameters())
+    loss = net(torch.randn(8, 5)).pow(2).mean()
+    assert float(gradient_cosine(loss, 3 * loss, params)) == pytest.approx(1.0, abs=1e-6)
+    assert float(gradient_cosine(loss, -loss, params)) == pytest.approx(-1.0, abs=1e-6)
+    # losses that reach disjoint parameters: orthogonal (an unreached parameter counts as zero)
+    a, b = torch.nn.Linear(3, 1), torch.nn.Linear(3, 1)
+    x = torch.randn(4, 3)
+    assert float(gradient_cosine(a(x).sum(), b(x).sum(), [*a.parameters(), *b.parameters()])) == 0.0
+    assert gradient_cosine(a(x).sum() * 0, b(x).sum(), list(a.parameters())).isnan()  # a zero gradient
+
+
+def test_gradient_cosine_on_the_tasks_encoder_matches_the_flattened_gradients_and_keeps_the_graph():
+    task = TactileTask(model=TINY, loss={"mode": "joint"})
+    batch = _batch()
+    static = task.net.forward_static(batch["frames"][:, STATIC_FRAME], batch["sensor"])
+    dynamic = task.net.forward_dynamic(batch["frames"], batch["sensor"])
+    loss_static = mae_loss(static.pred, static.target, static.mask)
+    loss_dynamic = mae_loss(dynamic.recon_pred, dynamic.recon_target, dynamic.recon_mask)
+    shared = list(task.net.encoder.parameters())
+    cosine = gradient_cosine(loss_static, loss_dynamic, shared)
+    assert float(gradient_cosine(loss_static, loss_static * 2, shared)) == pytest.approx(1.0, abs=1e-5)
+    assert float(gradient_cosine(loss_static, -loss_static, shared)) == pytest.approx(-1.0, abs=1e-5)
+    flat = [torch.cat([g.flatten() for g in torch.autograd.grad(loss, shared, retain_graph=True)])
+            for loss in (loss_static, loss_dynamic)]
+    assert float(cosine) == pytest.approx(float(torch.nn.functional.cosine_similarity(*flat, dim=0)), abs=1e-5)
+    (loss_static + loss_dynamic).backward()  # the training backward still runs on the kept graph
+    assert all(p.grad is not None for p in shared)
+
+
+def test_joint_runs_declare_the_notes_reading_rules_and_alternating_runs_none():
+    rules = TactileTask(model=TINY, loss={"mode": "joint"}).reading_rules
+    assert (rules.loss_jump, rules.jump_window, rules.no_progress_epochs) == (2.0, 5, 20)
+    assert rules.ranges["loss_ratio"][:2] == (0.5, 1.5) and rules.share_range[:2] == (0.35, 0.65)
+    assert isinstance(rules.share_range, Band) and "PhysioTouch" in rules.source
+    custom = TactileTask(model=TINY, loss={"mode": "joint"},
+                         reading={"loss_ratio": [0.4, 2.0], "contribution": [0.2, 0.8], "loss_jump": 3.0}).reading_rules
+    assert custom.ranges["loss_ratio"][:2] == (0.4, 2.0) and custom.share_range[:2] == (0.2, 0.8)
+    assert custom.loss_jump == 3.0
+    assert TactileTask(model=TINY, loss={"mode": "alternating"}).reading_rules is None
+    assert TactileTask(model=TINY, loss={"mode": "joint"}, reading={"rules": False}).reading_rules is None
+    task = TactileTask(model=TINY, loss={"mode": "joint"})
+    task.training_losses(_batch())  # the value the loss_ratio band watches, every step
+    assert set(task.doctor_values) == {"loss_ratio"} and task.doctor_values["loss_ratio"].dim() == 0
 
 
 # --- evaluation reference points -----------------------------------------------------------------------------

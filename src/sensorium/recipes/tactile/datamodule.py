@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Literal
 
-from torch.utils.data import ConcatDataset, DataLoader
+from torch.utils.data import DataLoader
 
 from sensorium.data.bad_samples import OnBadSample
 from sensorium.data.datamodule import SensoriumDataModule
 from sensorium.data.fingerprint import sample_fingerprint
 from sensorium.errors import ConfigError, DataError
 from sensorium.recipes.tactile.reader import (
+    FRAME_LABELS,
     SCENES,
     TactileSequenceDataset,
     TactileWindow,
+    attach_frame_labels,
+    read_frame_labels,
     read_index_csv,
     read_tacquad,
     split_windows,
@@ -37,7 +41,7 @@ class TactileDataModule(SensoriumDataModule):
                  image_size: int = 64, frame_sizes: dict[str, list[int]] | None = None, val_fraction: float = 0.15,
                  test_fraction: float = 0.15, split_seed: int = 0, batch_size: int = 32,
                  batches_per_epoch: int | None = None, eval_batch_size: int = 64, num_workers: int = 0,
-                 cache: bool = True, on_bad_sample: OnBadSample = "error"):
+                 cache: bool = True, on_bad_sample: OnBadSample = "error", frame_labels_csv: str | None = FRAME_LABELS):
         """
         Args:
             root: the TacQuad root (contact_{indoor,outdoor}.csv, data_{indoor,outdoor}/), or the
@@ -56,6 +60,10 @@ class TactileDataModule(SensoriumDataModule):
             batch_size: windows per training batch and rank (the MAE lr rule scales by it).
             batches_per_epoch: training batches per epoch and rank; default: one process's pass over
                 the training windows. The training order is seeded by split_seed and the epoch.
+            frame_labels_csv: per-frame force, contact centre and slip under root (evaluation only:
+                the force / contact / slip probes; `sensorium synth tactile` writes it). Where the
+                file does not exist (real TacQuad) those probes are skipped with a message; None
+                does not look for it.
             cache: keep decoded frames in memory (each file is decoded once; the demo's 2,000
                 windows at 64 px take ~100 MB). With num_workers > 0 each worker caches its own copy.
         """
@@ -78,6 +86,7 @@ class TactileDataModule(SensoriumDataModule):
         self.num_workers = num_workers
         self.cache = cache
         self.on_bad_sample = on_bad_sample
+        self.frame_labels_csv = frame_labels_csv
         self.save_hyperparameters({"root": root, "layout": layout, "image_size": image_size})
         self.windows: dict[str, list[TactileWindow]] | None = None
         self.datasets: dict[str, TactileSequenceDataset] = {}
@@ -96,6 +105,7 @@ class TactileDataModule(SensoriumDataModule):
             raise ConfigError("data.layout", f"must be 'tacquad' or 'index', got {self.layout!r}")
         if skipped:
             log.warning(f"[tactile] skipped {len(skipped)} bad index entries under {root}")
+        windows = self._with_frame_labels(windows)
         train, val, test = split_windows(windows, self.val_fraction, self.test_fraction, self.split_seed)
         self.windows = {"train": train, "val": val, "test": test}
         if not train:
@@ -106,6 +116,19 @@ class TactileDataModule(SensoriumDataModule):
                                                           cache=self.cache)
         self.log_splits(f"[tactile] {len(windows)} windows of {len({w.group for w in windows})} objects",
                         self.split_sizes())
+
+    def _with_frame_labels(self, windows: list[TactileWindow]) -> list[TactileWindow]:
+        if self.frame_labels_csv is None:
+            return windows
+        path = Path(self.root) / self.frame_labels_csv
+        if not path.is_file():
+            log.info(f"[tactile] no {path}: the force / contact / slip probes are skipped (only the "
+                     "indenter probes run)")
+            return windows
+        windows = attach_frame_labels(windows, read_frame_labels(path))
+        known = sum(not math.isnan(w.force) for w in windows)
+        log.info(f"[tactile] frame labels of {known} of {len(windows)} windows from {path}")
+        return windows
 
     def _frame_sizes(self) -> dict[str, tuple[int, int]] | None:
         if self.frame_sizes is not None:
@@ -137,8 +160,11 @@ class TactileDataModule(SensoriumDataModule):
         return [self.eval_loader(self.datasets["val"], "val"), self.eval_loader(self.datasets["train"], "train")]
 
     def test_dataloader(self) -> list[DataLoader]:
-        """[test windows (every evaluation), train + val windows (the k-NN / probe bank)]."""
+        """[test windows (every evaluation), train windows, val windows]: train + val together are
+        the k-NN / probe bank; apart, val chooses the force / contact / slip probes' regularisation."""
         if not self.datasets.get("test") or not len(self.datasets["test"]):
             raise DataError(self.root, f"no test windows (test_fraction={self.test_fraction})")
-        bank = ConcatDataset([self.datasets["train"], self.datasets["val"]])  # frames already decoded
-        return [self.eval_loader(self.datasets["test"], "test"), self.eval_loader(bank, "train + val")]
+        loaders = [self.eval_loader(self.datasets["test"], "test"), self.eval_loader(self.datasets["train"], "train")]
+        if self.datasets.get("val") and len(self.datasets["val"]):
+            loaders.append(self.eval_loader(self.datasets["val"], "val"))
+        return loaders

@@ -3,7 +3,9 @@ and of the same encoder untrained -> report -> DIR/summary.json.
 
 Targets (issue 3): at most 15 minutes on 2 CPU cores; frame-4 prediction MSE at most 0.8 x the
 copy-frame-3 MSE (`pred_mse_ratio`), and frozen-feature k-NN accuracy on the indenter class at
-least 0.10 above the untrained encoder.
+least 0.10 above the untrained encoder. Reported beside them, with no target: the field's probes of
+frozen features on the generator's frame labels (`force_r2`, `contact_mm`, `slip_f1`; trained and
+untrained).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from sensorium.engine.demo import (
 )
 
 TARGET_RATIO, TARGET_KNN_GAIN = 0.8, 0.10
+FIELD = ("force_r2", "contact_mm", "slip_f1")  # DESIGN.md's field metrics for tactile
 
 
 def main(argv: list[str]) -> int:
@@ -57,10 +60,13 @@ def main(argv: list[str]) -> int:
     clock.lap("report")
 
     metrics = {key: trained[key] for key in ("pred_mse_ratio", "psnr_masked", "knn_accuracy")}
+    # The field's metrics (frozen-feature probes of the synthetic frame labels), where they ran.
+    metrics |= {key: trained[key] for key in FIELD if key in trained}
     extra = {key: trained[key] for key in ("pixel_pred_mse_ratio", "pred_mse_ratio_masked", "pred_mse", "copy_mse",
                                           "psnr_masked_flat", "linear_probe_accuracy", "standardize",
-                                          "knn_protocols")}
+                                          "knn_protocols", "force_rmse", "contact_probes") if key in trained}
     baseline = {"knn_accuracy": untrained["knn_accuracy"]}
+    baseline |= {key: untrained[key] for key in (*FIELD, "force_rmse") if key in untrained}
     gain = metrics["knn_accuracy"] - baseline["knn_accuracy"]
     targets = {"pred_mse_ratio_at_most": TARGET_RATIO, "knn_gain_at_least": TARGET_KNN_GAIN,
                "met": metrics["pred_mse_ratio"] <= TARGET_RATIO and gain >= TARGET_KNN_GAIN}
@@ -74,6 +80,16 @@ def main(argv: list[str]) -> int:
           f"masked PSNR {metrics['psnr_masked']:.2f} dB, k-NN ({trained['pool']} pooling, standardize "
           f"{trained['standardize']}) {metrics['knn_accuracy']:.3f} vs untrained "
           f"{baseline['knn_accuracy']:.3f} ({gain:+.3f}, target >= +{TARGET_KNN_GAIN}), linear probe "
-          f"{extra['linear_probe_accuracy']:.3f} vs {untrained['linear_probe_accuracy']:.3f}; "
-          f"{summary['seconds']:.0f} s -> {out / 'summary.json'}")
+          f"{extra['linear_probe_accuracy']:.3f} vs {untrained['linear_probe_accuracy']:.3f}; " + _field_line(metrics, baseline)
+          + f"{summary['seconds']:.0f} s -> {out / 'summary.json'}")
     return 0
+
+
+def _field_line(metrics: dict, baseline: dict) -> str:
+    """The contact probes beside the untrained encoder's, or nothing where they did not run."""
+    if "force_r2" not in metrics:
+        return ""
+    parts = [f"{name} {metrics[key]:{fmt}} vs {baseline.get(key, float('nan')):{fmt}}"
+             for key, name, fmt in (("force_r2", "force R^2", ".3f"), ("contact_mm", "contact error (mm)", ".2f"),
+                                    ("slip_f1", "slip F1", ".3f")) if key in metrics]
+    return ", ".join(parts) + " (trained vs untrained); "

@@ -25,6 +25,14 @@ What is measured (all on held-out objects):
    `evaluation.standardize`): weighted k-NN and a linear probe on the indenter class
    (`sensorium.eval.probes`); `knn_protocols` holds the k-NN under every pooling and
    standardisation, so the chosen protocol can be read against the others.
+4. Where the windows have frame labels (frame_labels.csv beside the frames; synthetic data has
+   them, real TacQuad does not and these are skipped with a note in `contact_probes`), the field's
+   probes of the same frozen features (TacBench / AnyTouch style): force by ridge regression
+   (`force_r2`, `force_rmse` in N), the contact centre by ridge regression (`contact_mm`: mean
+   Euclidean error in mm over contact frames) and slip by logistic regression (`slip_f1`: F1 of
+   sliding against static contacts). Fitted on TRAIN, regularisation chosen on VAL, refitted on
+   train + val, scored on TEST; `contact_probes` holds the choices, the sizes and the trivial
+   predictors' scores (`*_constant`).
 
 The measurements themselves are `sensorium.recipes.tactile.metrics` (the task's validation uses
 them too); the test pass that runs them is `TactileTask`'s.

@@ -1,8 +1,9 @@
 """What the tactile task measures in validation and test, below the task so that validation can
 pick checkpoints by it (`val/pred_mse_ratio`): per-batch sums of the frame-4 prediction and
 copy-frame-3 errors, masked reconstruction error and frozen features (`evaluate_batch`, `encode`),
-their dataset-level summary (`summarize`), and the test pass's picture grid per sensor
-(`grid_images`, `save_grid`). What each number means: `sensorium.recipes.tactile.evaluate`.
+their dataset-level summary (`summarize`), the frozen-feature probes of force, contact centre and
+slip (`contact_probes`), and the test pass's picture grid per sensor (`grid_images`, `save_grid`).
+What each number means: `sensorium.recipes.tactile.evaluate`.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def summarize(queries: dict[str, torch.Tensor]) -> dict[str, float]:
         return float(queries[key].double().sum())
 
     n_future, n_recon = total("n_future"), total("n_recon")
-    out = {"num_samples": int(len(queries["se_pred"]))}
+    out = {"num_samples": len(queries["se_pred"])}
     for tag in ("", "_masked"):
         out[f"pred_mse{tag}"] = total(f"se_pred{tag}") / n_future
         out[f"copy_mse{tag}"] = total(f"se_copy{tag}") / n_future
@@ -103,6 +104,104 @@ def summarize(queries: dict[str, torch.Tensor]) -> dict[str, float]:
 
 def psnr(mse: float, peak: float = 1.0) -> float:
     return float(10.0 * np.log10(peak**2 / max(mse, 1e-12)))
+
+
+# --- frozen-feature probes of the contact (TacBench / AnyTouch style) -------------------------------------
+RIDGE_ALPHAS = (0.01, 0.1, 1.0, 10.0, 100.0, 1_000.0, 10_000.0)
+"""Ridge strengths tried for the force and contact-centre probes; val chooses."""
+LOGISTIC_CS = (0.001, 0.01, 0.1, 1.0, 10.0)
+"""Inverse L2 strengths tried for the slip probe; val chooses."""
+
+
+def contact_error_mm(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Mean Euclidean distance between predicted and true contact centres (N, 2), in their unit (mm)."""
+    return float(np.linalg.norm(np.asarray(pred, np.float64) - np.asarray(truth, np.float64), axis=1).mean())
+
+
+def _rows(split: dict[str, np.ndarray], target: str) -> tuple[np.ndarray, np.ndarray]:
+    """(features, target) of the rows of `split` whose `target` is known (finite; slip >= 0)."""
+    y = split[target]
+    known = (y >= 0) if target == "slip" else np.isfinite(y).reshape(len(y), -1).all(1)
+    return split["x"][known], y[known]
+
+
+def _ridge_on_val(train: tuple, val: tuple, error) -> tuple[object, float, dict[float, float]]:
+    """Ridge regressions fitted on train for every RIDGE_ALPHAS; the one with the lowest `error`
+    on val is refitted on train + val. Returns (model, alpha, {alpha: val error})."""
+    from sklearn.linear_model import Ridge
+
+    scores = {alpha: error(Ridge(alpha=alpha).fit(*train).predict(val[0]), val[1]) for alpha in RIDGE_ALPHAS}
+    alpha = min(scores, key=lambda a: (scores[a], -a))  # a tie goes to the stronger regularisation
+    model = Ridge(alpha=alpha).fit(np.concatenate([train[0], val[0]]), np.concatenate([train[1], val[1]]))
+    return model, alpha, scores
+
+
+def _missing(train: tuple, val: tuple, test: tuple, classes: bool = False) -> str | None:
+    """Why a probe cannot run on these rows, or None."""
+    sizes = {"train": len(train[1]), "val": len(val[1]), "test": len(test[1])}
+    short = [f"{name} {n}" for name, n in sizes.items() if n < (1 if name == "val" else 2)]
+    if short:
+        return f"too few labelled windows ({', '.join(short)})"
+    if classes and len(np.unique(train[1])) < 2:
+        return "the train windows hold one slip class only"
+    return None
+
+
+def contact_probes(train: dict[str, np.ndarray], val: dict[str, np.ndarray],
+                   test: dict[str, np.ndarray]) -> dict:
+    """Linear probes of frozen features for the frame labels: each split a dict of `x` (N, D)
+    features, `force` (N,) newtons, `contact_mm` (N, 2), `slip` (N,) with NaN / -1 where unknown.
+
+    Fitted on train; val chooses the regularisation (RIDGE_ALPHAS, LOGISTIC_CS), the chosen probe is
+    refitted on train + val and scored on test, never chosen on it (scikit-learn: Ridge, r2_score,
+    mean_squared_error, LogisticRegression with balanced class weights, f1_score):
+
+    - force: ridge regression; R^2 and RMSE (N) over the test windows with a known force;
+    - contact centre: ridge regression of (x, y); mean Euclidean error (mm) over the test windows
+      in contact;
+    - slip: logistic regression, sliding (1) against static (0) contact; F1 of the sliding class.
+
+    Beside each, the trivial predictor's score on the same test rows (`*_constant`: the train + val
+    mean force / centre, "always sliding"). A probe without enough labelled rows is left out and
+    named in `skipped`."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score, mean_squared_error, r2_score
+
+    out: dict = {"skipped": {}, "sizes": {}}
+    for target in ("force", "contact_mm", "slip"):
+        rows = [_rows(split, target) for split in (train, val, test)]
+        why = _missing(*rows, classes=target == "slip")
+        out["sizes"][target] = [len(r[1]) for r in rows]
+        if why:
+            out["skipped"][target] = why
+            continue
+        (x_train, y_train), (x_val, y_val), (x_test, y_test) = rows
+        fitted_y = np.concatenate([y_train, y_val])
+        if target == "force":
+            model, alpha, _ = _ridge_on_val(rows[0], rows[1], lambda p, t: mean_squared_error(t, p))
+            pred, constant = model.predict(x_test), np.full(len(y_test), fitted_y.mean())
+            out |= {"force_r2": float(r2_score(y_test, pred)),
+                    "force_rmse": float(np.sqrt(mean_squared_error(y_test, pred))),
+                    "force_r2_constant": float(r2_score(y_test, constant)),
+                    "force_rmse_constant": float(np.sqrt(mean_squared_error(y_test, constant))),
+                    "force_alpha": alpha}
+        elif target == "contact_mm":
+            model, alpha, _ = _ridge_on_val(rows[0], rows[1], contact_error_mm)
+            constant = np.broadcast_to(fitted_y.mean(0), y_test.shape)
+            out |= {"contact_mm": contact_error_mm(model.predict(x_test), y_test),
+                    "contact_mm_constant": contact_error_mm(constant, y_test), "contact_alpha": alpha}
+        else:
+            def probe(c: float, x: np.ndarray, y: np.ndarray) -> LogisticRegression:
+                return LogisticRegression(C=c, class_weight="balanced", max_iter=2000).fit(x, y)
+
+            scores = {c: f1_score(y_val, probe(c, x_train, y_train).predict(x_val), zero_division=0.0)
+                      for c in LOGISTIC_CS}
+            c = max(scores, key=lambda k: (scores[k], -k))  # a tie goes to the stronger regularisation
+            pred = probe(c, np.concatenate([x_train, x_val]), fitted_y).predict(x_test)
+            out |= {"slip_f1": float(f1_score(y_test, pred, zero_division=0.0)),
+                    "slip_f1_constant": float(f1_score(y_test, np.ones_like(y_test), zero_division=0.0)),
+                    "slip_c": c, "slip_share_test": float(y_test.mean())}
+    return out
 
 
 # --- pictures -------------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ CSV reader, the Dataset and an object-level split.
     sensor  int64 ()  index into SENSORS = (gelsight, digit, duragel)
     label   int64 ()  indenter / object class, -1 when unknown (evaluation only, never for training)
     index   int64 ()  position of the sample in the dataset
+    force, contact_mm, slip   float32 (), float32 (2,), int64 (): frame t's frame labels (below;
+            evaluation only), NaN / NaN / -1 when unknown
 
 The static task uses frame t (`frames[:, STATIC_FRAME]`, "a static sample is one frame t"); the
 dynamic task uses all four (frames t-3..t-1 seen, frame t predicted).
@@ -24,6 +26,20 @@ before the range, exactly as AnyTouch's video dataset builds them (those frames 
 frame paths relative to the CSV's folder (or absolute), sensor a name from SENSORS, label an int
 or empty.
 
+**Frame labels** (optional, evaluation only: the force / contact / slip probes): a CSV beside the
+frames, `ROOT/frame_labels.csv` by default (`sensorium synth tactile` writes it; real TacQuad has
+none, and then those probes are skipped with a message). One row per frame, header naming at least
+`path,force_n,contact_x_mm,contact_y_mm,slip` (synth adds scene,item,sensor,frame):
+
+    path           the frame file, relative to the CSV's folder (or absolute), as the windows name it
+    force_n        normal force in newtons (0 without contact; empty: unknown)
+    contact_x_mm, contact_y_mm   contact centre in mm from the raw frame's top-left corner, x right,
+                   y down; both empty without contact (or unknown)
+    slip           1 a sliding contact, 0 a static one, empty without contact (or unknown)
+
+A window carries the labels of its static frame t (the last): the sample's `force`, `contact_mm`
+and `slip` (NaN, NaN and -1 where unknown).
+
 Bad input raises one DataError naming the file (missing or unreadable frames, rows pointing
 outside the data, ranges shorter than 4 frames, frames of the wrong size or channel count); under
 `on_bad_sample="skip"` each bad entry is logged and counted (`dataset.skipped` for the index,
@@ -34,9 +50,11 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
+import os
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +71,9 @@ WINDOW = 4  # frames t-3..t
 STATIC_FRAME = WINDOW - 1  # the static task's frame: t, the last of the window
 TACQUAD_COLUMNS = ("item", "gs_start", "gs_end", "digit_start", "digit_end", "duragel_start", "duragel_end")
 INDEX_COLUMNS = ("frame_0", "frame_1", "frame_2", "frame_3", "sensor")
+FRAME_LABELS = "frame_labels.csv"  # the name `sensorium synth tactile` writes (synth.FRAME_LABELS)
+FRAME_LABEL_COLUMNS = ("path", "force_n", "contact_x_mm", "contact_y_mm", "slip")
+NAN = float("nan")
 log = logging.getLogger("sensorium.data")
 
 
@@ -63,6 +84,68 @@ class TactileWindow:
     label: int = -1
     group: str = ""  # the object ("indoor/<item>"): splits keep one object's windows together
     source: str = ""  # index file and row, for messages
+    force: float = NAN  # frame labels of the static frame t (paths[-1]); NaN / -1 = unknown
+    contact_mm: tuple[float, float] = (NAN, NAN)
+    slip: int = -1
+
+
+@dataclass(frozen=True)
+class FrameLabel:
+    force: float  # N; NaN unknown
+    contact_mm: tuple[float, float]  # (x, y) mm; NaN without contact or unknown
+    slip: int  # 1 sliding, 0 static, -1 without contact or unknown
+
+
+# --- frame labels ---------------------------------------------------------------------------------------
+def _frame_key(path: str | Path) -> str:
+    return os.path.normpath(str(path))
+
+
+def read_frame_labels(path: str | Path) -> dict[str, FrameLabel]:
+    """frame_labels.csv (see the module docstring) -> {normalised frame path: FrameLabel}. A
+    malformed row raises one DataError naming the file and the row."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "missing frame labels file")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in FRAME_LABEL_COLUMNS if c not in (reader.fieldnames or ())]
+        if missing:
+            raise DataError(path, f"header lacks {', '.join(missing)} (expected {','.join(FRAME_LABEL_COLUMNS)})")
+        rows = list(reader)
+
+    def number(text: str) -> float:
+        text = (text or "").strip()
+        return float(text) if text else NAN
+
+    labels = {}
+    for n, row in enumerate(rows, start=2):
+        try:
+            force, x, y = number(row["force_n"]), number(row["contact_x_mm"]), number(row["contact_y_mm"])
+        except ValueError:
+            raise DataError(path, f"row {n}: force_n / contact_x_mm / contact_y_mm must be numbers or empty") from None
+        slip_text = (row["slip"] or "").strip()
+        if slip_text not in ("", "0", "1"):
+            raise DataError(path, f"row {n}: slip must be 0, 1 or empty, got {slip_text!r}")
+        if force < 0:
+            raise DataError(path, f"row {n}: force_n {force} is negative")
+        if math.isnan(x) != math.isnan(y):
+            raise DataError(path, f"row {n}: give both contact_x_mm and contact_y_mm, or neither")
+        frame = Path(row["path"])
+        labels[_frame_key(frame if frame.is_absolute() else path.parent / frame)] = FrameLabel(
+            force, (x, y), int(slip_text) if slip_text else -1)
+    return labels
+
+
+def attach_frame_labels(windows: Sequence[TactileWindow], labels: dict[str, FrameLabel]) -> list[TactileWindow]:
+    """Each window with the frame labels of its static frame t (`paths[STATIC_FRAME]`, the last);
+    windows whose frame t is not listed stay unknown."""
+    out = []
+    for window in windows:
+        label = labels.get(_frame_key(window.paths[STATIC_FRAME]))
+        out.append(window if label is None else replace(window, force=label.force, contact_mm=label.contact_mm,
+                                                        slip=label.slip))
+    return out
 
 
 # --- TacQuad ------------------------------------------------------------------------------------------
@@ -277,6 +360,9 @@ class TactileSequenceDataset(Dataset):
             "sensor": torch.tensor(window.sensor, dtype=torch.int64),
             "label": torch.tensor(window.label, dtype=torch.int64),
             "index": torch.tensor(index, dtype=torch.int64),
+            "force": torch.tensor(window.force, dtype=torch.float32),
+            "contact_mm": torch.tensor(window.contact_mm, dtype=torch.float32),
+            "slip": torch.tensor(window.slip, dtype=torch.int64),
         }
 
     def _load(self, window: TactileWindow) -> torch.Tensor:

@@ -13,16 +13,36 @@ writes
     DIR/index.csv     the generic index: one row per 4-frame window inside a contact range,
                       header frame_0,frame_1,frame_2,frame_3,sensor,label (paths relative to DIR)
     DIR/labels.csv    scene,item,label,indenter: the indenter class of each item (evaluation only)
+    DIR/frame_labels.csv   one row per frame of every recording: what the generator knows of the
+                      contact (evaluation only; `sensorium.recipes.tactile.reader.read_frame_labels`):
+                      path,scene,item,sensor,frame,force_n,contact_x_mm,contact_y_mm,slip
     DIR/synth.json    the generator's settings, the class names and each sensor's frame size (H, W)
 
 Each item is one indenter pressed into the gel of each of the three sensors (like TacQuad's aligned
-recordings of one object), with its own motion per sensor. A frame is rendered from a gel height
+recordings of one object), with its own motion per sensor. Most recordings slide and rotate the
+indenter while pressing; `static_fraction` of them (an exact share per scene, drawn after the labels
+from the dataset seed) press in place: no slide, no rotation, so the gel's markers do not shear. The
+sliding ones draw every random number exactly as before static contacts existed. A frame is rendered from a gel height
 map: the indenter (sphere, edge, cylinder, textured grid, ring or cross) at a depth, position and
 angle that change linearly over time (press, slide, rotate), so frame t+1 is predictable from
 frames t-2..t but differs from frame t. Shading is photometric stereo-like: surface normals of the
 height map lit by three coloured lights; then gel texture, printed markers that shear with the
 contact, sensor noise. Sensors differ in resolution and aspect, light layout and colours, markers,
 gel softness and noise; the outdoor scene adds ambient light and noise.
+
+Frame labels (frame_labels.csv), from the gel height map before blurring:
+
+    force_n        normal force in newtons: a Winkler (elastic foundation) gel, pressure = stiffness x
+                   indentation depth, so force = stiffness x the indented volume; stiffness per sensor
+                   (`SensorStyle.stiffness`, N/mm^3). 0 without contact.
+    contact_x_mm, contact_y_mm   the contact centre: the centre of pressure (depth-weighted centroid of
+                   the indentation) in mm from the frame's top-left corner, x right, y down, in the raw
+                   frame (before any resize); empty without contact.
+    slip           1 for a contact frame of a sliding recording, 0 for one of a static (pressed in
+                   place) recording; empty without contact.
+
+Lengths: BASE px of a frame are PAD_MM millimetres at every --size (a 64 px GelSight frame, 48 x 64 px,
+is 12 x 16 mm, about a GelSight Mini's or a DIGIT's pad); the indentation depth is on the same scale.
 
 Rendering is vectorised over frames and pixels (numpy + scipy.ndimage) and deterministic for a seed.
 """
@@ -46,6 +66,9 @@ SCENES = ("indoor", "outdoor")
 INDENTERS = ("sphere", "edge", "cylinder", "grid", "ring", "cross")
 CSV_PREFIX = {"gelsight": "gs", "digit": "digit", "duragel": "duragel"}
 BASE = 64.0  # lengths below are in pixels of a 64 px sensor and scale with --size
+PAD_MM = 16.0  # BASE px are this many millimetres (frame labels in mm and newtons)
+FRAME_LABELS = "frame_labels.csv"
+FRAME_LABEL_COLUMNS = ("path", "scene", "item", "sensor", "frame", "force_n", "contact_x_mm", "contact_y_mm", "slip")
 
 
 @dataclass(frozen=True)
@@ -59,21 +82,22 @@ class SensorStyle:
     marker_spacing: float  # px at 64 px; 0 = no markers
     gel_blur: float  # px: softer gels spread the imprint
     noise: float  # std of per-pixel sensor noise
+    stiffness: float  # N/mm^3: pressure per mm of indentation (Winkler gel); softer gels give less force
 
 
 STYLES = {
     # Three lights in a circle (red, green, blue) and a marker grid.
     "gelsight": SensorStyle((0.75, 1.0), (90.0, 210.0, 330.0), 35.0,
                             ((0.9, 0.15, 0.1), (0.1, 0.85, 0.2), (0.15, 0.2, 0.95)),
-                            (0.42, 0.44, 0.50), 0.55, 8.0, 1.0, 0.010),
+                            (0.42, 0.44, 0.50), 0.55, 8.0, 1.0, 0.010, 1.0),
     # LEDs along one side: a strong illumination gradient, no markers.
     "digit": SensorStyle((1.0, 0.75), (60.0, 90.0, 120.0), 25.0,
                          ((0.95, 0.2, 0.2), (0.2, 0.9, 0.3), (0.2, 0.3, 0.95)),
-                         (0.30, 0.32, 0.38), 0.65, 0.0, 1.3, 0.012),
+                         (0.30, 0.32, 0.38), 0.65, 0.0, 1.3, 0.012, 1.4),
     # Muted white/amber/cyan lights, greenish gel, dense markers, soft gel.
     "duragel": SensorStyle((1.0, 1.0), (0.0, 120.0, 240.0), 45.0,
                            ((0.8, 0.8, 0.7), (0.9, 0.55, 0.2), (0.2, 0.65, 0.8)),
-                           (0.33, 0.45, 0.40), 0.9, 6.0, 1.5, 0.014),
+                           (0.33, 0.45, 0.40), 0.9, 6.0, 1.5, 0.014, 0.6),
 }
 
 
@@ -117,9 +141,36 @@ def indenter_profile(kind: str, u: np.ndarray, v: np.ndarray, scale: float, rng:
 
 
 # --- one recording ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ContactLabels:
+    """What the generator knows of each frame's contact (see the module docstring)."""
+
+    force_n: np.ndarray  # (T,) newtons, 0 without contact
+    centre_mm: np.ndarray  # (T, 2) centre of pressure (x, y) in mm from the top-left corner; NaN without contact
+    slides: bool  # the indenter slides over the gel (False: pressed in place)
+
+    @property
+    def in_contact(self) -> np.ndarray:
+        return self.force_n > 0
+
+
+def contact_labels(height: np.ndarray, sensor: str, size: int, slides: bool) -> ContactLabels:
+    """Force and centre of pressure of indentation depths `height` (T, H, W) in px at base size `size`."""
+    mm = PAD_MM / size  # mm per px, laterally and in depth
+    volume = height.sum(axis=(1, 2))  # (T,) px^3 per px of depth: sum of depths over the pixels
+    force = STYLES[sensor].stiffness * volume * mm**3
+    yy, xx = np.mgrid[0:height.shape[1], 0:height.shape[2]].astype(np.float64)  # (H, W)
+    with np.errstate(invalid="ignore", divide="ignore"):  # no contact: 0 / 0 -> NaN, the "empty" centre
+        centre = np.stack([(height * (xx + 0.5)).sum(axis=(1, 2)), (height * (yy + 0.5)).sum(axis=(1, 2))],
+                          axis=1) / volume[:, None]  # (T, 2) px, pixel centres at +0.5
+    return ContactLabels(force, centre * mm, slides)
+
+
 def render_recording(kind: str, sensor: str, outdoor: bool, frames: int, size: int,
-                     rng: np.random.Generator) -> tuple[np.ndarray, int]:
-    """(frames, H, W, 3) uint8 frames of one indenter on one sensor, and the first contact frame."""
+                     rng: np.random.Generator, slides: bool = True) -> tuple[np.ndarray, int, ContactLabels]:
+    """(frames, H, W, 3) uint8 frames of one indenter on one sensor, the first contact frame and
+    each frame's contact labels. `slides=False` presses the indenter in place (no slide, no
+    rotation); it draws the same random numbers, so the rest of the recording is unchanged."""
     style = STYLES[sensor]
     H, W = sensor_shape(sensor, size)
     scale = size / BASE
@@ -129,11 +180,12 @@ def render_recording(kind: str, sensor: str, outdoor: bool, frames: int, size: i
     # Motion, linear in time: press to full depth over a few frames, slide, rotate.
     first_contact = int(rng.integers(1, 3))  # frames before it are the approach (no contact)
     press_frames = rng.uniform(3.0, 6.0)
-    speed = rng.uniform(1.5, 3.0) * scale  # px / frame
+    # A static contact draws its speed and spin all the same (then zeroes them), so every other draw stays.
+    speed = rng.uniform(1.5, 3.0) * scale * slides  # px / frame
     heading = rng.uniform(0, 2 * np.pi)
     centre0 = np.array([rng.uniform(0.35, 0.65) * W, rng.uniform(0.35, 0.65) * H])
     centre0 -= np.array([np.cos(heading), np.sin(heading)]) * speed * (T - 1) / 2  # path crosses the middle
-    angle0, spin = rng.uniform(0, np.pi), np.deg2rad(rng.uniform(4.0, 10.0)) * rng.choice([-1, 1])
+    angle0, spin = rng.uniform(0, np.pi), np.deg2rad(rng.uniform(4.0, 10.0)) * rng.choice([-1, 1]) * slides
     cx = centre0[0] + np.cos(heading) * speed * t
     cy = centre0[1] + np.sin(heading) * speed * t
     angle = angle0 + spin * t
@@ -146,6 +198,7 @@ def render_recording(kind: str, sensor: str, outdoor: bool, frames: int, size: i
     full_depth = max(rng.uniform(0.18, 0.32) * tip, rng.uniform(1.5, 2.5) * scale)  # every shape shows
     depth = full_depth * np.clip((t - first_contact + 1) / press_frames, 0.0, 1.0)  # (T, 1, 1)
     height = np.maximum(profile - (tip - depth), 0.0)  # (T, H, W): gel pushed in by the indenter
+    labels = contact_labels(height, sensor, size, slides)
     height = gaussian_filter(height, sigma=(0, style.gel_blur * scale, style.gel_blur * scale))
 
     # Photometric shading: normals of the height map, three coloured lights; flat gel shades to 0.
@@ -184,13 +237,25 @@ def render_recording(kind: str, sensor: str, outdoor: bool, frames: int, size: i
 
     noise = style.noise * (1.3 if outdoor else 1.0)
     image = image + rng.normal(scale=noise, size=image.shape)
-    return (np.clip(image, 0.0, 1.0) * 255 + 0.5).astype(np.uint8), first_contact
+    return (np.clip(image, 0.0, 1.0) * 255 + 0.5).astype(np.uint8), first_contact, labels
+
+
+def _label_rows(scene: str, item: str, sensor: str, labels: ContactLabels) -> list[list]:
+    """frame_labels.csv rows of one recording: empty contact and slip cells without contact."""
+    rows = []
+    for t, (force, (x, y), touching) in enumerate(zip(labels.force_n, labels.centre_mm, labels.in_contact)):
+        contact = [f"{x:.3f}", f"{y:.3f}", int(labels.slides)] if touching else ["", "", ""]
+        rows.append([f"data_{scene}/{item}/{sensor}/{t}.png", scene, item, sensor, t, f"{force:.4f}",
+                     *contact])
+    return rows
 
 
 # --- the dataset ---------------------------------------------------------------------------------------
 def generate(out: str | Path, seed: int = 0, items_indoor: int = 60, items_outdoor: int = 20, frames: int = 8,
-             size: int = 64, classes: tuple[str, ...] = INDENTERS) -> dict:
+             size: int = 64, classes: tuple[str, ...] = INDENTERS, static_fraction: float = 0.25) -> dict:
     """Write the dataset (see the module docstring) and return the settings written to synth.json."""
+    if not 0.0 <= static_fraction <= 1.0:
+        raise ConfigError("static_fraction", f"must be in [0, 1], got {static_fraction}")
     if frames < 4:
         raise ConfigError("frames", f"a recording needs at least 4 frames (one window t-3..t), got {frames}")
     if size < 16 or size % 4:
@@ -200,8 +265,11 @@ def generate(out: str | Path, seed: int = 0, items_indoor: int = 60, items_outdo
     rng = np.random.default_rng(seed)
     counts = {"indoor": items_indoor, "outdoor": items_outdoor}
     labels = {scene: rng.permutation(np.arange(n) % len(classes)) for scene, n in counts.items()}  # balanced
+    # After the labels, so they stay as they were: an exact share of each scene's recordings pressed in place.
+    static = {scene: (rng.permutation(n * len(SENSORS)) < round(static_fraction * n * len(SENSORS))).reshape(
+        n, len(SENSORS)) for scene, n in counts.items()}  # (items, sensors) bool
 
-    index_rows, label_rows = [], []
+    index_rows, label_rows, frame_rows = [], [], []
     for scene_id, scene in enumerate(SCENES):
         contact_rows = []
         for item_id in range(counts[scene]):
@@ -210,8 +278,10 @@ def generate(out: str | Path, seed: int = 0, items_indoor: int = 60, items_outdo
             row = [item]
             for sensor_id, sensor in enumerate(SENSORS):
                 recording_rng = np.random.default_rng([seed, scene_id, item_id, sensor_id])
-                images, start = render_recording(classes[label], sensor, scene == "outdoor", frames, size,
-                                                 recording_rng)
+                images, start, contact = render_recording(classes[label], sensor, scene == "outdoor", frames,
+                                                          size, recording_rng,
+                                                          slides=not static[scene][item_id, sensor_id])
+                frame_rows += _label_rows(scene, item, sensor, contact)
                 folder = out / f"data_{scene}" / item / sensor
                 folder.mkdir(parents=True, exist_ok=True)
                 for t, image in enumerate(images):
@@ -233,9 +303,13 @@ def generate(out: str | Path, seed: int = 0, items_indoor: int = 60, items_outdo
         writer = csv.writer(f)
         writer.writerow(["scene", "item", "label", "indenter"])
         writer.writerows(label_rows)
+    with open(out / FRAME_LABELS, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(FRAME_LABEL_COLUMNS)
+        writer.writerows(frame_rows)
     settings = {
         "seed": seed, "items_indoor": items_indoor, "items_outdoor": items_outdoor, "frames": frames,
-        "size": size, "classes": list(classes), "sensors": list(SENSORS),
+        "size": size, "static_fraction": static_fraction, "classes": list(classes), "sensors": list(SENSORS),
         "frame_sizes": {sensor: list(sensor_shape(sensor, size)) for sensor in SENSORS},
         "windows": len(index_rows),
     }
@@ -252,8 +326,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=8, help="frames per recording (at least 4)")
     parser.add_argument("--size", type=int, default=64,
                         help="base frame size in px (sensors differ in aspect)")
+    parser.add_argument("--static-fraction", type=float, default=0.25,
+                        help="share of recordings pressed in place (slip 0); the others slide (slip 1)")
     args = parser.parse_args(argv)
-    settings = generate(args.out, args.seed, args.items_indoor, args.items_outdoor, args.frames, args.size)
+    settings = generate(args.out, args.seed, args.items_indoor, args.items_outdoor, args.frames, args.size,
+                        static_fraction=args.static_fraction)
     items = args.items_indoor + args.items_outdoor
     print(f"wrote {items} items x {len(SENSORS)} sensors x {args.frames} frames "
           f"({settings['windows']} 4-frame windows) to {args.out}")

@@ -11,15 +11,20 @@ one of the PhysioTouch note's modes:
 loss_dynamic = loss_recon (masked patches of frames 1-3) + loss_pred (all patches of frame 4), as in
 the note. Every step logs the note's metrics (train/loss_total, loss_static, loss_dynamic,
 loss_recon, loss_pred, loss_ratio, weighted_*, *_contribution, alpha, beta, grad_norm), per step
-and per epoch. Validation: frame-4 prediction against copying frame 3 (`val/pred_mse_ratio`,
-which picks best.ckpt), masked PSNR and k-NN on the val objects, measured by
-`sensorium.recipes.tactile.metrics`. Test: the same on TEST objects plus probes and picture grids,
+and per epoch. In joint mode the note's rules for reading a run (异常检测) are the doctor's checks
+(`TactileReadingConfig` -> `reading_rules`), and every `grad_cosine_every` batches the cosine
+between the two tasks' gradients on the shared encoder is logged (`train/grad_cosine`): the
+measurement behind the note's "more stable gradients". Validation: frame-4 prediction against
+copying frame 3 (`val/pred_mse_ratio`, which picks best.ckpt), masked PSNR and k-NN on the val
+objects, measured by `sensorium.recipes.tactile.metrics`. Test: the same on TEST objects plus
+probes (indenter class; force, contact centre and slip where frame labels exist) and picture grids,
 written to eval/ (run by `sensorium eval tactile`, `sensorium.recipes.tactile.evaluate`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -28,12 +33,20 @@ from torch import nn
 
 from sensorium.config import as_config
 from sensorium.engine.checkpoint import atomic_write_json
+from sensorium.engine.doctor import Band, ReadingRules
 from sensorium.engine.optim import OptimConfig
 from sensorium.engine.task import SensoriumTask
 from sensorium.errors import ConfigError
 from sensorium.eval.probes import knn_accuracy, probe_report, standardize
 from sensorium.losses.masked import mae_loss
-from sensorium.recipes.tactile.metrics import encode, evaluate_batch, grid_images, save_grid, summarize
+from sensorium.recipes.tactile.metrics import (
+    contact_probes,
+    encode,
+    evaluate_batch,
+    grid_images,
+    save_grid,
+    summarize,
+)
 from sensorium.recipes.tactile.model import TactileMAE, TactileModelConfig
 from sensorium.recipes.tactile.reader import SENSORS, STATIC_FRAME, WINDOW
 from sensorium.recipes.tactile.transforms import AugmentConfig, TactileAugment
@@ -62,6 +75,21 @@ def alternating_schedule(num_batches: int, static_ratio: float, seed: int = 0) -
     num_static = round(static_ratio * num_batches)
     order = torch.randperm(num_batches, generator=torch.Generator().manual_seed(seed))
     return order < num_static  # positions whose rank in the permutation falls in the first num_static
+
+
+def gradient_cosine(loss_a: torch.Tensor, loss_b: torch.Tensor, params: list[nn.Parameter]) -> torch.Tensor:
+    """Cosine (0-d tensor) between the gradients of two scalar losses w.r.t. `params`, all of them as
+    one vector (a parameter one loss does not reach counts as a zero gradient there); NaN when
+    either gradient is zero. The graph is kept (`retain_graph`) for the training backward."""
+    grads_a = torch.autograd.grad(loss_a, params, retain_graph=True, allow_unused=True)
+    grads_b = torch.autograd.grad(loss_b, params, retain_graph=True, allow_unused=True)
+    zero = loss_a.new_zeros((), dtype=torch.float32)
+    dot = sum(((a.float() * b.float()).sum() for a, b in zip(grads_a, grads_b) if a is not None and b is not None),
+              zero)
+    norm_a = sum((a.float().pow(2).sum() for a in grads_a if a is not None), zero).sqrt()
+    norm_b = sum((b.float().pow(2).sum() for b in grads_b if b is not None), zero).sqrt()
+    scale = norm_a * norm_b
+    return torch.where(scale > 0, dot / scale.clamp_min(1e-30), torch.full_like(scale, float("nan")))
 
 
 class LossBalancer(nn.Module):
@@ -122,6 +150,38 @@ class TactileEvalConfig:
     mask_seed: int = 0
 
 
+@dataclass
+class TactileReadingConfig:
+    """Joint mode only: the PhysioTouch note's rules for reading a run (异常检测) as doctor checks,
+    one message each, and the gradient measurement behind its "more stable gradients" claim."""
+
+    grad_cosine_every: int = 50
+    """Every this many training batches, log `train/grad_cosine`: the cosine between the static and
+    dynamic losses' gradients on the shared encoder (two extra backward passes; 0: off)."""
+    rules: bool = True
+    """Apply the rules below (the note's thresholds by default)."""
+    loss_jump: float = 2.0
+    """Stop when the loss rises by more than this factor (window mean against the window before)."""
+    jump_window: int = 5
+    """Steps per window of the jump rule (1: step to step)."""
+    loss_ratio: tuple[float, float] = (0.5, 1.5)
+    """Warn when loss_static / loss_dynamic leaves this band (running average)."""
+    contribution: tuple[float, float] = (0.35, 0.65)
+    """Warn when a task's share of the weighted total leaves this band (running average)."""
+    no_progress_epochs: int = 20
+    """Warn when val/pred_mse_ratio has not improved for this many epochs (0: off)."""
+
+    def reading_rules(self) -> ReadingRules:
+        note = "the PhysioTouch note's reading rules"
+        return ReadingRules(
+            loss_jump=self.loss_jump, jump_window=self.jump_window,
+            ranges={"loss_ratio": Band(*self.loss_ratio, "The note: over the band the dynamic task is too easy (raise "
+                                                          "beta), under it the static task (raise alpha).")},
+            share_range=Band(*self.contribution, "The note: adjust alpha / beta (loss.balance: true holds "
+                                                 "loss.target_share)."),
+            no_progress_epochs=self.no_progress_epochs, source=note)
+
+
 # --- the task -------------------------------------------------------------------------------------------------
 class TactileTask(SensoriumTask):
     recipe = "tactile"
@@ -130,14 +190,22 @@ class TactileTask(SensoriumTask):
 
     def __init__(self, model: TactileModelConfig | dict | None = None, loss: TactileLossConfig | dict | None = None,
                  augment: AugmentConfig | dict | None = None, evaluation: TactileEvalConfig | dict | None = None,
-                 optim: OptimConfig | dict | None = None):
+                 optim: OptimConfig | dict | None = None, reading: TactileReadingConfig | dict | None = None):
         super().__init__(optim)
         self.model_config = as_config(TactileModelConfig, model)
         self.loss_config = as_config(TactileLossConfig, loss)
         self.augment_config = as_config(AugmentConfig, augment)
         self.eval_config = as_config(TactileEvalConfig, evaluation)
+        self.reading_config = as_config(TactileReadingConfig, reading)
+        if self.reading_config.grad_cosine_every < 0:
+            raise ConfigError("reading.grad_cosine_every", f"must be >= 0, got {self.reading_config.grad_cosine_every}")
         self.save_config(model=self.model_config, loss=self.loss_config, augment=self.augment_config,
-                         evaluation=self.eval_config, optim=self.optim)
+                         evaluation=self.eval_config, optim=self.optim, reading=self.reading_config)
+        # Read by the doctor: its checks for a joint run, and the values they watch (set every step).
+        joint = self.loss_config.mode == "joint"
+        self.reading_rules = self.reading_config.reading_rules() if joint and self.reading_config.rules else None
+        self.doctor_values: dict[str, torch.Tensor] = {}
+        self._train_batches = 0
         self.net = TactileMAE(**asdict(self.model_config), num_frames=WINDOW, num_sensors=len(SENSORS))
         a = self.augment_config
         self.augment = TactileAugment(self.model_config.img_size, a.crop_scale, hflip=a.hflip, vflip=a.vflip,
@@ -167,6 +235,12 @@ class TactileTask(SensoriumTask):
         return (channels * self.augment.std.view(3) + self.augment.mean.view(3)).flatten(-2)
 
     # --- training -------------------------------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        if self.loss_config.mode != "joint" and self.reading_config.grad_cosine_every and self.trainer.is_global_zero:
+            log.info("[tactile] train/grad_cosine is not measured in alternating mode: each batch runs one task, "
+                     "so no batch has two gradients to compare")
+
     def on_train_epoch_start(self) -> None:
         cfg = self.loss_config
         if cfg.mode == "alternating":  # the same seed on every rank: all ranks run the same task
@@ -175,7 +249,9 @@ class TactileTask(SensoriumTask):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         self._batch_idx = batch_idx
-        return super().training_step(batch, batch_idx)
+        out = super().training_step(batch, batch_idx)
+        self._train_batches += 1
+        return out
 
     def training_losses(self, batch: dict) -> dict[str, torch.Tensor]:
         cfg = self.loss_config
@@ -205,6 +281,8 @@ class TactileTask(SensoriumTask):
                      "weighted_static": terms["static"], "weighted_dynamic": terms["dynamic"],
                      "static_contribution": terms["static"].detach() / total.clamp_min(1e-12),
                      "dynamic_contribution": terms["dynamic"].detach() / total.clamp_min(1e-12)}
+            self.doctor_values = {"loss_ratio": logs["loss_ratio"].detach()}
+            self._log_grad_cosine(logs["loss_static"], logs["loss_dynamic"])
         logs["loss_total"] = sum(terms.values())
         self.log_step_and_epoch({f"train/{k}": v.detach().float() for k, v in logs.items()}, frames.shape[0])
         return terms
@@ -216,6 +294,22 @@ class TactileTask(SensoriumTask):
         if self._trainer is not None and self.trainer.world_size > 1:  # one running average for all ranks
             static, dynamic = self.trainer.strategy.reduce(torch.stack([static, dynamic]), reduce_op="mean")
         return self.balancer.update(static, dynamic)
+
+    def _log_grad_cosine(self, static: torch.Tensor, dynamic: torch.Tensor) -> None:
+        """`train/grad_cosine` every `grad_cosine_every` training batches (rank zero only: the
+        gradients are this rank's batch's), written to the loggers at once: Lightning's `log` keeps
+        only the values of its own logging steps."""
+        every = self.reading_config.grad_cosine_every
+        if (every <= 0 or self._train_batches % every or self._trainer is None or not self.trainer.training
+                or not self.trainer.is_global_zero or not torch.is_grad_enabled()):
+            return
+        shared = [p for p in self.net.encoder.parameters() if p.requires_grad]
+        if not shared:  # a frozen encoder: nothing shared is trained
+            return
+        cosine = float(gradient_cosine(static, dynamic, shared))
+        if math.isfinite(cosine):  # NaN: a zero gradient, no direction to compare
+            for logger in self.loggers:
+                logger.log_metrics({"train/grad_cosine": cosine}, step=self.global_step)
 
     def on_before_optimizer_step(self, optimizer) -> None:
         grads = [p.grad.detach().float().norm() for p in self.parameters() if p.grad is not None]
@@ -233,7 +327,7 @@ class TactileTask(SensoriumTask):
                 self.eval_config.mask_seed * 1_000 + self.global_rank))
             part = evaluate_batch(self.net, batch["frames"], batch["sensor"], self.loss_config.norm_pix,
                                   self.to_pixels, generator)
-        part |= {"label": batch["label"], "sensor": batch["sensor"]}
+        part |= {key: batch[key] for key in ("label", "sensor", "force", "contact_mm", "slip") if key in batch}
         self._parts.setdefault(dataloader_idx, []).append(part)
 
     def _probe_features(self, queries: dict, bank: dict, pool: str | None = None,
@@ -273,7 +367,7 @@ class TactileTask(SensoriumTask):
         self._parts, self._generators, self._grid = {}, {}, {}
 
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._evaluate(batch, dataloader_idx, features_only=dataloader_idx == 1)
+        self._evaluate(batch, dataloader_idx, features_only=dataloader_idx >= 1)  # 1: train, 2: val windows
         if dataloader_idx == 0 and "frames" in batch and self.trainer.is_global_zero:
             self._collect_grid(batch)
 
@@ -288,10 +382,12 @@ class TactileTask(SensoriumTask):
                 self._grid[sensor_id] = chosen if old is None else {k: torch.cat([old[k], v]) for k, v in chosen.items()}
 
     def on_test_epoch_end(self) -> None:
-        queries, bank = self.gather_eval(self._parts.get(0, [])), self.gather_eval(self._parts.get(1, []))
+        queries, train, val = (self.gather_eval(self._parts.get(i, [])) for i in range(3))
         self._parts = {}
         if not queries:
             return
+        # The probes' bank: train + val windows (val apart only to choose the contact probes' settings).
+        bank = {key: torch.cat([train[key], val[key]]) for key in train} if train and val else train
         report = summarize(queries)
         report["mask_ratio"] = self.net.mask_ratio
         report["dynamic_mask_ratio"] = self.net.dynamic_mask_ratio
@@ -312,12 +408,34 @@ class TactileTask(SensoriumTask):
                         bank_x, bank["label"], query_x, queries["label"], e.knn_k, e.knn_temperature)
             report |= {k: report[f"probes_{e.pool}"][k] for k in ("knn_accuracy", "linear_probe_accuracy")}
             report["pool"], report["standardize"] = e.pool, e.standardize
+        report["contact_probes"] = self._contact_probes(queries, train, val, bank)
+        report |= {k: report["contact_probes"][k] for k in ("force_r2", "force_rmse", "contact_mm", "slip_f1")
+                   if k in report["contact_probes"]}
         for key in ("pred_mse_ratio", "pixel_pred_mse_ratio", "psnr_masked", "knn_accuracy",
-                    "linear_probe_accuracy"):
+                    "linear_probe_accuracy", "force_r2", "force_rmse", "contact_mm", "slip_f1"):
             if key in report:
                 self.log(f"test/{key}", float(report[key]), sync_dist=True)
         if self.trainer.is_global_zero:
             self._write_eval(report)
+
+    def _contact_probes(self, queries: dict, train: dict, val: dict, bank: dict) -> dict:
+        """Force / contact-centre / slip probes (`metrics.contact_probes`) on the configured features
+        (pool, standardisation fitted on train + val); the reason instead where they cannot run."""
+        def known(part: dict) -> bool:
+            return "force" in part and bool(torch.isfinite(part["force"]).any() or (part["slip"] >= 0).any())
+
+        if not (known(queries) and train and known(train)):
+            return {"skipped": "no frame labels for these windows (frame_labels.csv beside the frames: "
+                               "`sensorium synth tactile` writes one; real TacQuad has none)"}
+        if not val:
+            return {"skipped": "no val windows to choose the probes' regularisation on"}
+        bank_x, query_x = self._probe_features(queries, bank)
+        n_train = len(train["force"])
+        splits = [(bank_x[:n_train], train), (bank_x[n_train:], val), (query_x, queries)]
+        arrays = [{"x": x.double().numpy(), "force": part["force"].double().numpy(),
+                   "contact_mm": part["contact_mm"].double().numpy(), "slip": part["slip"].numpy()}
+                  for x, part in splits]
+        return contact_probes(*arrays) | {"pool": self.eval_config.pool, "standardize": self.eval_config.standardize}
 
     def _write_eval(self, report: dict) -> None:
         eval_dir = self.run_dir / "eval"
