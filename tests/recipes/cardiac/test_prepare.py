@@ -20,9 +20,10 @@ from sensorium.recipes.cardiac.prepare import (
     main,
     normalise,
     prepare_case,
+    read_given_splits,
     run,
 )
-from sensorium.recipes.cardiac.reader import CARDIAC_STRUCTURES
+from sensorium.recipes.cardiac.reader import CARDIAC_STRUCTURES, read_split_csv, voxel_to_normalised
 from sensorium.recipes.cardiac.synth import generate
 
 SMALL = dict(surface_points=2048, volume_points=2048, near_points=2000)
@@ -121,21 +122,76 @@ def test_normalisation_stored_maps_back_to_world(prepared, synth_dir):
     assert np.all(index > -1) and np.all(index < shape)  # back inside the volume it came from
 
 
+def test_voxel_labels_are_the_label_volume_in_its_own_grid(prepared, synth_dir):
+    """The stored crop holds every labelled voxel of the volume, as structure index + 1, and
+    `voxel_to_normalised` maps each crop voxel to its centre through the affine and normalisation."""
+    with np.load(prepared / "case_0002.npz") as d:
+        arrays = {k: d[k] for k in d.files}
+    volume, affine = load_label_volume(synth_dir / "case_0002.nii.gz")
+    crop, origin = arrays["voxel_labels"], arrays["voxel_origin"]
+    assert crop.dtype == np.uint8 and origin.dtype == np.int64 and np.all(origin >= 0)
+    assert np.all(origin + crop.shape <= volume.shape)
+    counts = np.bincount(volume.ravel(), minlength=11)
+    np.testing.assert_array_equal(np.bincount(crop.ravel(), minlength=11)[1:], counts[1:])  # no labelled voxel lost
+    assert crop.size < volume.size  # background beyond the model's domain is left out
+    np.testing.assert_array_equal(crop, volume[tuple(slice(o, o + n) for o, n in zip(origin, crop.shape))])
+    index = np.argwhere(crop > 0)  # (N, 3) crop indices of labelled voxels
+    matrix = voxel_to_normalised(arrays)
+    world = (index + origin) @ affine[:3, :3].T + affine[:3, 3]
+    expected = normalise(world, float(arrays["scale"]), arrays["offset"])
+    np.testing.assert_allclose(index @ matrix[:3, :3].T + matrix[:3, 3], expected, atol=1e-9)
+    assert np.abs(expected).max() < 1.0  # every labelled voxel centre inside the model's domain
+
+
 def test_split_csv_and_summary(prepared):
-    rows = list(csv.DictReader(open(prepared / "split.csv")))
+    with open(prepared / "split.csv") as f:
+        rows = list(csv.DictReader(f))
     assert [r["case_id"] for r in rows] == ["case_0000", "case_0001", "case_0002"]
-    assert {r["split"] for r in rows} == {"train", "val"}
+    assert sorted(r["split"] for r in rows) == ["test", "train", "val"]  # 3 cases: one each
     summary = json.loads((prepared / "prepare.json").read_text())
     assert summary["prepared"] == 3 and summary["skipped"] == 0 and summary["sdf_sign"] == "negative inside"
+    assert summary["splits"] == {"train": 1, "val": 1, "test": 1} and summary["test_fraction"] == 0.2
 
 
 def test_splits_are_keyed_by_case_id():
-    ids = [f"case_{i:03d}" for i in range(200)]
-    splits = assign_splits(ids, 0.2, seed=0)
-    assert 0.1 < np.mean([s == "val" for s in splits.values()]) < 0.3
-    more = assign_splits(ids + [f"extra_{i}" for i in range(50)], 0.2, seed=0)
+    ids = [f"case_{i:03d}" for i in range(400)]
+    splits = assign_splits(ids, 0.2, seed=0, test_fraction=0.15)
+    shares = {name: np.mean([s == name for s in splits.values()]) for name in ("train", "val", "test")}
+    assert 0.15 < shares["val"] < 0.25 and 0.1 < shares["test"] < 0.2 and shares["train"] > 0.55
+    more = assign_splits(ids + [f"extra_{i}" for i in range(50)], 0.2, seed=0, test_fraction=0.15)
     assert all(more[i] == splits[i] for i in ids)  # adding cases never moves old ones
     assert sorted(assign_splits(["a", "b"], 0.01, seed=0).values()) == ["train", "val"]
+    assert sorted(assign_splits(["a", "b", "c"], 0.01, seed=0, test_fraction=0.01).values()) == ["test", "train", "val"]
+    assert sorted(assign_splits(["a", "b"], 0.01, seed=0, test_fraction=0.01).values()) == ["test", "train"]
+
+
+def test_a_given_split_is_kept_and_only_missing_splits_are_drawn():
+    ids = [f"c{i}" for i in range(40)]
+    given = {cid: "test" if i < 8 else "train" for i, cid in enumerate(ids)}  # a public train / test split
+    splits = assign_splits(ids, 0.25, seed=0, test_fraction=0.5, given=given)
+    assert all(splits[c] == "test" for c in ids[:8])  # the given test split, no more (test is not drawn)
+    assert [c for c in ids if splits[c] == "test"] == ids[:8]
+    val = [c for c in ids if splits[c] == "val"]
+    assert val and set(val) <= set(ids[8:])  # val drawn from the given train cases
+    full = {cid: ("train", "val", "test")[i % 3] for i, cid in enumerate(ids)}
+    assert assign_splits(ids, 0.2, seed=0, test_fraction=0.2, given=full) == full
+
+
+def test_prepare_reads_the_inputs_own_split(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for i in range(4):
+        _save(raw / f"p{i}.nii.gz", _blocks())
+    (raw / "split.csv").write_text("case_id,split\np0,train\np1,train\np2,test\np3,val\n")
+    summary = run(raw, tmp_path / "out", TWO, val_fraction=0.4, test_fraction=0.4, progress=False)
+    assert read_split_csv(tmp_path / "out" / "split.csv") == {"train": ["p0", "p1"], "test": ["p2"], "val": ["p3"]}
+    assert summary["split_source"] == str(raw / "split.csv")
+    (raw / "split.csv").write_text("case_id,split\np0,train\np1,holdout\n")
+    with pytest.raises(DataError, match="unknown split names"):
+        read_given_splits(raw / "split.csv", ["p0", "p1"])
+    (raw / "split.csv").write_text("case_id,split\np0,train\np1,test\n")
+    with pytest.raises(DataError, match=r"1 prepared case\(s\) are not listed: \['p2'\]"):
+        read_given_splits(raw / "split.csv", ["p0", "p1", "p2"])
 
 
 # --- bad input ------------------------------------------------------------------------------------

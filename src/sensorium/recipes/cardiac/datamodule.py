@@ -1,10 +1,13 @@
 """The cardiac recipe's splits and loaders: prepared cases (`sensorium prepare cardiac`, read by
 `reader.CardiacCases`) as training samples with new points at every access, and evaluation samples.
 
-Splits come from split.csv (case_id,split); evaluation uses the `test` split when it has cases,
-else `val`. Each split's cases are checked when the datamodule is set up (every npz present,
-readable, uncompressed, the same structures in the same order), so a bad dataset fails in seconds.
-`CardiacDataSpec` is what the task learns of the data.
+Splits come from split.csv (case_id,split): `train` trains, `val` chooses (validation each epoch:
+best.ckpt and early stopping read its metrics), `test` reports (`sensorium test` / `eval`, the
+demo). The val loader reads val cases only and the test loader test cases only, so nothing is
+chosen on test. Each split's cases are checked when the datamodule is set up (every npz present,
+readable, uncompressed, the same structures in the same order; test cases also hold the voxel
+ground truth), so a bad dataset fails in seconds. `CardiacDataSpec` is what the task learns of the
+data.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from sensorium.config import as_config, to_plain
-from sensorium.data.bad_samples import OnBadSample, handle_bad_sample
+from sensorium.data.bad_samples import OnBadSample, collate_skipping, handle_bad_sample
 from sensorium.data.datamodule import DataSpec, SensoriumDataModule
 from sensorium.data.fingerprint import sample_fingerprint
 from sensorium.errors import DataError
@@ -40,11 +43,22 @@ class CardiacDataSpec(DataSpec):
 
     structures: tuple[str, ...]
     """The prepared cases' structures, in SDF-channel order."""
-    eval_split: str
-    """The split evaluation reads."""
-    eval_case_ids: tuple[str, ...]
-    """Case ids of the evaluation split, in dataset order (a sample's `index` points here)."""
+    val_case_ids: tuple[str, ...]
+    """Case ids of the val split, in dataset order (a val sample's `index` points here)."""
+    test_case_ids: tuple[str, ...]
+    """Case ids of the test split, in dataset order (a test sample's `index` points here); empty
+    when split.csv has no test cases."""
     root: str
+
+
+def collate_voxels(samples: list[dict | None]) -> dict:
+    """`collate_skipping`, with each case's cropped `voxel_labels` (shapes differ) kept as a list."""
+    kept = [s for s in samples if s is not None]
+    voxels = [s.pop("voxel_labels") for s in kept if "voxel_labels" in s]
+    batch = collate_skipping(samples)
+    if voxels:
+        batch["voxel_labels"] = voxels
+    return batch
 
 
 class CardiacDataModule(SensoriumDataModule):
@@ -79,10 +93,7 @@ class CardiacDataModule(SensoriumDataModule):
         self.cases: dict[str, list[str]] | None = None
         self.class_names: tuple[str, ...] | None = None
         self.datasets: dict[str, CardiacCases] = {}
-
-    @property
-    def eval_split(self) -> str:
-        return "test" if self.cases and self.cases.get("test") else "val"
+        self._logged = False
 
     def path(self, case_id: str) -> Path:
         return case_path(self.root, case_id)
@@ -90,30 +101,38 @@ class CardiacDataModule(SensoriumDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.cases is None:
             self.cases = self._check_cases(read_split_csv(self.root / "split.csv"))
+        split_csv = self.root / "split.csv"
         if stage in ("fit", None) and not self.cases.get("train"):
-            raise DataError(self.root / "split.csv", "no train cases")
-        if not self.cases.get(self.eval_split):
-            raise DataError(self.root / "split.csv", "no val (or test) cases: validation picks best.ckpt with them")
+            raise DataError(split_csv, "no train cases")
+        if stage in ("fit", "validate", None) and not self.cases.get("val"):
+            raise DataError(split_csv, "no val cases: validation picks best.ckpt with them "
+                                       "(`sensorium prepare cardiac --val-fraction`)")
+        if stage == "test" and not self.cases.get("test"):
+            raise DataError(split_csv, "no test cases: the test reports on them, and no other split may stand in "
+                                       "(`sensorium prepare cardiac --test-fraction`, or a test split in split.csv)")
         paths = {split: [self.path(c) for c in ids] for split, ids in self.cases.items()}
         if "train" in paths and "train" not in self.datasets:
             s = self.sampling
             augment = RandomRotateScale(s.rotate_deg, s.scale) if s.rotate_deg or s.scale else None
             self.datasets["train"] = CardiacCases(paths["train"], s, repeats=self.epoch_repeats,
                                                   on_bad_sample=self.on_bad_sample, transform=augment)
-        split = self.eval_split
-        if split not in self.datasets:
-            self.datasets[split] = CardiacCases(paths[split], None, self.eval_surface_points,
-                                                on_bad_sample=self.on_bad_sample)
+        # Val and test each their own dataset: the val loader never holds a test case.
+        for split in ("val", "test"):
+            if split in paths and split not in self.datasets:
+                self.datasets[split] = CardiacCases(paths[split], None, self.eval_surface_points,
+                                                    on_bad_sample=self.on_bad_sample, voxels=split == "test")
+        if not self._logged:
+            self._logged = True
             self.log_splits(f"[cardiac] {sum(len(ids) for ids in self.cases.values())} cases of "
                             f"{len(self.class_names or ())} structures", {k: len(v) for k, v in self.cases.items()},
-                            f"; evaluation reads {split}")
+                            "; val chooses, test reports")
 
     def split_sizes(self) -> dict[str, int]:
         return {split: len(dataset) for split, dataset in self.datasets.items()}
 
     def data_spec(self) -> CardiacDataSpec:
-        return CardiacDataSpec(structures=tuple(self.class_names or ()), eval_split=self.eval_split,
-                               eval_case_ids=tuple(self.cases[self.eval_split]), root=str(self.root))
+        return CardiacDataSpec(structures=tuple(self.class_names or ()), val_case_ids=tuple(self.cases.get("val", ())),
+                               test_case_ids=tuple(self.cases.get("test", ())), root=str(self.root))
 
     def _check_cases(self, splits: dict[str, list[str]]) -> dict[str, list[str]]:
         """Cheap checks of every listed case (zip directory and npy headers only): present, readable,
@@ -158,6 +177,9 @@ class CardiacDataModule(SensoriumDataModule):
         elif len(arrays["surface_points"]) < self.eval_surface_points:
             raise DataError(path, f"stores {len(arrays['surface_points'])} surface points; evaluation asks for "
                                   f"{self.eval_surface_points}")
+        if split == "test" and not {"voxel_labels", "voxel_origin", "affine"} <= set(arrays):
+            raise DataError(path, "a test case without voxel_labels (prepared by an older `sensorium prepare "
+                                  "cardiac`): prepare it again for the test's Dice, HD95, ASSD and volumes")
 
     def split_fingerprints(self) -> dict[str, dict[str, str]]:
         """{split: {case_id: content hash of its npz}} for the doctor's overlap check."""
@@ -168,7 +190,7 @@ class CardiacDataModule(SensoriumDataModule):
         return self.train_loader(self.datasets["train"])
 
     def val_dataloader(self) -> DataLoader:
-        return self.eval_loader(self.datasets[self.eval_split], self.eval_split)
+        return self.eval_loader(self.datasets["val"], "val")
 
     def test_dataloader(self) -> DataLoader:
-        return self.eval_loader(self.datasets[self.eval_split], self.eval_split)
+        return self.eval_loader(self.datasets["test"], "test", collate_fn=collate_voxels)

@@ -1,9 +1,11 @@
 """`sensorium eval cardiac --ckpt RUN/checkpoints/best.ckpt [--data.root DIR] [overrides]`
 
-Runs the cardiac task's test on the evaluation split (val, or test when split.csv has one) and
-writes RUN/eval/cardiac.json: per-structure and mean IoU of the inside region (SDF < 0) on every
-volume and near-surface point of each case (and on each kind alone), Chamfer distance (normalised
-units and mm) and F-score between meshes of a decoded grid and the ground-truth surface samples;
+Runs the cardiac task's test on the TEST split (val chose the checkpoint; a dataset without test
+cases is refused) and writes RUN/eval/cardiac.json: per-structure and mean IoU of the inside region
+(SDF < 0) on every volume and near-surface point of each case (and on each kind alone), Chamfer
+distance (normalised units and mm) and F-score between meshes of a decoded grid and the
+ground-truth surface samples; the voxel metrics in each volume's own grid (per-structure Dice, HD95
+and ASSD in mm, predicted and true volumes in mL, overlap and gap in mL; see `task.voxel_report`);
 RUN/eval/meshes/<case>_<structure>.ply and RUN/eval/render_<case>.png. Then the mean-shape
 baseline on the same cases (RUN/eval/mean_shape.json, see `mean_shape_baseline`). The run's own
 config.yaml rebuilds the model; `--config` names another.
@@ -17,7 +19,7 @@ import numpy as np
 import torch
 
 from sensorium.errors import DataError
-from sensorium.recipes.cardiac.reader import case_path, npz_memmap, read_split_csv
+from sensorium.recipes.cardiac.reader import case_path, npz_memmap, read_split_csv, voxel_to_normalised
 
 
 def interpolate_grid(grid: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -30,8 +32,26 @@ def interpolate_grid(grid: np.ndarray, points: np.ndarray) -> np.ndarray:
                      for c in range(grid.shape[-1])], axis=-1)
 
 
-def mean_shape_baseline(root: str | Path, split: str | None = None, fscore_threshold: float = 0.02,
-                        mesh_samples: int = 10000) -> dict:
+def voxel_points(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """(X', Y', Z', 3) normalised centres of a prepared case's `voxel_labels` voxels."""
+    shape = np.asarray(arrays["voxel_labels"]).shape
+    index = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), axis=-1)  # (X', Y', Z', 3)
+    matrix = voxel_to_normalised(arrays)
+    return index @ matrix[:3, :3].T + matrix[:3, 3]
+
+
+def grid_voxel_masks(grid: np.ndarray, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """(C, X', Y', Z') bool: inside (SDF < 0) of an (R, R, R, C) grid over [-1, 1]^3, interpolated at
+    the case's voxel centres; voxels outside the cube are outside (as the model's decoding)."""
+    points = voxel_points(arrays).reshape(-1, 3)
+    inside = np.zeros((len(points), grid.shape[-1]), dtype=bool)
+    keep = np.all(np.abs(points) <= 1.0, axis=1)
+    inside[keep] = interpolate_grid(grid, points[keep]) < 0
+    return inside.T.reshape(grid.shape[-1], *np.asarray(arrays["voxel_labels"]).shape)
+
+
+def mean_shape_baseline(root: str | Path, split: str = "test", fscore_threshold: float = 0.02,
+                        mesh_samples: int = 10000, voxel_metrics: bool = True) -> dict:
     """The trivial predictor "every heart is the mean heart", measured like the model.
 
     The mean shape is the mean of the training cases' SDF grids (`grid_sdf`, stored by `sensorium
@@ -40,13 +60,16 @@ def mean_shape_baseline(root: str | Path, split: str | None = None, fscore_thres
     near-surface points for the IoU, and its marching-cubes meshes are compared with each case's
     surface samples for Chamfer distance and F-score. The grid's resolution limits it a little
     (interpolating a case's own grid is not exact either); `self_iou` reports that ceiling: the
-    IoU of each evaluation case's own grid at its own points.
+    IoU of each evaluation case's own grid at its own points. With `voxel_metrics`, the mean grid
+    interpolated at each case's voxel centres is scored like the model (Dice, HD95, ASSD, volumes,
+    overlap, gap; `task.voxel_report`).
     """
+    from sensorium.eval.segmentation import label_masks, segmentation_metrics
     from sensorium.eval.shapes import class_iou, grid_meshes, mesh_metrics
+    from sensorium.recipes.cardiac.task import voxel_report
 
     root = Path(root)
     splits = read_split_csv(root / "split.csv")
-    split = split or ("test" if splits.get("test") else "val")
     if not splits.get("train") or not splits.get(split):
         raise DataError(root / "split.csv", f"the mean-shape baseline needs train and {split} cases")
 
@@ -62,9 +85,17 @@ def mean_shape_baseline(root: str | Path, split: str | None = None, fscore_thres
     first = arrays(splits[split][0])
     names = [str(n) for n in np.array(first["class_names"])]
     meshes = grid_meshes(mean_grid.astype(np.float32))
-    ious, self_ious, chamfer, fscore = [], [], [], []
+    ious, self_ious, chamfer, fscore, voxels = [], [], [], [], []
     for case_id in splits[split]:
         data = arrays(case_id)
+        if voxel_metrics:
+            if "voxel_labels" not in data:
+                raise DataError(case_path(root, case_id), "no voxel_labels: prepared by an older `sensorium prepare "
+                                                          "cardiac`; prepare it again")
+            labels = np.asarray(data["voxel_labels"])
+            affine = np.asarray(data["affine"], dtype=np.float64)[:3, :3]
+            voxels.append(segmentation_metrics(grid_voxel_masks(mean_grid, data), label_masks(labels, len(names)),
+                                               np.linalg.norm(affine, axis=0), abs(np.linalg.det(affine))))
         points = np.concatenate([data["vol_points"], data["near_points"]])
         target = torch.from_numpy(np.concatenate([data["vol_sdf"], data["near_sdf"]]))
         ious.append(class_iou(torch.from_numpy(interpolate_grid(mean_grid, points)), target))
@@ -75,6 +106,9 @@ def mean_shape_baseline(root: str | Path, split: str | None = None, fscore_thres
         fscore.append([metrics[n]["fscore"] for n in names])
     class_iou_mean = torch.nanmean(torch.stack(ious).double(), dim=0)
     class_chamfer = np.nanmean(np.asarray(chamfer, dtype=np.float64), axis=0)
+    tables = {k: torch.tensor(np.array([v[k] for v in voxels]), dtype=torch.float64) for k in voxels[0]} if voxels else {}
+    voxel = voxel_report(tables, names, "the mean SDF grid, trilinear at the voxel centres of each case's own label "
+                                        "crop") if voxels else {}
     return {
         "predictor": f"mean SDF of the {len(splits['train'])} training cases ({mean_grid.shape[0]}^3 grid, "
                      "trilinear)",
@@ -87,6 +121,7 @@ def mean_shape_baseline(root: str | Path, split: str | None = None, fscore_thres
         "fscore": float(np.mean(fscore)),
         "self_iou": float(torch.nanmean(torch.stack(self_ious).double())),
         "fscore_threshold": fscore_threshold,
+        **voxel,
     }
 
 
@@ -100,8 +135,8 @@ def main(argv: list[str]) -> int:
     cli = test_checkpoint(args.ckpt, args.config, overrides)
     print(f"[eval] wrote {cli.run_dir / 'eval' / 'cardiac.json'}")
     if not args.no_mean_shape:
-        baseline = mean_shape_baseline(cli.datamodule.root, cli.datamodule.eval_split,
-                                       cli.model.eval_config.fscore_threshold, cli.model.eval_config.mesh_samples)
+        baseline = mean_shape_baseline(cli.datamodule.root, "test", cli.model.eval_config.fscore_threshold,
+                                       cli.model.eval_config.mesh_samples, cli.model.eval_config.voxel_metrics)
         path = atomic_write_json(cli.run_dir / "eval" / "mean_shape.json", baseline)
         print(f"[eval] mean-shape baseline: mean IoU {baseline['mean_iou']:.4f}, Chamfer {baseline['chamfer']:.4f} "
               f"-> {path}")

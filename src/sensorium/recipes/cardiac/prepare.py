@@ -1,7 +1,8 @@
 """`sensorium prepare cardiac`: NIfTI label volumes -> one `.npz` of surface and SDF samples per case.
 
-    sensorium prepare cardiac --input DIR --out DIR [--workers N] [--val-fraction F] [--seed S]
-                              [--on-bad-case error|skip] [--labels labels.json] [--near-sigmas S1 S2]
+    sensorium prepare cardiac --input DIR --out DIR [--workers N] [--val-fraction F] [--test-fraction F]
+                              [--seed S] [--splits split.csv] [--on-bad-case error|skip]
+                              [--labels labels.json] [--near-sigmas S1 S2]
 
 Input: `DIR/*.nii.gz` and `DIR/*.nii`, integer label volumes (0 = background). Which label value
 is which structure comes from `--labels`, else `DIR/labels.json`, else the default: the structures
@@ -22,10 +23,20 @@ Per case (`prepare_case`), with the geometry of `sensorium.data.sdf`:
   convention of `sensorium.data.sdf`), in normalised units;
 - `grid_sdf`: the same on a regular R^3 grid over [-1, 1]^3 (R = `grid_resolution`, 0 for none):
   a coarse picture of the case, from which the evaluation builds the mean-shape baseline.
+- `voxel_labels` + `voxel_origin`: the label volume itself, cropped to the voxels that can hold a
+  point of [-1, 1]^3 (the model's domain), as structure index + 1 (0 background): the ground truth
+  of the test's voxel metrics (Dice, HD95, ASSD, volumes in mL) in the volume's own grid.
 
-Output: `OUT/<case_id>.npz` (written atomically), `OUT/split.csv` (case_id,split; a case's split
-depends only on its id and the seed, so adding cases never moves old ones), `OUT/prepare.json`
-(settings, structures, prepared and skipped cases).
+Output: `OUT/<case_id>.npz` (written atomically), `OUT/split.csv` (case_id,split), `OUT/prepare.json`
+(settings, structures, prepared and skipped cases, split sizes); both written atomically too.
+
+Splits: train / val / test, grouped by case (a case is one patient's volume). Val chooses (the
+best checkpoint, early stopping), test reports. Where the input holds a split (`--splits FILE`,
+default `INPUT/split.csv` when present: columns case_id,split with train / val / test), every
+prepared case must be listed there and keeps its split; a split the file lacks (often val) is drawn
+from its train cases with its fraction. Otherwise a case is test when a hash of (seed, id) falls
+under `--test-fraction`, val when it falls in the next `--val-fraction`, so a case's split depends
+only on its id and the seed, and adding cases never moves old ones.
 
 The npz arrays are listed in `sensorium.recipes.cardiac.reader` (the layout, and how it is read).
 
@@ -38,7 +49,7 @@ header's voxel sizes, missing structures, and structures with too few voxels for
 from __future__ import annotations
 
 import argparse
-import json
+import hashlib
 import logging
 import os
 import tempfile
@@ -52,7 +63,7 @@ import numpy as np
 
 from sensorium.data.bad_samples import OnBadSample, handle_bad_sample
 from sensorium.data.processes import process_pool
-from sensorium.errors import DataError
+from sensorium.errors import ConfigError, DataError
 from sensorium.recipes.cardiac.reader import (
     CARDIAC_STRUCTURES,
     case_path,
@@ -168,10 +179,10 @@ def _check_geometry(path, image) -> None:
     header = image.header
     sform, sform_code = header.get_sform(coded=True)
     qform, qform_code = header.get_qform(coded=True)
-    if sform is not None and qform is not None and sform_code and qform_code:
-        if not np.allclose(sform, qform, atol=1e-3, rtol=1e-4):
-            raise DataError(path, f"sform and qform disagree (sform {np.round(sform, 4).tolist()}, qform "
-                                  f"{np.round(qform, 4).tolist()}): which voxel-to-world transform is right?")
+    both = sform is not None and qform is not None and sform_code and qform_code
+    if both and not np.allclose(sform, qform, atol=1e-3, rtol=1e-4):
+        raise DataError(path, f"sform and qform disagree (sform {np.round(sform, 4).tolist()}, qform "
+                              f"{np.round(qform, 4).tolist()}): which voxel-to-world transform is right?")
     affine_spacing = np.linalg.norm(affine[:3, :3], axis=0)
     header_spacing = np.asarray(header.get_zooms()[:3], dtype=np.float64)
     if not np.allclose(affine_spacing, header_spacing, rtol=1e-3, atol=1e-4):
@@ -256,7 +267,31 @@ def prepare_case(path: str | Path, config: PrepareConfig = PrepareConfig()) -> d
         axis = np.linspace(-1.0, 1.0, R)
         grid = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1).reshape(-1, 3)  # (R^3, 3) x-major
         arrays["grid_sdf"] = label(grid).reshape(R, R, R, -1)  # (R, R, R, C)
+    lo, hi = voxel_crop(affine, labels.shape, scale, offset)
+    arrays["voxel_labels"] = structure_index_volume(labels[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], config.values)
+    arrays["voxel_origin"] = lo
     return arrays
+
+
+def voxel_crop(affine: np.ndarray, shape: tuple[int, ...], scale: float, offset: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) voxel indices (3,) each, hi exclusive: the box of voxels whose centres can fall in
+    the normalised cube [-1, 1]^3, clipped to the volume. Every labelled voxel is inside it (the
+    surfaces between labelled and background voxels span [-margin, margin]^3)."""
+    corners = np.array(np.meshgrid(*[(-1.0, 1.0)] * 3, indexing="ij")).reshape(3, -1).T  # (8, 3) normalised
+    world = denormalise(corners, scale, offset)
+    index = np.linalg.solve(affine[:3, :3], (world - affine[:3, 3]).T).T  # (8, 3) voxel coordinates
+    upper = np.asarray(shape, dtype=np.int64)
+    lo = np.clip(np.floor(index.min(axis=0)), 0, upper - 1).astype(np.int64)
+    hi = np.clip(np.ceil(index.max(axis=0)) + 1, 1, upper).astype(np.int64)
+    return lo, hi
+
+
+def structure_index_volume(labels: np.ndarray, values: tuple[int, ...]) -> np.ndarray:
+    """Label values -> structure index + 1 (0 background), uint8 (uint16 past 254 structures)."""
+    lookup = np.zeros(max(values) + 1, dtype=np.uint8 if len(values) < 255 else np.uint16)
+    lookup[list(values)] = np.arange(1, len(values) + 1)
+    return lookup[labels]
 
 
 def write_npz_atomic(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
@@ -286,17 +321,59 @@ def process_case(path: str | Path, out_dir: str | Path, config: PrepareConfig) -
 
 
 # --- splits ---------------------------------------------------------------------------------------
-def assign_splits(case_ids: list[str], val_fraction: float, seed: int) -> dict[str, str]:
-    """case_id -> "train" | "val": a case is val when a hash of (seed, id) falls under val_fraction,
-    so its split never changes as cases are added. At least one val case when there are two or more
-    cases and val_fraction > 0."""
-    u = {cid: zlib.crc32(f"{seed}:{cid}".encode()) / 2**32 for cid in case_ids}
-    splits = {cid: "val" if u[cid] < val_fraction else "train" for cid in case_ids}
-    if val_fraction > 0 and len(case_ids) >= 2 and "val" not in splits.values():
-        splits[min(case_ids, key=u.get)] = "val"
-    if len(case_ids) >= 2 and "train" not in splits.values():
-        splits[max(case_ids, key=u.get)] = "train"
+SPLITS = ("train", "val", "test")
+
+
+def _unit_hash(key: str) -> float:
+    """A uniform number in [0, 1) from a string: the first 8 bytes of its SHA-256."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
+
+
+def assign_splits(case_ids: list[str], val_fraction: float, seed: int, *, test_fraction: float = 0.0,
+                  given: dict[str, str] | None = None) -> dict[str, str]:
+    """case_id -> "train" | "val" | "test" (module docstring).
+
+    Cases in `given` keep its split. A split `given` lacks is drawn from the train cases (all cases
+    without `given`): test where a hash u in [0, 1) of (seed, id) (SHA-256) is under test_fraction, val where
+    it lies in the next val_fraction, so a case's split never changes as cases are added. While
+    enough train cases remain (one must stay), a drawn split with a fraction > 0 gets at least one.
+    """
+    given = given or {}
+    splits = {cid: given.get(cid, "train") for cid in case_ids}
+    drawn = [(name, fraction) for name, fraction in (("test", test_fraction), ("val", val_fraction))
+             if fraction > 0 and name not in given.values()]
+    candidates = [cid for cid in case_ids if splits[cid] == "train"]
+    u = {cid: _unit_hash(f"{seed}:{cid}") for cid in candidates}
+    start = 0.0
+    for name, fraction in drawn:
+        for cid in candidates:
+            if start <= u[cid] < start + fraction:
+                splits[cid] = name
+        start += fraction
+    for name, _ in drawn:  # a tiny dataset still gets one case per split, lowest hash first
+        train = sorted((cid for cid in candidates if splits[cid] == "train"), key=u.get)
+        if name not in splits.values() and len(train) >= 2:
+            splits[train[0]] = name
+    if candidates and "train" not in splits.values():
+        splits[max(candidates, key=u.get)] = "train"
     return splits
+
+
+def read_given_splits(path: str | Path, case_ids: list[str]) -> dict[str, str]:
+    """{case_id: split} for the prepared cases from the input's own split file (columns case_id,
+    split); each of them must be listed, with a split of train / val / test."""
+    from sensorium.recipes.cardiac.reader import read_split_csv
+
+    listed = {cid: split for split, ids in read_split_csv(path).items() for cid in ids}
+    unknown = sorted(set(listed.values()) - set(SPLITS))
+    if unknown:
+        raise DataError(path, f"unknown split names {unknown}; use {list(SPLITS)}")
+    missing = [cid for cid in case_ids if cid not in listed]
+    if missing:
+        shown = missing[:8] + (["..."] if len(missing) > 8 else [])
+        raise DataError(path, f"{len(missing)} prepared case(s) are not listed: {shown}; list every case, or "
+                              "remove the file to draw splits by --val-fraction / --test-fraction")
+    return {cid: listed[cid] for cid in case_ids}
 
 
 # --- command line ---------------------------------------------------------------------------------
@@ -316,11 +393,22 @@ def find_cases(input_dir: str | Path) -> list[Path]:
 
 
 def run(input_dir: str | Path, out_dir: str | Path, config: PrepareConfig = PrepareConfig(), workers: int = 1,
-        val_fraction: float = 0.2, on_bad_case: OnBadSample = "error", progress: bool = True) -> dict:
-    """Prepare every case of input_dir into out_dir; returns the summary written to prepare.json."""
+        val_fraction: float = 0.2, on_bad_case: OnBadSample = "error", progress: bool = True,
+        test_fraction: float = 0.2, splits_file: str | Path | None = None) -> dict:
+    """Prepare every case of input_dir into out_dir; returns the summary written to prepare.json.
+    splits_file: the input's own split (default input_dir/split.csv when it exists)."""
     from tqdm import tqdm
 
+    from sensorium.engine.checkpoint import atomic_write, atomic_write_json
+
+    for name, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= fraction < 1.0:
+            raise ConfigError(name, f"must be in [0, 1), got {fraction}")
+    if val_fraction + test_fraction >= 1.0:
+        raise ConfigError("val_fraction + test_fraction", f"{val_fraction + test_fraction} leaves no train cases")
     paths = find_cases(input_dir)
+    if splits_file is None and (Path(input_dir) / "split.csv").is_file():
+        splits_file = Path(input_dir) / "split.csv"
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     done: dict[str, float] = {}
@@ -359,8 +447,9 @@ def run(input_dir: str | Path, out_dir: str | Path, config: PrepareConfig = Prep
                 bar.update()
     bar.close()
 
-    splits = assign_splits(sorted(done), val_fraction, config.seed)
-    write_split_csv(out_dir / "split.csv", splits)
+    given = read_given_splits(splits_file, sorted(done)) if splits_file is not None else None
+    splits = assign_splits(sorted(done), val_fraction, config.seed, test_fraction=test_fraction, given=given)
+    atomic_write(out_dir / "split.csv", lambda tmp: write_split_csv(tmp, splits))
     summary = {
         "structures": list(config.structures),
         "label_values": list(config.values),
@@ -369,10 +458,13 @@ def run(input_dir: str | Path, out_dir: str | Path, config: PrepareConfig = Prep
         "prepared": len(done),
         "skipped": len(skipped),
         "skipped_cases": skipped,
-        "splits": {s: sum(v == s for v in splits.values()) for s in ("train", "val")},
+        "splits": {s: sum(v == s for v in splits.values()) for s in SPLITS},
+        "split_source": str(splits_file) if splits_file is not None else "hash of (seed, case id)",
+        "val_fraction": val_fraction,
+        "test_fraction": test_fraction,
         "seconds_per_case": float(np.mean(list(done.values()))) if done else None,
     }
-    (out_dir / "prepare.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(out_dir / "prepare.json", summary)
     if skipped:
         log.warning("skipped %d of %d cases (listed in %s)", len(skipped), len(paths),
                     out_dir / "prepare.json")
@@ -384,7 +476,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input", required=True, help="directory of .nii.gz / .nii label volumes")
     parser.add_argument("--out", required=True, help="output directory for <case_id>.npz, split.csv")
     parser.add_argument("--workers", type=int, default=1, help="cases prepared in parallel (processes)")
-    parser.add_argument("--val-fraction", type=float, default=0.2)
+    parser.add_argument("--val-fraction", type=float, default=0.2,
+                        help="share of cases in val (chooses the checkpoint); drawn by a hash of the case id")
+    parser.add_argument("--test-fraction", type=float, default=0.2,
+                        help="share of cases in test (reports); drawn by a hash of the case id")
+    parser.add_argument("--splits", help="the input's own split (case_id,split with train / val / test; "
+                                         "default: INPUT/split.csv when present)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--on-bad-case", choices=("error", "skip"), default="error")
     parser.add_argument("--labels",
@@ -409,9 +506,10 @@ def main(argv: list[str] | None = None) -> int:
         config = replace(config, structures=names, label_values=values)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     summary = run(args.input, args.out, config, args.workers, args.val_fraction, args.on_bad_case,
-                  progress=not args.no_progress)
+                  progress=not args.no_progress, test_fraction=args.test_fraction, splits_file=args.splits)
     splits = summary["splits"]
-    print(f"prepared {summary['prepared']} cases ({splits['train']} train, {splits['val']} val), "
+    print(f"prepared {summary['prepared']} cases ({splits['train']} train, {splits['val']} val, "
+          f"{splits['test']} test; splits from {summary['split_source']}), "
           f"skipped {summary['skipped']}; {len(config.structures)} structures; "
           f"{summary['seconds_per_case'] or 0:.2f} s per case -> {args.out}")
     return 0

@@ -21,6 +21,10 @@ npz arrays (float32 unless noted; Ns, Nv, Nn points; C structures):
     scale () float64         offset (3,) float64   (world_mm = points * scale + offset)
     class_names (C,) str     label_values (C,) int64    case_id () str
     spacing (3,) float64 mm  affine (4, 4) float64      shape (3,) int64    near_sigmas (2,) float64
+    voxel_labels (X', Y', Z') uint8   the label volume as structure index + 1 (0 background), cropped
+                                      to the voxels whose centres can lie in [-1, 1]^3
+    voxel_origin (3,) int64           the crop's first voxel in the volume (voxel_labels[i, j, k] is
+                                      voxel origin + (i, j, k); world mm by `affine`)
 
 SDF values are negative inside (`sensorium.data.sdf`), in normalised units.
 
@@ -36,7 +40,9 @@ points, new at every access:
 An evaluation sample holds a fixed encoder input (drawn with a seed from the case's position, so
 every evaluation sees the same one), all stored volume and near points (the IoU points), all surface
 samples as the ground-truth surface for Chamfer distances, and the case's `scale` (mm per normalised
-unit).
+unit). A test sample (`voxels=True`) adds the voxel ground truth: `voxel_labels` (X', Y', Z') uint8,
+`voxel_to_normalised` (4, 4) (crop voxel index -> normalised point, `voxel_to_normalised`),
+`voxel_spacing` (3,) mm and `voxel_volume` (mm^3).
 """
 
 from __future__ import annotations
@@ -187,6 +193,19 @@ class CardiacSampling:
     with the points: still exact); 0: off."""
 
 
+def voxel_to_normalised(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """(4, 4) map from an index (i, j, k) of `voxel_labels` to the normalised point of that voxel's
+    centre: the crop's origin, then the volume's affine (world mm), then the stored normalisation
+    `(world - offset) / scale`."""
+    affine = np.asarray(arrays["affine"], dtype=np.float64)
+    origin = np.asarray(arrays["voxel_origin"], dtype=np.float64)
+    scale, offset = float(np.asarray(arrays["scale"])), np.asarray(arrays["offset"], dtype=np.float64)
+    out = np.eye(4)
+    out[:3, :3] = affine[:3, :3] / scale
+    out[:3, 3] = (affine[:3, :3] @ origin + affine[:3, 3] - offset) / scale
+    return out
+
+
 def _take(array: np.ndarray, index: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array[index]))
 
@@ -198,6 +217,7 @@ class CardiacCases(Dataset):
         paths: one npz per case.
         sampling: point counts of a training sample; None makes evaluation samples.
         eval_surface_points: encoder input size of an evaluation sample.
+        voxels: evaluation samples also carry the voxel ground truth (test samples; module docstring).
         repeats: the dataset lists every case this many times (a training epoch then sees each case
             `repeats` times, each with new points).
         transform: applied to each training sample after its points are drawn (augmentation; the
@@ -206,8 +226,10 @@ class CardiacCases(Dataset):
 
     def __init__(self, paths: list[Path], sampling: CardiacSampling | None = None, eval_surface_points: int = 2048,
                  repeats: int = 1, on_bad_sample: OnBadSample = "error",
-                 transform: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None):
+                 transform: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
+                 voxels: bool = False):
         self.paths = list(paths)
+        self.voxels = voxels
         self.sampling = sampling
         self.eval_surface_points = eval_surface_points
         self.repeats = repeats
@@ -274,4 +296,13 @@ class CardiacCases(Dataset):
                "scale": torch.tensor(float(np.array(arrays["scale"])))}
         for name in ("vol_points", "vol_sdf", "near_points", "near_sdf"):
             out[name] = torch.from_numpy(np.array(arrays[name]))
+        if self.voxels:
+            if "voxel_labels" not in arrays:
+                raise DataError(self.paths[case], "no voxel_labels: prepared by an older `sensorium prepare cardiac`; "
+                                                  "prepare it again for the test's voxel metrics")
+            affine = np.asarray(arrays["affine"], dtype=np.float64)[:3, :3]
+            out["voxel_labels"] = torch.from_numpy(np.array(arrays["voxel_labels"]))
+            out["voxel_to_normalised"] = torch.from_numpy(voxel_to_normalised(arrays))
+            out["voxel_spacing"] = torch.from_numpy(np.linalg.norm(affine, axis=0))
+            out["voxel_volume"] = torch.tensor(abs(float(np.linalg.det(affine))), dtype=torch.float64)
         return out

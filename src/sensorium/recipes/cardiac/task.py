@@ -5,11 +5,16 @@ predicts every structure's SDF at volume, near-surface and surface points; the l
 (volume L1 + near L1 + surface term + eikonal, weights in YAML, optionally truncated). Each term is
 returned by name, so the doctor logs and checks its share of the total.
 
-Validation each epoch: per-structure IoU of the inside region (SDF < 0) on every stored volume and
-near-surface point of the val cases, averaged over cases; `val/mean_iou` picks best.ckpt. Test (the
-same split): the IoU plus meshes by marching cubes on a decoded grid, Chamfer distance and F-score
-against the ground-truth surface samples, `.ply` meshes per case and structure, and renderings,
-written to RUN/eval/ (cardiac.json, meshes/, render_<case>.png).
+Validation each epoch, on the val cases: per-structure IoU of the inside region (SDF < 0) on every
+stored volume and near-surface point, averaged over cases; `val/mean_iou` picks best.ckpt (and
+drives early stopping). Test, on the test cases only (val chooses, test reports): the IoU; meshes by
+marching cubes on a decoded grid, Chamfer distance and F-score against the ground-truth surface
+samples, `.ply` meshes per case and structure, and renderings; and the field's voxel metrics in
+each volume's own grid (`voxel_metrics`): every structure's SDF decoded at the voxel centres of
+the stored label crop (coarse to fine, `voxel_stride`), through the case's affine and
+normalisation, against its label volume: per-structure Dice, HD95 and ASSD in mm, volumes in mL,
+and the overlap and gap between the independently decoded structures
+(`sensorium.eval.segmentation`). Written to RUN/eval/ (cardiac.json, meshes/, render_<case>.png).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from sensorium.config import as_config
 from sensorium.engine.optim import OptimConfig
 from sensorium.engine.task import SensoriumTask
 from sensorium.errors import DataError
+from sensorium.eval.segmentation import implicit_masks, label_masks, segmentation_metrics
 from sensorium.eval.shapes import (
     class_iou,
     decode_grid,
@@ -102,6 +108,16 @@ class CardiacEvalConfig:
     """Cases rendered as ground truth vs reconstruction PNGs."""
     export_meshes: bool = True
     """Write RUN/eval/meshes/<case>_<structure>.ply."""
+    voxel_metrics: bool = True
+    """Decode each test case's stored label crop (voxel centres inside [-1, 1]^3) for Dice, HD95,
+    ASSD, volumes, overlap and gap. False: skipped (the demo's untrained baseline, whose head
+    predicts nothing inside)."""
+    voxel_stride: int = 1
+    """1: decode every voxel (exact). s > 1: coarse to fine (`sensorium.eval.segmentation.implicit_masks`):
+    a lattice of every s-th voxel, then every voxel of the lattice cells a surface crosses; exact but
+    for pieces thinner than s voxels. At 2 a demo heart (88 x 85 x 65 voxels) decoded 3.6x faster;
+    with a partly trained model (296 steps) 626 of 4.9 M structure-voxel values differed, Dice by
+    up to 0.004 and HD95 by up to 0.8 mm (stray specks between lattice points go unseen)."""
 
 
 def _nanmean(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -229,7 +245,41 @@ class CardiacTask(SensoriumTask):
         self._parts = []
 
     def _case_ids(self) -> list[str] | None:
-        return list(self.data_spec.eval_case_ids) if self.data_spec is not None else None
+        return list(self.data_spec.test_case_ids) if self.data_spec is not None else None
+
+    @torch.no_grad()
+    def decode_voxels(self, context: LatentContext, to_normalised: torch.Tensor, shape: tuple[int, ...]
+                      ) -> np.ndarray:
+        """(C, X, Y, Z) bool: each structure's inside (SDF < 0) at the centres of an (X, Y, Z) voxel
+        grid, whose index (i, j, k, 1) `to_normalised` (4, 4) maps to normalised points; one shape's
+        context. Voxels outside [-1, 1]^3, where the model was never trained, are outside every
+        structure. Coarse to fine at `voxel_stride` (`sensorium.eval.segmentation.implicit_masks`)."""
+        device = context.tokens.device
+        matrix = to_normalised.to(device=device, dtype=torch.float64)
+        num_structures = len(self.structures)
+
+        def inside(index: np.ndarray) -> np.ndarray:  # (Q, 3) voxel indices -> (Q, C) bool
+            points = torch.from_numpy(index).to(device=device, dtype=torch.float64) @ matrix[:3, :3].T + matrix[:3, 3]
+            keep = (points.abs() <= 1.0).all(dim=-1)
+            out = torch.zeros(len(index), num_structures, dtype=torch.bool)
+            if keep.any():
+                sdf = self.net.query_sdf(context, points[keep].float()[None])[0]  # (K, C)
+                out[keep.cpu()] = (sdf < 0).cpu()
+            return out.numpy()
+
+        cfg = self.eval_config
+        return implicit_masks(inside, shape, stride=cfg.voxel_stride, chunk=cfg.query_chunk)
+
+    def voxel_part(self, batch: dict, context: LatentContext) -> dict[str, torch.Tensor]:
+        """Per-case voxel metrics of a test batch ((B, C) tables, (B,) overlap / gap)."""
+        rows = []
+        for b, labels in enumerate(batch["voxel_labels"]):
+            labels = labels.cpu().numpy()
+            pred = self.decode_voxels(context.select(b), batch["voxel_to_normalised"][b], labels.shape)
+            rows.append(segmentation_metrics(pred, label_masks(labels, len(self.structures)),
+                                             batch["voxel_spacing"][b].cpu().numpy(),
+                                             float(batch["voxel_volume"][b])))
+        return {key: torch.tensor(np.array([row[key] for row in rows]), dtype=torch.float64) for key in rows[0]}
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         if "vol_points" not in batch:
@@ -260,6 +310,8 @@ class CardiacTask(SensoriumTask):
         part["chamfer"] = torch.tensor(chamfer, dtype=torch.float64)  # (B, C), NaN: no surface reconstructed
         part["fscore"] = torch.tensor(fscore, dtype=torch.float64)
         part["scale"] = batch["scale"].double()  # (B,) mm per normalised unit
+        if cfg.voxel_metrics and "voxel_labels" in batch:
+            part.update(self.voxel_part(batch, context))
         self._parts.append(part)
 
     def on_test_epoch_end(self) -> None:
@@ -277,9 +329,12 @@ class CardiacTask(SensoriumTask):
             path = atomic_write_json(self.run_dir / "eval" / "cardiac.json", report)
             worst = min(report["class_iou"], key=lambda k: report["class_iou"][k] or 0.0)
             chamfer = f"{report['chamfer']:.4f}" if report["chamfer"] is not None else "n/a"
+            voxel = (f", Dice {_fmt(report['mean_dice'], '.3f')}, HD95 {_fmt(report['mean_hd95_mm'], '.2f')} mm, "
+                     f"ASSD {_fmt(report['mean_assd_mm'], '.2f')} mm, overlap {report['overlap_ml']:.2f} mL, gap "
+                     f"{report['gap_ml']:.2f} mL" if "mean_dice" in report else "")
             log.info(f"[cardiac] {report['split']} ({report['num_cases']} cases): mean IoU {report['mean_iou']:.4f} "
                      f"(lowest {worst} {report['class_iou'][worst] or 0.0:.3f}), Chamfer {chamfer}, "
-                     f"F-score {report['fscore']:.3f}; wrote {path}")
+                     f"F-score {report['fscore']:.3f}{voxel}; wrote {path}")
 
     def shape_report(self, result: dict[str, torch.Tensor]) -> dict:
         """eval/cardiac.json from the gathered per-case results (all (cases, C) tables)."""
@@ -291,9 +346,10 @@ class CardiacTask(SensoriumTask):
         class_chamfer = _nanmean(chamfer, dim=0)  # cases without that surface left out (counted below)
         chamfer_mm = _nanmean(chamfer * result["scale"][:, None])
         case_ids = self._case_ids()
-        return {
-            "split": self.data_spec.eval_split if self.data_spec is not None else "val",
-            "num_cases": int(len(order)),
+        names_of = [case_ids[i] if case_ids else f"case_{i}" for i in result["index"].tolist()]
+        report = {
+            "split": "test",
+            "num_cases": len(order),
             "structures": names,
             "sdf_sign": "negative inside",
             "iou_points": "every stored volume and near-surface point of each case",
@@ -319,3 +375,62 @@ class CardiacTask(SensoriumTask):
                 for row, i in enumerate(result["index"].tolist())
             },
         }
+        if "dice" in result:
+            report.update(voxel_report(result, names))
+            for row, case_id in enumerate(names_of):
+                report["cases"][case_id].update(voxel_case(result, row, names))
+        return report
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return format(value, spec) if value is not None else "n/a"
+
+
+def _named(names: list[str], values: torch.Tensor) -> dict[str, float | None]:
+    return {n: _number(v) for n, v in zip(names, values)}
+
+
+MODEL_VOXELS = ("each structure's inside (SDF < 0) decoded at the voxel centres of the case's own label crop (its "
+                "affine, spacing and stored normalisation)")
+
+
+def voxel_report(result: dict[str, torch.Tensor], names: list[str], masks: str = MODEL_VOXELS) -> dict:
+    """The voxel metrics of cardiac.json from per-case (cases, C) tables: per structure the mean
+    over test cases (HD95 / ASSD over the cases where both masks are non-empty, counted in
+    `undefined_surface_distances`); volume errors as mean absolute error (prediction - truth).
+    `masks` says where the predicted masks came from."""
+    dice, hd95, assd = (_nanmean(result[k], dim=0) for k in ("dice", "hd95_mm", "assd_mm"))  # (C,) each
+    error = result["volume_error_ml"]  # (cases, C) signed
+    return {
+        "voxel_metrics": f"{masks}; surfaces: 6-connected boundary voxels, distances by "
+                         "scipy.ndimage.distance_transform_edt at the voxel spacing; HD95: max of the two directed "
+                         "95th percentiles; ASSD: mean of both directions' distances",
+        "dice": _named(names, dice),
+        "mean_dice": _number(_nanmean(dice)),
+        "hd95_mm": _named(names, hd95),
+        "mean_hd95_mm": _number(_nanmean(hd95)),
+        "assd_mm": _named(names, assd),
+        "mean_assd_mm": _number(_nanmean(assd)),
+        "undefined_surface_distances": int(torch.isnan(result["hd95_mm"]).sum()),
+        "volume_ml": {n: {"pred": _number(p), "true": _number(t), "error": _number(e), "abs_error": _number(a)}
+                      for n, p, t, e, a in zip(names, result["pred_ml"].mean(dim=0), result["true_ml"].mean(dim=0),
+                                               error.mean(dim=0), error.abs().mean(dim=0))},
+        "class_volume_error_ml": _named(names, error.abs().mean(dim=0)),
+        "volume_error_ml": float(error.abs().mean()),
+        "overlap_ml": float(result["overlap_ml"].mean()),
+        "gap_ml": float(result["gap_ml"].mean()),
+        "true_total_ml": float(result["true_ml"].sum(dim=1).mean()),
+    }
+
+
+def voxel_case(result: dict[str, torch.Tensor], row: int, names: list[str]) -> dict:
+    """One test case's voxel metrics for cardiac.json's `cases` (the report's box plots)."""
+    return {
+        "dice": _named(names, result["dice"][row]),
+        "hd95_mm": _named(names, result["hd95_mm"][row]),
+        "assd_mm": _named(names, result["assd_mm"][row]),
+        "volume_error_ml": _named(names, result["volume_error_ml"][row]),
+        "true_ml": _named(names, result["true_ml"][row]),
+        "overlap_ml": float(result["overlap_ml"][row]),
+        "gap_ml": float(result["gap_ml"][row]),
+    }
