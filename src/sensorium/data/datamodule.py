@@ -24,12 +24,13 @@ its datamodule's attributes by name or calls `setup()` on it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
 import numpy as np
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from sensorium.data.bad_samples import collate_skipping
@@ -112,6 +113,13 @@ class SensoriumDataModule(L.LightningDataModule):
     def split_sizes(self) -> dict[str, int]:
         """Samples per split as the loaders will read them, after `setup` ({} where unknown)."""
         return {}
+
+    def attach_frozen_encoders(self, encoders: Mapping[str, nn.Module]) -> tuple[str, ...]:
+        """Offered by the task in its `setup`: encoders ({name: module}) whose outputs cannot change
+        during the run. A datamodule with a feature cache (`sensorium.data.feature_cache`) computes
+        their outputs once, when its loaders are first built, and returns the names whose batches
+        will carry outputs instead of inputs. Default: none (the task runs every encoder)."""
+        return ()
 
     def check_fits(self, stage: str, accumulate_grad_batches: int = 1) -> None:
         """Fail before any step when the splits cannot serve this world size: the train split must

@@ -19,7 +19,7 @@ from torch import nn
 
 from sensorium.config import as_config, to_plain
 from sensorium.data.datamodule import DataSpec, SensoriumDataModule, check_val_reads
-from sensorium.engine.optim import OptimConfig, build_optimizer, resolve_lr, set_unfrozen
+from sensorium.engine.optim import OptimConfig, build_optimizer, resolve_lr, set_unfrozen, stage_of_parameters
 from sensorium.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -51,13 +51,44 @@ class SensoriumTask(L.LightningModule):
     def configure_data(self, spec: DataSpec) -> None:
         """Receive the datamodule's data contract before the network is configured (build from it, or
         check that a restored network fits it). Called once per stage by `setup`."""
+
+    def feature_encoders(self) -> dict[str, nn.Module]:
+        """The encoders whose outputs a datamodule's feature cache may store (`sensorium.data.
+        feature_cache`), by the name the datamodule knows them by (welding: the modality): pretrained
+        encoders built frozen. Of these, `frozen_encoders` keeps the ones frozen for the whole run.
+        Default: none."""
+        return {}
+
+    def configure_features(self, stage: str, cached: tuple[str, ...]) -> None:
+        """Called in `setup` after the datamodule took the `frozen_encoders` named `cached`: its
+        batches carry those encoders' outputs instead of their inputs. Refuse here what needs the
+        inputs (an augmentation of them)."""
+
+    def frozen_encoders(self) -> dict[str, nn.Module]:
+        """`feature_encoders` whose outputs cannot change during the run: no parameter of theirs
+        trains, and no `optim.unfreeze` stage names one (a trainable encoder is never cached)."""
+        encoders = self.feature_encoders()
+        staged = ({id(p) for n, p in self.named_parameters() if n in stage_of_parameters(self, self.optim.unfreeze)}
+                  if self.optim.unfreeze and encoders else set())
+        return {name: encoder for name, encoder in encoders.items()
+                if not any(p.requires_grad or id(p) in staged for p in encoder.parameters())}
+
     def setup(self, stage: str) -> None:
         self._setup_data(stage)
+        self._setup_features(stage)
         if stage == "fit" and self.optim.unfreeze:
             # DDP, which wraps the module after this hook, syncs only the parameters that require a
             # gradient when it wraps: every stage's are made trainable here (the network exists by
             # now), and `configure_optimizers` freezes those whose epoch has not come.
             set_unfrozen(self, self.optim.unfreeze, epoch=None)
+
+    def _setup_features(self, stage: str) -> None:
+        # A datamodule with a feature cache computes the frozen encoders' outputs once (when its
+        # loaders are first built) and serves them instead of the encoders' inputs.
+        if self._trainer is None or not isinstance(self.trainer.datamodule, SensoriumDataModule):
+            return
+        cached = self.trainer.datamodule.attach_frozen_encoders(self.frozen_encoders())
+        self.configure_features(stage, tuple(cached))
 
     def _setup_data(self, stage: str) -> None:
         # Lightning sets the datamodule up before the module and calls configure_model after both, so

@@ -1,37 +1,68 @@
 """The welding recipe's DataModule: manifest checks before training, a validation split carved
 from TRAIN, sensor statistics from the training part only, class-balanced training batches, and
-per-rank shards for the k-NN evaluation passes."""
+per-rank shards for the k-NN evaluation passes.
+
+Frozen features (`feature_cache: DIR`): the engine hands over the task's encoders that are
+pretrained and frozen for the whole run (`SensoriumTask.frozen_encoders` -> `attach_frozen_encoders`,
+in the task's `setup`); when the loaders are first
+built (after Lightning has restored any checkpoint and moved the model to its device), their
+outputs for every sample of the manifest are computed once into DIR (`sensorium.data.feature_cache`:
+one zarr store per modality, keyed by the encoder's weights, the modality's preprocessing, the
+precision and the dataset, rebuilt when a sample's files change), and every loader then reads
+those modalities' tokens (`<modality>_tokens`) instead of decoding video, photos or audio.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
+from pathlib import Path
 
+import torch
+from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader
 
 from sensorium.config import as_config, to_plain
 from sensorium.data.bad_samples import OnBadSample
 from sensorium.data.datamodule import SensoriumDataModule
+from sensorium.data.feature_cache import (
+    FEATURE_DTYPES,
+    FeatureRequest,
+    FeatureStore,
+    ensure_feature_stores,
+    file_stamp,
+)
 from sensorium.data.fingerprint import sample_fingerprint
 from sensorium.data.samplers import ClassBalancedBatchSampler
 from sensorium.data.splits import stratified_split
 from sensorium.errors import ConfigError, DataError
 from sensorium.recipes.welding.reader import (
+    MODALITY_PREPROCESS,
     WeldingDataset,
     WeldingPreprocess,
     WeldingRecord,
     compute_sensor_stats,
+    modality_files,
     read_manifest,
     select_split,
 )
 
 log = logging.getLogger(__name__)
 
+# The modalities a frozen encoder can be cached for (the sensor encoder is always trained).
+CACHEABLE = ("video", "images", "audio")
+# Bump when what a cached modality's tensor is changes without its preprocessing settings changing
+# (WeldingDataset's decoding, the pretrained encoders' input convention): old caches then rebuild.
+FEATURE_INPUTS_VERSION = 1
+
 
 class WeldingDataModule(SensoriumDataModule):
     def __init__(self, root: str, preprocess: WeldingPreprocess | None = None, classes_per_batch: int = 12,
                  samples_per_class: int = 4, batches_per_epoch: int | None = None, val_fraction: float = 0.15,
                  val_split: str | None = None, split_seed: int = 0, eval_batch_size: int = 64, num_workers: int = 2,
-                 cache: bool = False, on_bad_sample: OnBadSample = "error", allow_missing_modalities: bool = False):
+                 cache: bool = False, on_bad_sample: OnBadSample = "error", allow_missing_modalities: bool = False,
+                 feature_cache: str | None = None, feature_dtype: str = "float16"):
         """
         Args:
             root: dataset root holding manifest.csv (Intel Robotic Welding layout).
@@ -45,6 +76,15 @@ class WeldingDataModule(SensoriumDataModule):
                 keeps its own cache, so the demo uses num_workers 0).
             allow_missing_modalities: a sample lacking a modality file gets present=False instead of
                 an error (inference on incomplete recordings; the fusion masks it out).
+            feature_cache: a directory for the outputs of the encoders that are pretrained and
+                frozen for the whole run (`net.<modality>: {pretrained: DIR, freeze: true}`, not
+                named by `optim.unfreeze`): computed once per checkpoint, preprocessing, precision
+                and dataset, then read by training, validation and test instead of the raw
+                video / photos / audio. Every rank must see the directory (one filesystem). None:
+                the encoders run on every batch. Cannot be combined with augmentation of a cached
+                modality's raw input (the task says so).
+            feature_dtype: float16 (half the disk and reading time; tokens round to 11 significant
+                bits) or float32.
         """
         super().__init__()
         self.root = root
@@ -60,6 +100,13 @@ class WeldingDataModule(SensoriumDataModule):
         self.cache = cache
         self.on_bad_sample = on_bad_sample
         self.allow_missing_modalities = allow_missing_modalities
+        if feature_dtype not in FEATURE_DTYPES:
+            raise ConfigError("data.feature_dtype", f"must be one of {FEATURE_DTYPES}, got {feature_dtype!r}")
+        self.feature_cache = feature_cache
+        self.feature_dtype = feature_dtype
+        self._frozen: dict[str, nn.Module] = {}
+        self._stores: dict[str, FeatureStore] | None = None
+        self._served: dict[str, WeldingDataset] = {}
         # Plain values only, so checkpoints stay loadable with weights_only=True.
         self.save_hyperparameters({"root": root, "preprocess": to_plain(self.preprocess)})
         self.records: dict[str, list[WeldingRecord]] | None = None
@@ -125,13 +172,111 @@ class WeldingDataModule(SensoriumDataModule):
 
     def train_dataloader(self) -> DataLoader:
         rank, world = self.rank_and_world
-        return self._loader(self.datasets["train"], None, batch_sampler=self._train_sampler(world, rank))
+        return self._loader(self._dataset("train"), None, "train", batch_sampler=self._train_sampler(world, rank))
 
     def val_dataloader(self) -> list[DataLoader]:
         """[training embeddings (the k-NN bank), validation queries]."""
-        return [self.eval_loader(self.datasets["train"], "train"), self.eval_loader(self.datasets["val"], "val")]
+        return [self.eval_loader(self._dataset("train"), "train"), self.eval_loader(self._dataset("val"), "val")]
 
     def test_dataloader(self) -> list[DataLoader]:
         """[all of TRAIN (train + val) as the k-NN bank, TEST queries]."""
-        bank = ConcatDataset([self.datasets[s] for s in ("train", "val") if s in self.datasets])
-        return [self.eval_loader(bank, "train + val"), self.eval_loader(self.datasets["test"], "test")]
+        bank = ConcatDataset([self._dataset(s) for s in ("train", "val") if s in self.datasets])
+        return [self.eval_loader(bank, "train + val"), self.eval_loader(self._dataset("test"), "test")]
+
+    # --- frozen features ------------------------------------------------------------------------
+    def attach_frozen_encoders(self, encoders: Mapping[str, nn.Module]) -> tuple[str, ...]:
+        """Offer the encoders ({modality: module}) whose weights stay fixed for the whole run.
+        With `feature_cache` set, returns the modalities whose loaders will yield
+        `<modality>_tokens` (their outputs, computed once) instead of the raw input; without it, ().
+        Nothing is computed here: that waits for the first loader (`feature_stores`)."""
+        self._stores, self._served = None, {}
+        if self.feature_cache is None:
+            self._frozen = {}
+            return ()
+        unknown = sorted(set(encoders) - set(CACHEABLE))
+        if unknown:
+            raise ConfigError("data.feature_cache", f"no cached features for {unknown}; cacheable: {CACHEABLE}")
+        self._frozen = {m: encoders[m] for m in CACHEABLE if m in encoders}
+        if not self._frozen:
+            log.warning(f"[welding] data.feature_cache is set ({self.feature_cache}), but no encoder is pretrained and "
+                        "frozen for the whole run: nothing to cache, every encoder runs on every batch")
+        return tuple(self._frozen)
+
+    def feature_stores(self, strategy=None, precision: str | None = None, context=None) -> dict[str, FeatureStore]:
+        """The open stores of the attached frozen encoders, built where missing or stale (collective
+        under several ranks: every rank's loaders call it). Defaults from the trainer: its strategy,
+        its precision (part of the cache's key) and the autocast that precision runs the encoders in."""
+        if self._stores is not None:
+            return self._stores
+        if not self._frozen:
+            self._stores = {}
+            return self._stores
+        trainer = self.trainer
+        if trainer is not None:
+            strategy = strategy if strategy is not None else trainer.strategy
+            precision = precision or str(trainer.precision)
+            context = context or trainer.precision_plugin.forward_context
+        records = sorted((r for split in self.records.values() for r in split), key=lambda r: r.sample_id)
+        p = self.preprocess
+        shapes = WeldingDataset([], p)
+        requests = []
+        for m, encoder in self._frozen.items():
+            inputs = {"recipe": "welding", "modality": m, "version": FEATURE_INPUTS_VERSION,
+                      "preprocess": {f: getattr(p, f) for f in MODALITY_PREPROCESS[m]},
+                      "precision": precision or "32-true"}
+            files = [[file_stamp(f) for f in modality_files(r, m)] for r in records]
+            zeros = shapes.decode(_NO_FILES, m)[None]  # (1, ...): an input of the real shape
+            requests.append(FeatureRequest(m, encoder, inputs, files, zeros,
+                                           encode=_PerAngle(encoder) if m == "images" else None))
+        self._stores = ensure_feature_stores(
+            self.feature_cache, str(Path(self._manifest).resolve()), [r.sample_id for r in records], requests,
+            _RawInputs(records, p), dtype=self.feature_dtype, batch_size=self.eval_batch_size,
+            num_workers=self.num_workers, on_bad_sample=self.on_bad_sample, strategy=strategy,
+            context=context or nullcontext)
+        return self._stores
+
+    def _dataset(self, split: str) -> WeldingDataset:
+        """The dataset a loader of `split` reads: the decoding one, or with the frozen encoders'
+        modalities read from their stores."""
+        stores = self.feature_stores()
+        if not stores:
+            return self.datasets[split]
+        if split not in self._served:
+            raw = self.datasets[split]
+            self._served[split] = WeldingDataset(raw.records, raw.preprocess, raw.sensor_stats, raw.on_bad_sample,
+                                                 raw.cache, features=stores)
+        return self._served[split]
+
+
+class _NoFiles:
+    """A record with every modality missing: `WeldingDataset.decode` gives the zeros of its shape."""
+
+    video = audio = sensor = None
+    images: Sequence = ()
+
+
+_NO_FILES = _NoFiles()
+
+
+class _RawInputs:
+    """load(row, modalities) for the feature cache's build: the raw inputs of one record (picklable,
+    for DataLoader workers)."""
+
+    def __init__(self, records: Sequence[WeldingRecord], preprocess: WeldingPreprocess):
+        self.dataset = WeldingDataset(records, preprocess)
+
+    def __call__(self, row: int, modalities: Sequence[str]) -> dict[str, torch.Tensor]:
+        record = self.dataset.records[row]
+        return {m: self.dataset.decode(record, m) for m in modalities}
+
+
+class _PerAngle:
+    """The images encoder gives every angle's tokens one after another (B, N*L, D); the cache keeps
+    them per angle (B, N, L, D), as `ViewAggregation` takes them."""
+
+    def __init__(self, encoder: nn.Module):
+        self.encoder = encoder
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        tokens = self.encoder(images)
+        return tokens.unflatten(1, (images.shape[1], -1))

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from sensorium.layers.pooling import ViewAggregation, ViewMode
-from sensorium.models.encoders import EncoderConfig, build_encoder
+from sensorium.models.encoders import EncoderConfig, PretrainedEncoder, build_encoder
 from sensorium.models.fusion import CrossAttentionFusion, FusionOutput
 from sensorium.recipes.welding.reader import MODALITIES  # the batch contract's modality order
 
@@ -57,15 +57,27 @@ class WeldingNet(nn.Module):
             config.fusion_heads, config.embed_dim, config.dropout)
 
     def encode(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Token sequences of each modality: {m: (B, L_m, D_m)}."""
+        """Token sequences of each modality: {m: (B, L_m, D_m)}.
+
+        A batch may carry a modality's encoder output instead of its input: `<m>_tokens` (a frozen
+        encoder's tokens read from a feature cache; images per angle, (B, N, L, D)). That encoder is
+        then skipped and its tokens used as they are."""
         inputs = dict(batch)
-        if self.config.sensor_relative:
+        if self.config.sensor_relative and "sensor" in batch:
             inputs["sensor"] = with_run_relative(batch["sensor"])
-        tokens = {m: self.encoders[m](inputs[m]) for m in MODALITIES}
-        # Image encoders give the angles' tokens one after another, angle by angle: (B, N*L, D).
-        images, (B, N) = tokens["images"], batch["images"].shape[:2]
-        tokens["images"] = self.image_views(images.reshape(B, N, -1, images.shape[-1]))  # (B, N, L, D) in
+        tokens = {m: batch[f"{m}_tokens"].float() if f"{m}_tokens" in batch else self.encoders[m](inputs[m])
+                  for m in MODALITIES}
+        if "images_tokens" not in batch:
+            # Image encoders give the angles' tokens one after another, angle by angle: (B, N*L, D).
+            images, (B, N) = tokens["images"], batch["images"].shape[:2]
+            tokens["images"] = images.reshape(B, N, -1, images.shape[-1])
+        tokens["images"] = self.image_views(tokens["images"])  # (B, N, L, D) in
         return tokens
+
+    def frozen_encoders(self) -> dict[str, nn.Module]:
+        """{modality: encoder} of the pretrained encoders built frozen (their outputs depend on the
+        input alone, as long as nothing unfreezes them)."""
+        return {m: e for m, e in self.encoders.items() if isinstance(e, PretrainedEncoder) and e.freeze}
 
     def fuse(self, tokens: dict[str, torch.Tensor], present: torch.Tensor) -> FusionOutput:
         return self.fusion(tokens, present)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import csv
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import Dataset
 
 from sensorium.data.bad_samples import OnBadSample, handle_bad_sample
+from sensorium.data.feature_cache import FeatureStore
 from sensorium.data.media import audio_seconds_for, log_mel, read_audio, read_image, read_video
 from sensorium.errors import ConfigError, DataError
 
@@ -425,6 +426,22 @@ class WeldingPreprocess:
     sensor_columns: list[str] = field(default_factory=lambda: list(SENSOR_COLUMNS))  # time column excluded
 
 
+# The preprocessing fields that decide each modality's tensor (a frozen-feature cache is keyed by them,
+# so changing the sensor length does not recompute the video features).
+MODALITY_PREPROCESS: dict[str, tuple[str, ...]] = {
+    "video": ("num_frames", "frame_size"),
+    "images": ("num_images", "image_size"),
+    "audio": ("sample_rate", "n_mels", "win_ms", "hop_ms", "audio_frames"),
+    "sensor": ("sensor_length", "sensor_columns"),
+}
+
+
+def modality_files(record: WeldingRecord, modality: str) -> list[Path]:
+    """The files one modality of a record is read from (none when it is missing)."""
+    files = {"video": [record.video], "images": record.images, "audio": [record.audio], "sensor": [record.sensor]}
+    return [f for f in files[modality] if f is not None]
+
+
 # The paper's sizes: V-JEPA 2 (16 frames, 224 px), DINOv2 (5 angles, 224 px), AST (16 kHz, 128 mel,
 # 25 ms window, 10 ms hop, 1024 frames), sensor Transformer on 256 steps.
 PAPER_PREPROCESS = WeldingPreprocess(num_frames=16, frame_size=224, num_images=5, image_size=224,
@@ -458,11 +475,16 @@ class WeldingDataset(Dataset):
     and counts it in the batch). `cache=True` keeps each decoded item in memory (about 0.3 MB per
     sample at the demo sizes; meant for small datasets, and per worker process: use
     persistent_workers with num_workers > 0).
+
+    `features` ({modality: FeatureStore}, `sensorium.data.feature_cache`): those modalities are not
+    decoded; the item holds `<modality>_tokens` instead, their frozen encoder's output read from the
+    store (video, audio: (L, D); images: (N, L, D), one token sequence per angle), and no
+    `<modality>` key. A sample the store recorded as bad is a bad sample here too.
     """
 
     def __init__(self, records: Sequence[WeldingRecord], preprocess: WeldingPreprocess | None = None,
                  sensor_stats: SensorStats | None = None, on_bad_sample: OnBadSample = "error",
-                 cache: bool = False):
+                 cache: bool = False, features: Mapping[str, FeatureStore] | None = None):
         self.records = list(records)
         self.preprocess = p = preprocess or WeldingPreprocess()
         if sensor_stats is not None and tuple(sensor_stats.columns) != tuple(p.sensor_columns):
@@ -475,6 +497,12 @@ class WeldingDataset(Dataset):
         self.skipped: set[int] = set()  # indices found bad in this process
         self.labels = torch.tensor([r.label for r in self.records], dtype=torch.long)
         self._audio_seconds = audio_seconds_for(p.audio_frames, p.win_ms, p.hop_ms)
+        self.features = dict(features or {})
+        unknown = sorted(set(self.features) - set(MODALITIES))
+        if unknown:
+            raise ValueError(f"features for unknown modalities {unknown}")
+        self._feature_rows = {m: [store.row(r.sample_id) for r in self.records] for m, store in self.features.items()}
+        self.raw_modalities = tuple(m for m in MODALITIES if m not in self.features)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -483,7 +511,9 @@ class WeldingDataset(Dataset):
         if i in self._cache:
             return self._cache[i]
         try:
-            item = self.load(self.records[i])
+            item = self.load(self.records[i], self.raw_modalities)
+            for m, store in self.features.items():
+                item[f"{m}_tokens"] = torch.from_numpy(store.read(self._feature_rows[m][i]))
         except DataError as e:
             handle_bad_sample(e, self.on_bad_sample)
             self.skipped.add(i)
@@ -494,23 +524,27 @@ class WeldingDataset(Dataset):
             self._cache[i] = item
         return item
 
-    def load(self, r: WeldingRecord) -> dict[str, torch.Tensor]:
-        """Decode and preprocess one record (no index); DataError on a bad file."""
-        p = self.preprocess
-        present = torch.tensor(r.present, dtype=torch.bool)
-        item = {
-            "video": read_video(r.video, p.num_frames, (p.frame_size, p.frame_size)) if r.video is not None
-            else torch.zeros(p.num_frames, 3, p.frame_size, p.frame_size),
-            "images": self._images(r.images) if r.images
-            else torch.zeros(p.num_images, 3, p.image_size, p.image_size),
-            "audio": self._audio(r.audio) if r.audio is not None
-            else torch.zeros(1, p.n_mels, p.audio_frames),
-            "sensor": self._sensor(r.sensor) if r.sensor is not None
-            else torch.zeros(p.sensor_length, len(p.sensor_columns)),
-        }
-        item["present"] = present
+    def load(self, r: WeldingRecord, modalities: Sequence[str] = MODALITIES) -> dict[str, torch.Tensor]:
+        """Decode and preprocess one record's `modalities` (no index); DataError on a bad file."""
+        item = {m: self.decode(r, m) for m in modalities}
+        item["present"] = torch.tensor(r.present, dtype=torch.bool)
         item["label"] = torch.tensor(r.label, dtype=torch.long)
         return item
+
+    def decode(self, r: WeldingRecord, modality: str) -> torch.Tensor:
+        """One modality of a record as the model's input (zeros when its file is missing)."""
+        p = self.preprocess
+        if modality == "video":
+            return (read_video(r.video, p.num_frames, (p.frame_size, p.frame_size)) if r.video is not None
+                    else torch.zeros(p.num_frames, 3, p.frame_size, p.frame_size))
+        if modality == "images":
+            return self._images(r.images) if r.images else torch.zeros(p.num_images, 3, p.image_size, p.image_size)
+        if modality == "audio":
+            return self._audio(r.audio) if r.audio is not None else torch.zeros(1, p.n_mels, p.audio_frames)
+        if modality == "sensor":
+            return (self._sensor(r.sensor) if r.sensor is not None
+                    else torch.zeros(p.sensor_length, len(p.sensor_columns)))
+        raise ValueError(f"unknown modality {modality!r}")
 
     def _images(self, paths: list[Path]) -> torch.Tensor:
         size = (self.preprocess.image_size, self.preprocess.image_size)

@@ -20,6 +20,7 @@ from torch import nn
 from sensorium.config import as_config
 from sensorium.engine.optim import OptimConfig
 from sensorium.engine.task import SensoriumTask
+from sensorium.errors import ConfigError
 from sensorium.eval.knn import Metric, Votes, classification_report, knn_predict_ks
 from sensorium.losses.contrastive import supcon_loss
 from sensorium.recipes.welding.metrics import knn_test_report, write_test_eval
@@ -110,6 +111,20 @@ class WeldingTask(SensoriumTask):
 
     def export_config(self) -> dict:
         return {**super().export_config(), "modalities": list(MODALITIES), "classes": list(WELDING_LABELS)}
+
+    # --- frozen features (data.feature_cache) ----------------------------------------------------
+    def feature_encoders(self) -> dict[str, nn.Module]:
+        """The pretrained encoders built frozen, by modality (the engine keeps those that no
+        `optim.unfreeze` stage names; the datamodule then serves their tokens as `<modality>_tokens`)."""
+        return self.net.frozen_encoders()
+
+    def configure_features(self, stage: str, cached: tuple[str, ...]) -> None:
+        clash = [m for m in cached if m in self.augment.raw_modalities()]
+        if stage == "fit" and clash:
+            raise ConfigError("model.augment", f"augments the raw {', '.join(clash)}, which data.feature_cache replaces "
+                                               "with the frozen encoders' cached tokens: augmentations that act on raw "
+                                               "inputs cannot be used with the cache. Turn model.augment.enabled off "
+                                               "(or zero those modalities' transforms), or drop data.feature_cache")
 
     # --- training -------------------------------------------------------------------------------
     def training_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

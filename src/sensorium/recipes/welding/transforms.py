@@ -55,25 +55,43 @@ class WeldingAugment(nn.Module):
             K.RandomHorizontalFlip(p=c.flip), K.RandomVerticalFlip(p=c.flip),
             K.ColorJitter(contrast=c.image_contrast, p=1.0) if c.image_contrast > 0 else nn.Identity())
 
+    def raw_modalities(self) -> tuple[str, ...]:
+        """The modalities whose raw input this augmentation changes (none when disabled). A batch
+        that carries a modality's cached encoder output instead of its input cannot be augmented
+        there."""
+        c = self.config
+        if not c.enabled:
+            return ()
+        active = {"video": c.flip > 0, "images": c.flip > 0 or c.image_contrast > 0,
+                  "audio": c.spec_time_mask > 0 or c.spec_freq_mask > 0,
+                  "sensor": c.sensor_gain > 0 or c.sensor_noise > 0}
+        return tuple(m for m, on in active.items() if on)
+
     @torch.no_grad()
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Augments the raw modalities the batch holds (a modality read from a feature cache holds
+        `<m>_tokens` instead and is left alone; the task refuses a cache under an augmentation
+        that would change it)."""
         if not self.config.enabled:
             return batch
         c = self.config
         out = dict(batch)
-        out["video"] = self.video(batch["video"])
-        B, N = batch["images"].shape[:2]
-        out["images"] = self.images(batch["images"].flatten(0, 1)).view_as(batch["images"])  # each photo on its own
-        audio = batch["audio"]  # (B, 1, mels, frames)
-        floor = audio.amin(dim=(2, 3), keepdim=True)  # masked cells become silence, not zeros
-        if c.spec_time_mask:
-            time = _band_mask(B, audio.shape[3], c.spec_time_mask, audio.device)[:, None, None, :]
-            audio = torch.where(time, floor, audio)
-        if c.spec_freq_mask:
-            freq = _band_mask(B, audio.shape[2], c.spec_freq_mask, audio.device)[:, None, :, None]
-            audio = torch.where(freq, floor, audio)
-        out["audio"] = audio
+        if "video" in batch:
+            out["video"] = self.video(batch["video"])
+        if "images" in batch:  # each photo on its own
+            out["images"] = self.images(batch["images"].flatten(0, 1)).view_as(batch["images"])
+        if "audio" in batch:
+            audio = batch["audio"]  # (B, 1, mels, frames)
+            B = audio.shape[0]
+            floor = audio.amin(dim=(2, 3), keepdim=True)  # masked cells become silence, not zeros
+            if c.spec_time_mask:
+                time = _band_mask(B, audio.shape[3], c.spec_time_mask, audio.device)[:, None, None, :]
+                audio = torch.where(time, floor, audio)
+            if c.spec_freq_mask:
+                freq = _band_mask(B, audio.shape[2], c.spec_freq_mask, audio.device)[:, None, :, None]
+                audio = torch.where(freq, floor, audio)
+            out["audio"] = audio
         sensor = batch["sensor"]  # (B, L, C)
-        gain = 1 + c.sensor_gain * torch.randn(B, 1, sensor.shape[2], device=sensor.device)
+        gain = 1 + c.sensor_gain * torch.randn(sensor.shape[0], 1, sensor.shape[2], device=sensor.device)
         out["sensor"] = sensor * gain + c.sensor_noise * torch.randn_like(sensor)
         return out
