@@ -23,10 +23,13 @@ class WeldingNetConfig:
     audio: EncoderConfig = field(default_factory=EncoderConfig)
     sensor: EncoderConfig = field(default_factory=lambda: EncoderConfig(depth=2))
     sensor_channels: int = 6
-    # Also give the sensor encoder each channel standardised over its own run (mean and std over
-    # time), beside the TRAIN-standardised one. Set-points differ widely between runs, so a fault
-    # that shows as a step of a channel away from the run's own level (a current jump, a gas drop)
-    # is a change of shape the encoder would otherwise have to separate from a change of level.
+    # Feed the sensor encoder the series plus a within-run standardised copy (`with_run_relative`).
+    # SensorTransformer already adds a within-run copy of whatever it is given, so with the flag its
+    # stem sees the TRAIN-standardised series once and the within-run one three times (the copy of
+    # the copy is the copy again): the flag re-weights the two views towards the run-relative one;
+    # it adds no information. Measured (docs/notes/welding.md, 2026-12-07): TEST k-NN higher with it
+    # on every dataset tried, most where the Porosity pair (a current step away from the run's own
+    # level) decides the result. Why the weighting helps is not ablated further.
     sensor_relative: bool = False
     image_views: ViewMode = "tokens"
     """How the post-weld photos' token sequences, one per angle, become the images' tokens
