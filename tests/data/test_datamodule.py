@@ -55,7 +55,7 @@ class _Numbers(SensoriumDataModule):
         self.collate_fn = None
 
     def split_sizes(self):
-        return {"train": self.n, "val": 3}
+        return {"train": self.n, "val": 3, "test": 1}
 
 
 def test_train_loader_gives_every_rank_one_process_epoch():
@@ -81,3 +81,11 @@ def test_checks_before_any_step_name_the_option():
     small.trainer = _Fake(0, 2)
     with pytest.raises(DataError, match="numbers: the train split has 7 sample.*data.batch_size=4 on each of 2"):
         small.check_fits("fit")
+
+
+def test_a_fit_does_not_need_the_test_split_to_fill_the_ranks():
+    dm = _Numbers(40, batch_size=4)
+    dm.trainer = _Fake(0, 2)
+    dm.check_fits("fit")  # one test sample, two ranks: the fit never reads it
+    with pytest.raises(ConfigError, match="the test split has 1 sample"):
+        dm.check_fits("test")
