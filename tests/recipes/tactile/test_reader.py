@@ -327,3 +327,55 @@ def test_malformed_frame_labels_name_the_file_and_row(tmp_path, row, problem):
     path.write_text("path,force\na.png,1\n")
     with pytest.raises(DataError, match="header lacks force_n, contact_x_mm, contact_y_mm, slip"):
         read_frame_labels(path)
+
+
+# --- reference frames ------------------------------------------------------------------------------
+def test_windows_name_frame_0_as_the_reference_when_contact_starts_later(synth_root):
+    root, settings = synth_root
+    windows = read_tacquad(root)
+    starts = {(scene, row[0], sensor_id): int(row[1 + 2 * sensor_id])
+              for scene in ("indoor", "outdoor") for row in _contact_rows(root, scene) for sensor_id in range(3)}
+    for w in windows:
+        scene, item = w.group.split("/")
+        assert starts[(scene, item, w.sensor)] > 0  # the generator's contact never starts at frame 0
+        assert w.reference == str(root / f"data_{scene}" / item / SENSORS[w.sensor] / "0.png")
+    data = TactileSequenceDataset(windows, image_size=32, frame_sizes=_sizes(settings), reference=True)
+    sample = data[3]
+    png = Image.open(windows[3].reference).resize((32, 32), Image.BILINEAR)
+    torch.testing.assert_close(sample["reference"], torch.from_numpy(np.array(png)).permute(2, 0, 1).float() / 255)
+    assert "reference" not in TactileSequenceDataset(windows, image_size=32)[3]  # only when asked for
+
+
+def test_a_recording_in_contact_from_frame_0_has_no_reference_and_asking_for_one_names_the_row(root_copy):
+    rows = _contact_rows(root_copy)
+    rows[0][1] = "0"  # gelsight of the first indoor item: in contact from its first frame
+    with open(root_copy / "contact_indoor.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    windows = [w for w in read_tacquad(root_copy, scenes=["indoor"]) if w.group == f"indoor/{rows[0][0]}"]
+    without = [w for w in windows if w.sensor == 0]
+    assert without and all(w.reference == "" for w in without)
+    assert all(w.reference for w in windows if w.sensor != 0)
+    with pytest.raises(DataError, match="no reference frame") as error:
+        TactileSequenceDataset(without, image_size=16, reference=True)[0]
+    assert "contact_indoor.csv row 1" in str(error.value)
+
+
+def test_generic_index_reference_column(synth_root, tmp_path):
+    root, _ = synth_root
+    rows = list(csv.DictReader(open(root / "index.csv")))
+    with open(tmp_path / "index.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, [*rows[0], "reference"])
+        writer.writeheader()
+        for row in rows[:3]:
+            absolute = {k: str(root / v) if k.startswith("frame_") else v for k, v in row.items()}
+            writer.writerow(absolute | {"reference": str(root / row["frame_0"]).rsplit("/", 1)[0] + "/0.png"})
+    windows = read_index_csv(tmp_path / "index.csv")
+    assert all(w.reference.endswith("/0.png") for w in windows)
+    sample = TactileSequenceDataset(windows, image_size=16, reference=True)[0]
+    assert sample["reference"].shape == (3, 16, 16)
+    # a reference that is not there: one message naming it
+    text = (tmp_path / "index.csv").read_text().replace("/0.png", "/99.png", 1)
+    (tmp_path / "index.csv").write_text(text)
+    with pytest.raises(DataError, match="missing reference frame") as error:
+        read_index_csv(tmp_path / "index.csv")
+    assert "99.png" in str(error.value)

@@ -188,6 +188,40 @@ def test_without_frame_labels_the_contact_probes_are_skipped_and_said(tiny_data,
     assert "alternating mode runs one task per batch" in texts and "probes: not run (no frame labels" in texts
 
 
+def test_protocol_chosen_on_val_with_reference_frames_is_the_one_test_reports(tiny_data, tiny_clip_dir, tmp_path):
+    from sensorium.engine.demo import fit, test_checkpoint, test_untrained
+
+    cli = fit(CONFIG_DIR / "demo.yaml", tmp_path / "runs", "smoke",
+              *_shrink(tmp_path, CONFIG_DIR / "demo.yaml", tiny_clip_dir), "--data.init_args.root", str(tiny_data),
+              "--data.init_args.reference_frames", "true", "--model.init_args.evaluation.choose_on_val", "true",
+              "--model.init_args.evaluation.candidate_k", "[3, 5]")
+    test_checkpoint(cli, cli.run_dir / "checkpoints" / "last.ckpt")
+    report = json.loads((cli.run_dir / "eval" / "tactile.json").read_text())
+    protocol = report["protocol"]
+    assert protocol["chosen_on"] == "val" and protocol["val_knn_accuracy"] == max(protocol["val_knn"].values())
+    # candidates: the config's, and pool x (plain, relative to the reference frame) x standardise x k
+    e = cli.model.eval_config
+    grid = {f"{pool}{ref}/{std}/k{k}" for pool in ("mean", "cls") for ref in ("", "-ref")
+            for std in ("none", "bank", "sensor") for k in (3, 5)}
+    assert set(protocol["val_knn"]) == grid | {f"{e.pool}/{e.standardize}/k{e.knn_k}"}
+    chosen = f"{protocol['pool']}{'-ref' if protocol['reference'] else ''}/{protocol['standardize']}"
+    assert (report["pool"], report["standardize"], report["knn_k"]) == (protocol["pool"], protocol["standardize"],
+                                                                         protocol["k"])
+    # TEST under every protocol at the chosen k; the headline is the chosen one's entry
+    assert set(report["knn_protocols"]) == {f"{pool}{ref}/{std}" for pool in ("mean", "cls") for ref in ("", "-ref")
+                                            for std in ("none", "bank", "sensor")}
+    assert report["knn_accuracy"] == report["knn_protocols"][chosen]
+    assert report["contact_probes"]["reference"] == protocol["reference"]
+    # the untrained encoder, with the same settings, chooses its own on val
+    baseline = test_untrained(cli, tmp_path / "baseline")
+    untrained = json.loads((baseline / "eval" / "tactile.json").read_text())
+    assert untrained["protocol"]["chosen_on"] == "val" and set(untrained["protocol"]["val_knn"]) == set(protocol["val_knn"])
+    from sensorium.recipes.tactile.report import sections
+
+    texts = " ".join(str(part) for section in sections(cli.run_dir) for part in vars(section).values())
+    assert "Probe protocol of the trained encoder chosen on VAL before TEST was read" in texts
+
+
 @pytest.mark.slow
 def test_demo_summary_holds_the_field_metrics(tmp_path):
     import subprocess

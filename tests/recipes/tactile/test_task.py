@@ -193,3 +193,61 @@ def test_a_perfect_predictor_scores_zero_and_copy_scores_its_own_error(mae_tiny)
     stats = summarize(evaluate_batch(model, frames, None, False, lambda p: p, torch.Generator().manual_seed(0)))
     assert stats["copy_mse"] == 0.0 and stats["pred_mse"] == 0.0
     assert stats["psnr_masked"] > 0 and stats["num_samples"] == 2
+
+
+# --- the probes' protocol ----------------------------------------------------------------------------------
+def test_reference_features_are_each_poolings_difference_to_the_reference_frame(mae_tiny):
+    from sensorium.recipes.tactile.metrics import encode
+
+    model = mae_tiny().eval()
+    frames, reference = torch.rand(3, 4, 3, 32, 32), torch.rand(3, 3, 32, 32)
+    plain, relative = encode(model, frames, None), encode(model, frames, None, reference)
+    assert set(plain) == {"feature_mean", "feature_cls"}
+    for pool in ("mean", "cls"):
+        torch.testing.assert_close(relative[f"feature_{pool}_ref"],
+                                   plain[f"feature_{pool}"] - model.encode_features(reference, None, pool))
+    # a frame against itself: nothing left
+    same = encode(model, frames, None, frames[:, -1])
+    assert same["feature_mean_ref"].abs().max() == 0 and same["feature_cls_ref"].abs().max() == 0
+
+
+def _features(labels: torch.Tensor, informative: str, seed: int) -> dict:
+    """Features where only `informative` (a feature key) carries the label: class centres far apart
+    in it, noise in every other key."""
+    g = torch.Generator().manual_seed(seed)
+    n, dim = len(labels), int(labels.max()) + 1
+    part = {key: torch.randn(n, dim, generator=g) for key in ("feature_mean", "feature_cls", "feature_mean_ref",
+                                                              "feature_cls_ref")}
+    part[informative] = part[informative] * 0.1 + torch.eye(dim)[labels] * 3
+    return part | {"label": labels, "sensor": torch.randint(0, 3, (n,), generator=g)}
+
+
+@pytest.mark.parametrize("informative", ["feature_cls", "feature_mean_ref"])
+def test_val_chooses_the_protocol_whose_features_carry_the_class(informative):
+    task = TactileTask(model=TINY, evaluation={"choose_on_val": True, "candidate_k": [5, 10]})
+    labels = torch.arange(120) % 4
+    train, val = _features(labels, informative, 0), _features(labels[:60], informative, 1)
+    protocol = task._protocol(train, val)
+    assert protocol["chosen_on"] == "val" and protocol["val_knn_accuracy"] == 1.0
+    assert protocol["pool"] == informative.split("_")[1] and protocol["reference"] == informative.endswith("_ref")
+    assert protocol["val_knn_accuracy"] == max(protocol["val_knn"].values())
+    assert len(protocol["val_knn"]) == 1 + 2 * 2 * 3 * 2  # the config's, then pool x reference x standardise x k
+
+
+def test_without_choosing_or_on_a_tie_the_configured_protocol_stays():
+    labels = torch.arange(60) % 3
+    train, val = _features(labels, "feature_mean", 0), _features(labels[:30], "feature_mean", 1)
+    fixed = TactileTask(model=TINY)._protocol(train, val)
+    assert fixed == {"pool": "mean", "standardize": "sensor", "reference": False, "k": 20, "chosen_on": "config"}
+    # every protocol reading feature_mean is perfect: the configured one wins the tie
+    chosen = TactileTask(model=TINY, evaluation={"choose_on_val": True})._protocol(train, val)
+    assert (chosen["pool"], chosen["standardize"], chosen["reference"], chosen["k"]) == ("mean", "sensor", False, 20)
+
+
+def test_asking_for_reference_features_without_reference_frames_is_a_config_error():
+    from sensorium.errors import ConfigError
+
+    task = TactileTask(model=TINY, evaluation={"reference": True})
+    plain = {"feature_mean": torch.randn(6, 4), "feature_cls": torch.randn(6, 4), "sensor": torch.arange(6) % 3}
+    with pytest.raises(ConfigError, match="reference_frames"):
+        task._probe_features(plain, plain)

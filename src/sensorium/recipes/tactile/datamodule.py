@@ -41,7 +41,8 @@ class TactileDataModule(SensoriumDataModule):
                  image_size: int = 64, frame_sizes: dict[str, list[int]] | None = None, val_fraction: float = 0.15,
                  test_fraction: float = 0.15, split_seed: int = 0, batch_size: int = 32,
                  batches_per_epoch: int | None = None, eval_batch_size: int = 64, num_workers: int = 0,
-                 cache: bool = True, on_bad_sample: OnBadSample = "error", frame_labels_csv: str | None = FRAME_LABELS):
+                 cache: bool = True, on_bad_sample: OnBadSample = "error", frame_labels_csv: str | None = FRAME_LABELS,
+                 reference_frames: bool = False):
         """
         Args:
             root: the TacQuad root (contact_{indoor,outdoor}.csv, data_{indoor,outdoor}/), or the
@@ -64,6 +65,10 @@ class TactileDataModule(SensoriumDataModule):
                 the force / contact / slip probes; `sensorium synth tactile` writes it). Where the
                 file does not exist (real TacQuad) those probes are skipped with a message; None
                 does not look for it.
+            reference_frames: every sample also carries its recording's reference frame (a frame
+                without contact: TacQuad frame 0 before a later contact range, or the index CSV's
+                `reference` column), for probes that read features relative to it
+                (`model.init_args.evaluation.reference`); a window without one is a DataError.
             cache: keep decoded frames in memory (each file is decoded once; the demo's 2,000
                 windows at 64 px take ~100 MB). With num_workers > 0 each worker caches its own copy.
         """
@@ -87,6 +92,7 @@ class TactileDataModule(SensoriumDataModule):
         self.cache = cache
         self.on_bad_sample = on_bad_sample
         self.frame_labels_csv = frame_labels_csv
+        self.reference_frames = reference_frames
         self.save_hyperparameters({"root": root, "layout": layout, "image_size": image_size})
         self.windows: dict[str, list[TactileWindow]] | None = None
         self.datasets: dict[str, TactileSequenceDataset] = {}
@@ -113,7 +119,7 @@ class TactileDataModule(SensoriumDataModule):
         sizes = self._frame_sizes()
         for split, items in self.windows.items():
             self.datasets[split] = TactileSequenceDataset(items, self.image_size, sizes, self.on_bad_sample,
-                                                          cache=self.cache)
+                                                          cache=self.cache, reference=self.reference_frames)
         self.log_splits(f"[tactile] {len(windows)} windows of {len({w.group for w in windows})} objects",
                         self.split_sizes())
 

@@ -64,7 +64,7 @@ def main(argv: list[str]) -> int:
     metrics |= {key: trained[key] for key in FIELD if key in trained}
     extra = {key: trained[key] for key in ("pixel_pred_mse_ratio", "pred_mse_ratio_masked", "pred_mse", "copy_mse",
                                           "psnr_masked_flat", "linear_probe_accuracy", "standardize",
-                                          "knn_protocols", "force_rmse", "contact_probes") if key in trained}
+                                          "protocol", "knn_protocols", "force_rmse", "contact_probes") if key in trained}
     baseline = {"knn_accuracy": untrained["knn_accuracy"]}
     baseline |= {key: untrained[key] for key in (*FIELD, "force_rmse") if key in untrained}
     gain = metrics["knn_accuracy"] - baseline["knn_accuracy"]
@@ -74,15 +74,24 @@ def main(argv: list[str]) -> int:
                             train_seed=train_seed(cli), metrics_more=extra,
                             baseline_more={"linear_probe_accuracy": untrained["linear_probe_accuracy"],
                                            "pred_mse_ratio": untrained["pred_mse_ratio"],
-                                           "knn_protocols": untrained["knn_protocols"]},
+                                           "knn_protocols": untrained["knn_protocols"],
+                                           **({"protocol": untrained["protocol"]} if "protocol" in untrained else {})},
                             targets=targets, run_dir=str(run_dir), report=str(run_dir / "report.html"))
     print(f"[demo] tactile: frame-4 MSE / copy-frame-3 MSE {metrics['pred_mse_ratio']:.3f} (target <= {TARGET_RATIO}), "
-          f"masked PSNR {metrics['psnr_masked']:.2f} dB, k-NN ({trained['pool']} pooling, standardize "
-          f"{trained['standardize']}) {metrics['knn_accuracy']:.3f} vs untrained "
-          f"{baseline['knn_accuracy']:.3f} ({gain:+.3f}, target >= +{TARGET_KNN_GAIN}), linear probe "
+          f"masked PSNR {metrics['psnr_masked']:.2f} dB, k-NN ({_protocol(trained)}) {metrics['knn_accuracy']:.3f} vs "
+          f"untrained ({_protocol(untrained)}) {baseline['knn_accuracy']:.3f} ({gain:+.3f}, target >= "
+          f"+{TARGET_KNN_GAIN}), linear probe "
           f"{extra['linear_probe_accuracy']:.3f} vs {untrained['linear_probe_accuracy']:.3f}; " + _field_line(metrics, baseline)
           + f"{summary['seconds']:.0f} s -> {out / 'summary.json'}")
     return 0
+
+
+def _protocol(report: dict) -> str:
+    """The probes' protocol of an eval report, and where it was chosen."""
+    protocol = report.get("protocol", {})
+    relative = ", relative to the reference frame" if protocol.get("reference") else ""
+    return (f"{report['pool']} pooling{relative}, standardize {report['standardize']}, k {protocol.get('k', '?')}, "
+            f"chosen on {protocol.get('chosen_on', 'config')}")
 
 
 def _field_line(metrics: dict, baseline: dict) -> str:

@@ -32,7 +32,7 @@ def from_target_space(pred: torch.Tensor, reference: torch.Tensor, norm_pix: boo
 @torch.no_grad()
 def evaluate_batch(net: TactileMAE, frames: torch.Tensor, sensor: torch.Tensor, norm_pix: bool,
                    to_pixels: Callable[[torch.Tensor], torch.Tensor], generator: torch.Generator | None = None,
-                   features: bool = True) -> dict[str, torch.Tensor]:
+                   features: bool = True, reference: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Per-sample sums for one batch of normalised windows `frames` (B, 4, 3, S, S).
 
     `to_pixels` maps patches of the normalised input (..., L, P) to [0, 1] pixels (the inverse
@@ -71,16 +71,22 @@ def evaluate_batch(net: TactileMAE, frames: torch.Tensor, sensor: torch.Tensor, 
     stats["n_recon"] = static.mask.sum(1) * static.pred.shape[-1]
     stats["n_future"] = torch.full((B,), float(L * static.pred.shape[-1]), device=frames.device)
     if features:
-        stats.update(encode(net, frames, sensor))
+        stats.update(encode(net, frames, sensor, reference))
     return stats
 
 
 @torch.no_grad()
-def encode(net: TactileMAE, frames: torch.Tensor, sensor: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Frozen features of the static frame with both poolings: (B, D) each."""
+def encode(net: TactileMAE, frames: torch.Tensor, sensor: torch.Tensor,
+           reference: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Frozen features of the static frame with both poolings: (B, D) each; with the windows'
+    normalised reference frames (B, 3, S, S) also each pooling minus the reference frame's
+    (`feature_<pool>_ref`: the recording's own gel, lighting and markers taken out)."""
     static_frame = frames[:, -1]
-    return {"feature_mean": net.encode_features(static_frame, sensor, "mean").float(),
-            "feature_cls": net.encode_features(static_frame, sensor, "cls").float()}
+    out = {f"feature_{pool}": net.encode_features(static_frame, sensor, pool).float() for pool in ("mean", "cls")}
+    if reference is not None:
+        for pool in ("mean", "cls"):
+            out[f"feature_{pool}_ref"] = out[f"feature_{pool}"] - net.encode_features(reference, sensor, pool).float()
+    return out
 
 
 def summarize(queries: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -9,6 +9,9 @@ CSV reader, the Dataset and an object-level split.
     index   int64 ()  position of the sample in the dataset
     force, contact_mm, slip   float32 (), float32 (2,), int64 (): frame t's frame labels (below;
             evaluation only), NaN / NaN / -1 when unknown
+    reference  float32 (3, S, S), only with `reference=True`: a frame of the same recording without
+            contact (the gel, its lighting and markers as they are before the indenter touches;
+            evaluation only: the probes can read features relative to it)
 
 The static task uses frame t (`frames[:, STATIC_FRAME]`, "a static sample is one frame t"); the
 dynamic task uses all four (frames t-3..t-1 seen, frame t predicted).
@@ -22,9 +25,12 @@ contact range (t = start+3 .. end), so a range of fewer than 4 frames is an erro
 `reach_before_contact=True` windows end at every contact frame t >= 3 and may start up to 3 frames
 before the range, exactly as AnyTouch's video dataset builds them (those frames must exist).
 
-**Generic index CSV**: header `frame_0,frame_1,frame_2,frame_3,sensor[,label]`, one row per window,
-frame paths relative to the CSV's folder (or absolute), sensor a name from SENSORS, label an int
-or empty.
+A window's **reference frame** is frame 0 of its recording when the contact range starts later
+(frame 0 is then before contact) and the file exists; a recording in contact from frame 0 has none.
+
+**Generic index CSV**: header `frame_0,frame_1,frame_2,frame_3,sensor[,label][,reference]`, one row
+per window, frame paths relative to the CSV's folder (or absolute), sensor a name from SENSORS,
+label an int or empty, reference a frame of the same recording without contact, or empty.
 
 **Frame labels** (optional, evaluation only: the force / contact / slip probes): a CSV beside the
 frames, `ROOT/frame_labels.csv` by default (`sensorium synth tactile` writes it; real TacQuad has
@@ -87,6 +93,7 @@ class TactileWindow:
     force: float = NAN  # frame labels of the static frame t (paths[-1]); NaN / -1 = unknown
     contact_mm: tuple[float, float] = (NAN, NAN)
     slip: int = -1
+    reference: str = ""  # a no-contact frame of the same recording ("": none known)
 
 
 @dataclass(frozen=True)
@@ -216,8 +223,11 @@ def read_tacquad(root: str | Path, scenes: Sequence[str] = SCENES, labels_csv: s
                     bad(found)
                     continue
                 label = labels.get((scene, item), -1)
-                windows += [TactileWindow(paths, sensor_id, label, f"{scene}/{item}", f"{index.name} row {n}")
-                            for paths in found]
+                # Frame 0 is before contact when the range starts later: the recording's reference.
+                first = root / f"data_{scene}" / item / sensor / "0.png"
+                reference = str(first) if start > 0 and first.is_file() else ""
+                windows += [TactileWindow(paths, sensor_id, label, f"{scene}/{item}", f"{index.name} row {n}",
+                                          reference=reference) for paths in found]
     return windows
 
 
@@ -257,7 +267,7 @@ def read_index_csv(path: str | Path, on_bad_sample: OnBadSample = "error",
         missing = [c for c in INDEX_COLUMNS if c not in (reader.fieldnames or ())]
         if missing:
             raise DataError(path, f"header lacks {', '.join(missing)} "
-                                  f"(expected {','.join(INDEX_COLUMNS)}[,label])")
+                                  f"(expected {','.join(INDEX_COLUMNS)}[,label][,reference])")
         rows = list(reader)
     windows = []
     for n, row in enumerate(rows, start=2):
@@ -265,21 +275,25 @@ def read_index_csv(path: str | Path, on_bad_sample: OnBadSample = "error",
         frames = [Path(row[c]) if Path(row[c]).is_absolute() else path.parent / row[c]
                   for c in INDEX_COLUMNS[:WINDOW]]
         label_text = (row.get("label") or "").strip()
+        reference_text = (row.get("reference") or "").strip()
+        reference = (Path(reference_text) if Path(reference_text).is_absolute() else path.parent / reference_text
+                     ) if reference_text else None
         if row["sensor"] not in SENSORS:
             error = DataError(path, f"row {n}: unknown sensor {row['sensor']!r}; known: {', '.join(SENSORS)}")
         elif label_text and not label_text.lstrip("-").isdigit():
             error = DataError(path, f"row {n}: label {label_text!r} is not an integer")
         else:
-            absent = next((frame for frame in frames if not frame.is_file()), None)
+            absent = next((frame for frame in [*frames, reference] if frame and not frame.is_file()), None)
             if absent is not None:
-                error = DataError(absent, f"missing frame (row {n} of {path.name})")
+                what = "reference frame" if absent == reference else "frame"
+                error = DataError(absent, f"missing {what} (row {n} of {path.name})")
         if error is not None:
             handle_bad_sample(error, on_bad_sample)
             skipped.append(error)
             continue
         windows.append(TactileWindow(tuple(str(p) for p in frames), SENSORS.index(row["sensor"]),
                                      int(label_text) if label_text else -1, str(frames[0].parent),
-                                     f"{path.name} row {n}"))
+                                     f"{path.name} row {n}", reference=str(reference or "")))
     return windows
 
 
@@ -304,6 +318,9 @@ class TactileSequenceDataset(Dataset):
     `frame_sizes`). Frames are resized to `image_size` x `image_size` (bilinear), as AnyTouch resizes
     every sensor to the encoder's square input.
 
+    `reference=True` adds each window's reference frame (`TactileWindow.reference`) to its sample; a
+    window without one is a DataError naming its index row.
+
     `cache=True` keeps each decoded, resized frame in memory, keyed by its path: overlapping windows
     share frames (a recording of T frames yields T-3 windows), so every file is decoded once per
     process instead of once per window and epoch. Only for data that fits in memory (64 px: 12 KiB
@@ -312,7 +329,7 @@ class TactileSequenceDataset(Dataset):
 
     def __init__(self, windows: Sequence[TactileWindow], image_size: int,
                  frame_sizes: dict[str, tuple[int, int]] | None = None, on_bad_sample: OnBadSample = "error",
-                 skipped: Sequence[DataError] = (), cache: bool = False):
+                 skipped: Sequence[DataError] = (), cache: bool = False, reference: bool = False):
         if on_bad_sample not in ("error", "skip"):
             raise ConfigError("on_bad_sample", f"must be 'error' or 'skip', got {on_bad_sample!r}")
         unknown = set(frame_sizes or ()) - set(SENSORS)
@@ -324,6 +341,7 @@ class TactileSequenceDataset(Dataset):
         self.on_bad_sample = on_bad_sample
         self.skipped = list(skipped)  # entries dropped while reading the index (under 'skip')
         self.cache = cache
+        self.reference = reference
         self._frames: dict[str, tuple[tuple[int, int], np.ndarray]] = {}  # path -> (raw H, W), (S, S, 3) uint8
         if self.skipped:
             log.warning("skipped %d bad index entries", len(self.skipped))
@@ -352,10 +370,12 @@ class TactileSequenceDataset(Dataset):
         window = self.windows[index]
         try:
             frames = self._load(window)
+            reference = self._reference(window) if self.reference else None
         except DataError as error:
             handle_bad_sample(error, self.on_bad_sample)
             return None
-        return {
+        extra = {} if reference is None else {"reference": reference}
+        return extra | {
             "frames": frames,
             "sensor": torch.tensor(window.sensor, dtype=torch.int64),
             "label": torch.tensor(window.label, dtype=torch.int64),
@@ -380,6 +400,20 @@ class TactileSequenceDataset(Dataset):
             frames.append(frame)
         stack = torch.from_numpy(np.stack(frames))  # (4, S, S, 3) uint8
         return stack.permute(0, 3, 1, 2).float().div_(255.0)  # (4, 3, S, S)
+
+    def _reference(self, window: TactileWindow) -> torch.Tensor:
+        """(3, S, S) in [0, 1]: the window's reference frame, the size its frames must have."""
+        if not window.reference:
+            raise DataError(window.source or window.paths[0],
+                            "no reference frame (a frame of the recording without contact: TacQuad frame 0 "
+                            "before a later contact range, or the index CSV's reference column); "
+                            "data.reference_frames needs one for every window")
+        size, frame = self._frame(window.reference, window)
+        expected = self.frame_sizes.get(SENSORS[window.sensor])
+        if expected is not None and size != expected:
+            raise DataError(window.reference, f"image is {size[0]}x{size[1]} (HxW); {SENSORS[window.sensor]} "
+                                              f"frames are {expected[0]}x{expected[1]}")
+        return torch.from_numpy(frame.copy()).permute(2, 0, 1).float().div_(255.0)  # the cache keeps frame
 
     def _frame(self, path: str, window: TactileWindow) -> tuple[tuple[int, int], np.ndarray]:
         """(raw (H, W), frame resized to (S, S, 3) uint8) of one file; from the cache when enabled."""

@@ -178,12 +178,20 @@ def _evaluation(run_dir: Path) -> Section:
             base = untrained.get(f"probes_{pool}", {})
             protocol = {"none": "raw", "bank": "standardised on the bank",
                         "sensor": "standardised per sensor"}[probes.get("standardize", "none")]
+            protocol += ", relative to the reference frame" if probes.get("reference") else ""
             section.text(f"{pool} pooling ({protocol}): k-NN "
                          f"{probes['knn_accuracy']:.3f} (untrained "
                          f"{base.get('knn_accuracy', float('nan')):.3f}), linear probe "
                          f"{probes['linear_probe_accuracy']:.3f} (untrained "
                          f"{base.get('linear_probe_accuracy', float('nan')):.3f}); bank {probes['bank_size']}, "
                          f"queries {probes['query_size']}, chance {probes['chance']:.3f}", muted=True)
+    for name, report in (("trained", trained), ("untrained", untrained)):
+        chosen = report.get("protocol", {})
+        if chosen.get("chosen_on") == "val":
+            section.text(f"Probe protocol of the {name} encoder chosen on VAL before TEST was read (best val k-NN "
+                         f"{chosen['val_knn_accuracy']:.3f} of {len(chosen['val_knn'])} candidates): {chosen['pool']} "
+                         f"pooling{', relative to the reference frame' if chosen['reference'] else ''}, standardize "
+                         f"{chosen['standardize']}, k {chosen['k']}.", muted=True)
     section.text(f"{trained['num_samples']} TEST windows; mask ratio {trained['mask_ratio']}, norm_pix "
                  f"{trained['norm_pix']}. A frame-4 ratio below 1 means the model predicts frame 4 better "
                  "than copying frame 3.", muted=True)

@@ -140,8 +140,17 @@ class TactileEvalConfig:
     statistics (per-domain BatchNorm, AdaBN). Features cluster by sensor first (a k-NN on the
     sensor id is 100% accurate, trained or not), so inside a cluster cosine similarity is dominated
     by the sensor's mean vector unless it is removed. The sensor id is a model input already."""
+    reference: bool = False
+    """Probe features relative to the recording's reference frame (before contact): frame t's
+    features minus the reference frame's, with the same pooling; needs data.reference_frames."""
     knn_k: int = 20
     knn_temperature: float = 0.07
+    choose_on_val: bool = False
+    """The test pass chooses the probes' protocol (pooling, reference, standardisation, k among
+    `candidate_k`) by k-NN accuracy of the val windows against the training windows, before any
+    test number is computed, and reports TEST under it (every probe: k-NN, linear, contact). An
+    untrained encoder evaluated with the same settings chooses its own."""
+    candidate_k: tuple[int, ...] = (10, 20, 50)
     probe_c: float = 1.0
     val_knn: bool = True
     """k-NN of the val objects against the training windows at every validation."""
@@ -222,11 +231,14 @@ class TactileTask(SensoriumTask):
 
     # --- inputs -------------------------------------------------------------------------------------------
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        """Augment (training) and normalise the frames (B, 4, 3, S, S) on the batch's device."""
+        """Augment (training) and normalise the frames (B, 4, 3, S, S) on the batch's device; a
+        reference frame (evaluation only) is normalised, never augmented."""
         if "frames" in batch:
             training = self._trainer is not None and self.trainer.training and self.augment_config.enabled
             self.augment.train(training)
             batch["frames"] = self.augment(batch["frames"])
+        if "reference" in batch:
+            batch["reference"] = self.augment.normalize(batch["reference"])
         return batch
 
     def to_pixels(self, patches: torch.Tensor) -> torch.Tensor:
@@ -320,20 +332,26 @@ class TactileTask(SensoriumTask):
     def _evaluate(self, batch: dict, dataloader_idx: int, features_only: bool) -> None:
         if "frames" not in batch:  # every sample of the batch was skipped as bad
             return
+        reference = batch.get("reference")
         if features_only:
-            part = encode(self.net, batch["frames"], batch["sensor"])
+            part = encode(self.net, batch["frames"], batch["sensor"], reference)
         else:
             generator = self._generators.setdefault(dataloader_idx, torch.Generator().manual_seed(
                 self.eval_config.mask_seed * 1_000 + self.global_rank))
             part = evaluate_batch(self.net, batch["frames"], batch["sensor"], self.loss_config.norm_pix,
-                                  self.to_pixels, generator)
+                                  self.to_pixels, generator, reference=reference)
         part |= {key: batch[key] for key in ("label", "sensor", "force", "contact_mm", "slip") if key in batch}
         self._parts.setdefault(dataloader_idx, []).append(part)
 
-    def _probe_features(self, queries: dict, bank: dict, pool: str | None = None,
-                        protocol: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(bank, query) features of `pool` under the standardisation `protocol` (default: the config's)."""
-        key = f"feature_{pool or self.eval_config.pool}"
+    def _probe_features(self, queries: dict, bank: dict, pool: str | None = None, protocol: str | None = None,
+                        reference: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(bank, query) features of `pool` (relative to the reference frame when `reference`) under
+        the standardisation `protocol` (defaults: the config's)."""
+        reference = self.eval_config.reference if reference is None else reference
+        key = f"feature_{pool or self.eval_config.pool}" + ("_ref" if reference else "")
+        if key not in bank or key not in queries:
+            raise ConfigError("model.init_args.evaluation.reference",
+                              "probes relative to the reference frame need data.init_args.reference_frames: true")
         protocol = protocol or self.eval_config.standardize
         if protocol == "none":
             return bank[key], queries[key]
@@ -393,22 +411,24 @@ class TactileTask(SensoriumTask):
         report["dynamic_mask_ratio"] = self.net.dynamic_mask_ratio
         report["norm_pix"] = self.loss_config.norm_pix
         e = self.eval_config
+        protocol = self._protocol(train, val)  # chosen before any test number exists
+        report["protocol"] = protocol
+        pool, scaling, reference, k = (protocol[key] for key in ("pool", "standardize", "reference", "k"))
         if bank and (queries["label"] >= 0).any() and (bank["label"] >= 0).any():
-            for pool in ("mean", "cls"):
-                bank_x, query_x = self._probe_features(queries, bank, pool)
-                probes = probe_report(bank_x, bank["label"], query_x, queries["label"], e.knn_k, e.knn_temperature,
+            for each in ("mean", "cls"):
+                bank_x, query_x = self._probe_features(queries, bank, each, scaling, reference)
+                probes = probe_report(bank_x, bank["label"], query_x, queries["label"], k, e.knn_temperature,
                                       e.probe_c)
-                report[f"probes_{pool}"] = probes | {"standardize": e.standardize}
-            # Every pooling x standardisation, so a protocol choice can be checked against the others.
+                report[f"probes_{each}"] = probes | {"standardize": scaling, "reference": reference}
+            # TEST k-NN under every protocol at the chosen k: to read the choice against, never to choose.
             report["knn_protocols"] = {}
-            for pool in ("mean", "cls"):
-                for protocol in ("none", "bank", "sensor"):
-                    bank_x, query_x = self._probe_features(queries, bank, pool, protocol)
-                    report["knn_protocols"][f"{pool}/{protocol}"] = knn_accuracy(
-                        bank_x, bank["label"], query_x, queries["label"], e.knn_k, e.knn_temperature)
-            report |= {k: report[f"probes_{e.pool}"][k] for k in ("knn_accuracy", "linear_probe_accuracy")}
-            report["pool"], report["standardize"] = e.pool, e.standardize
-        report["contact_probes"] = self._contact_probes(queries, train, val, bank)
+            for name, (each, each_standardize, each_reference) in self._protocol_grid(bank).items():
+                bank_x, query_x = self._probe_features(queries, bank, each, each_standardize, each_reference)
+                report["knn_protocols"][name] = knn_accuracy(bank_x, bank["label"], query_x, queries["label"], k,
+                                                             e.knn_temperature)
+            report |= {key: report[f"probes_{pool}"][key] for key in ("knn_accuracy", "linear_probe_accuracy")}
+        report["pool"], report["standardize"], report["reference"], report["knn_k"] = pool, scaling, reference, k
+        report["contact_probes"] = self._contact_probes(queries, train, val, bank, protocol)
         report |= {k: report["contact_probes"][k] for k in ("force_r2", "force_rmse", "contact_mm", "slip_f1")
                    if k in report["contact_probes"]}
         for key in ("pred_mse_ratio", "pixel_pred_mse_ratio", "psnr_masked", "knn_accuracy",
@@ -418,9 +438,41 @@ class TactileTask(SensoriumTask):
         if self.trainer.is_global_zero:
             self._write_eval(report)
 
-    def _contact_probes(self, queries: dict, train: dict, val: dict, bank: dict) -> dict:
-        """Force / contact-centre / slip probes (`metrics.contact_probes`) on the configured features
-        (pool, standardisation fitted on train + val); the reason instead where they cannot run."""
+    @staticmethod
+    def _protocol_grid(bank: dict) -> dict[str, tuple[str, str, bool]]:
+        """{"pool[-ref]/standardize": (pool, standardize, reference)} for every protocol the features
+        in `bank` allow (relative to the reference frame only where the batches carried one)."""
+        references = (False, True) if "feature_mean_ref" in bank else (False,)
+        return {f"{pool}{'-ref' if reference else ''}/{scaling}": (pool, scaling, reference)
+                for reference in references for pool in ("mean", "cls") for scaling in ("none", "bank", "sensor")}
+
+    def _protocol(self, train: dict, val: dict) -> dict:
+        """The probes' protocol: the config's, or (`choose_on_val`) the one with the best k-NN
+        accuracy of the val windows against the training windows, ties going to the config's."""
+        e = self.eval_config
+        configured = {"pool": e.pool, "standardize": e.standardize, "reference": e.reference, "k": e.knn_k,
+                      "chosen_on": "config"}
+        labelled = [part for part in (train, val) if part and (part["label"] >= 0).any()]
+        if not e.choose_on_val or len(labelled) < 2:
+            return configured
+        name = f"{e.pool}{'-ref' if e.reference else ''}/{e.standardize}/k{e.knn_k}"
+        candidates = {name: (e.pool, e.standardize, e.reference, e.knn_k)}  # first: wins ties
+        for grid_name, (pool, scaling, reference) in self._protocol_grid(train).items():
+            for k in e.candidate_k:
+                candidates.setdefault(f"{grid_name}/k{k}", (pool, scaling, reference, k))
+        val_knn = {}
+        for key, (pool, scaling, reference, k) in candidates.items():
+            bank_x, query_x = self._probe_features(val, train, pool, scaling, reference)
+            val_knn[key] = knn_accuracy(bank_x, train["label"], query_x, val["label"], k, e.knn_temperature)
+        best = max(val_knn, key=val_knn.get)
+        pool, scaling, reference, k = candidates[best]
+        return {"pool": pool, "standardize": scaling, "reference": reference, "k": k, "chosen_on": "val",
+                "val_knn_accuracy": val_knn[best], "val_knn": val_knn}
+
+    def _contact_probes(self, queries: dict, train: dict, val: dict, bank: dict, protocol: dict) -> dict:
+        """Force / contact-centre / slip probes (`metrics.contact_probes`) on the features of the
+        probes' `protocol` (standardisation fitted on train + val); the reason instead where they
+        cannot run."""
         def known(part: dict) -> bool:
             return "force" in part and bool(torch.isfinite(part["force"]).any() or (part["slip"] >= 0).any())
 
@@ -429,13 +481,14 @@ class TactileTask(SensoriumTask):
                                "`sensorium synth tactile` writes one; real TacQuad has none)"}
         if not val:
             return {"skipped": "no val windows to choose the probes' regularisation on"}
-        bank_x, query_x = self._probe_features(queries, bank)
+        bank_x, query_x = self._probe_features(queries, bank, protocol["pool"], protocol["standardize"],
+                                               protocol["reference"])
         n_train = len(train["force"])
         splits = [(bank_x[:n_train], train), (bank_x[n_train:], val), (query_x, queries)]
         arrays = [{"x": x.double().numpy(), "force": part["force"].double().numpy(),
                    "contact_mm": part["contact_mm"].double().numpy(), "slip": part["slip"].numpy()}
                   for x, part in splits]
-        return contact_probes(*arrays) | {"pool": self.eval_config.pool, "standardize": self.eval_config.standardize}
+        return contact_probes(*arrays) | {key: protocol[key] for key in ("pool", "standardize", "reference")}
 
     def _write_eval(self, report: dict) -> None:
         eval_dir = self.run_dir / "eval"
