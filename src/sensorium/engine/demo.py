@@ -72,7 +72,10 @@ def test_untrained(cli, out_dir: Path, **hparams) -> Path:
     seed = train_seed(cli)  # fit (demo) or test (eval): the same initialisation as the trained model
     L.seed_everything(seed if seed is not None else 0, verbose=False)
     model = type(cli.model)(**{**dict(cli.model.hparams), **hparams})
-    trainer = L.Trainer(accelerator=cli.trainer.accelerator, devices=1, precision=cli.trainer.precision_plugin.precision,
+    # The accelerator by name: given the fit's Accelerator instance, Lightning builds the mixed-precision
+    # plugin for "cuda", and on a CPU autocast is then disabled (the baseline ran in fp32, the model in bf16).
+    accelerator = cli.trainer.strategy.root_device.type
+    trainer = L.Trainer(accelerator=accelerator, devices=1, precision=cli.trainer.precision_plugin.precision,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, use_distributed_sampler=False, default_root_dir=str(out_dir))
     trainer.test(model, datamodule=cli.datamodule)
