@@ -141,6 +141,10 @@ def test_eval_writes_tactile_json_and_a_grid_per_sensor_then_report(tiny_data, t
                 "linear_probe_accuracy"):
         assert isinstance(report[key], float), key
     assert report["pred_mse_ratio"] == pytest.approx(report["pred_mse"] / report["copy_mse"], rel=1e-5)
+    # frame 4 of sliding and pressed-in-place contacts apart: every TEST window is one or the other
+    kinds = [name for name in ("sliding", "static") if f"pred_mse_ratio_{name}" in report]
+    assert kinds and sum(report[f"num_samples_{name}"] for name in kinds) == report["num_samples"]
+    assert all(report[f"pred_mse_ratio_{name}"] > 0 for name in kinds)
     assert 0.0 <= report["knn_accuracy"] <= 1.0 and report["num_samples"] > 0
     # the headline k-NN is the configured protocol's entry of the table of all protocols
     assert set(report["knn_protocols"]) == {f"{pool}/{std}" for pool in ("mean", "cls")

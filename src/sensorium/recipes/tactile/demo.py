@@ -62,7 +62,8 @@ def main(argv: list[str]) -> int:
     metrics = {key: trained[key] for key in ("pred_mse_ratio", "psnr_masked", "knn_accuracy")}
     # The field's metrics (frozen-feature probes of the synthetic frame labels), where they ran.
     metrics |= {key: trained[key] for key in FIELD if key in trained}
-    extra = {key: trained[key] for key in ("pixel_pred_mse_ratio", "pred_mse_ratio_masked", "pred_mse", "copy_mse",
+    extra = {key: trained[key] for key in ("pixel_pred_mse_ratio", "pred_mse_ratio_masked", "pred_mse_ratio_sliding",
+                                          "pred_mse_ratio_static", "pred_mse", "copy_mse",
                                           "psnr_masked_flat", "linear_probe_accuracy", "standardize",
                                           "protocol", "knn_protocols", "force_rmse", "contact_probes") if key in trained}
     baseline = {"knn_accuracy": untrained["knn_accuracy"]}
@@ -77,7 +78,10 @@ def main(argv: list[str]) -> int:
                                            "knn_protocols": untrained["knn_protocols"],
                                            **({"protocol": untrained["protocol"]} if "protocol" in untrained else {})},
                             targets=targets, run_dir=str(run_dir), report=str(run_dir / "report.html"))
-    print(f"[demo] tactile: frame-4 MSE / copy-frame-3 MSE {metrics['pred_mse_ratio']:.3f} (target <= {TARGET_RATIO}), "
+    apart = "".join(f", {name} contacts {trained[f'pred_mse_ratio_{name}']:.3f}" for name in ("sliding", "static")
+                    if f"pred_mse_ratio_{name}" in trained)
+    print(f"[demo] tactile: frame-4 MSE / copy-frame-3 MSE {metrics['pred_mse_ratio']:.3f} (target <= {TARGET_RATIO}"
+          f"{apart}), "
           f"masked PSNR {metrics['psnr_masked']:.2f} dB, k-NN ({_protocol(trained)}) {metrics['knn_accuracy']:.3f} vs "
           f"untrained ({_protocol(untrained)}) {baseline['knn_accuracy']:.3f} ({gain:+.3f}, target >= "
           f"+{TARGET_KNN_GAIN}), linear probe "

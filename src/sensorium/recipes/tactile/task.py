@@ -407,6 +407,13 @@ class TactileTask(SensoriumTask):
         # The probes' bank: train + val windows (val apart only to choose the contact probes' settings).
         bank = {key: torch.cat([train[key], val[key]]) for key in train} if train and val else train
         report = summarize(queries)
+        if "slip" in queries:  # frame 4 of sliding and of pressed-in-place contacts apart (frame labels)
+            for name, flag in (("sliding", 1), ("static", 0)):
+                chosen = queries["slip"] == flag
+                if chosen.any():
+                    part = summarize({key: value[chosen] for key, value in queries.items() if key.startswith(("se_", "n_"))})
+                    report[f"pred_mse_ratio_{name}"] = part["pred_mse_ratio"]
+                    report[f"num_samples_{name}"] = part["num_samples"]
         report["mask_ratio"] = self.net.mask_ratio
         report["dynamic_mask_ratio"] = self.net.dynamic_mask_ratio
         report["norm_pix"] = self.loss_config.norm_pix
