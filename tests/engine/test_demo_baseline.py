@@ -2,7 +2,6 @@
 
 import lightning as L
 import torch
-
 from helpers import toy_cli
 
 
