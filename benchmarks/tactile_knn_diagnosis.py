@@ -12,7 +12,9 @@ on the trained (best.ckpt) and the untrained encoder (the same config and traini
   (mean / cls / max of the patch tokens / mean of the contact tokens: the patches whose frame
   differs most from the frame's median, see `contact_pool`) / mean or cls minus the same pooling of
   the recording's first frame, before contact (`-ref`: the recording's own gel, lighting and markers
-  taken out in feature space) x standardisation (none / bank / sensor)
+  taken out in feature space) / no encoder at all: the frame's pixels at 16 x 16 (`pixels`), and
+  minus the reference frame's (`pixels-ref`), the same for both encoders) x standardisation
+  (none / bank / sensor)
   x k (5, 10, 20, 50), and which protocol val picks (the test column is printed beside it, never
   chosen on);
 - the geometry under the configured protocol: the effective rank of the features (participation
@@ -35,7 +37,7 @@ import numpy as np
 import torch
 import yaml
 
-POOLS = ("mean", "cls", "max", "contact", "mean-ref", "cls-ref")
+POOLS = ("mean", "cls", "max", "contact", "mean-ref", "cls-ref", "pixels", "pixels-ref")
 PROTOCOLS = ("none", "bank", "sensor")
 KS = (5, 10, 20, 50)
 
@@ -58,6 +60,11 @@ def reference_frames(dataset, indices: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float().div(255.0)
 
 
+def thumbnail(frames: torch.Tensor, size: int = 16) -> torch.Tensor:
+    """(B, 3 * size * size): the frames' pixels, area-averaged to size x size, as a feature."""
+    return torch.nn.functional.adaptive_avg_pool2d(frames.float(), size).flatten(1)
+
+
 @torch.no_grad()
 def features(net, loader, augment) -> dict[str, torch.Tensor]:
     """Pooled features of each window's static frame, and its label, sensor and slip flag."""
@@ -74,7 +81,8 @@ def features(net, loader, augment) -> dict[str, torch.Tensor]:
         pooled = {"mean": tokens.mean(1), "cls": x[:, 0], "max": tokens.amax(1),
                   "contact": contact_pool(tokens, frames, net.patch_size),
                   "mean-ref": tokens.mean(1) - net.encode_features(reference, sensor, "mean").float(),
-                  "cls-ref": x[:, 0] - net.encode_features(reference, sensor, "cls").float()}
+                  "cls-ref": x[:, 0] - net.encode_features(reference, sensor, "cls").float(),
+                  "pixels": thumbnail(frames), "pixels-ref": thumbnail(frames) - thumbnail(reference)}
         for key, value in pooled.items():
             out.setdefault(key, []).append(value)
         for key in ("label", "sensor", "slip"):

@@ -146,10 +146,12 @@ def test_eval_writes_tactile_json_and_a_grid_per_sensor_then_report(tiny_data, t
     assert kinds and sum(report[f"num_samples_{name}"] for name in kinds) == report["num_samples"]
     assert all(report[f"pred_mse_ratio_{name}"] > 0 for name in kinds)
     assert 0.0 <= report["knn_accuracy"] <= 1.0 and report["num_samples"] > 0
-    # the headline k-NN is the configured protocol's entry of the table of all protocols
-    assert set(report["knn_protocols"]) == {f"{pool}/{std}" for pool in ("mean", "cls")
+    # the headline k-NN is the protocol's entry of the table of all protocols (the demo YAML: with
+    # reference frames, chosen on val)
+    assert set(report["knn_protocols"]) == {f"{pool}{ref}/{std}" for pool in ("mean", "cls") for ref in ("", "-ref")
                                             for std in ("none", "bank", "sensor")}
-    assert report["knn_accuracy"] == report["knn_protocols"][f"{report['pool']}/{report['standardize']}"]
+    chosen = f"{report['pool']}{'-ref' if report['reference'] else ''}/{report['standardize']}"
+    assert report["protocol"]["chosen_on"] == "val" and report["knn_accuracy"] == report["knn_protocols"][chosen]
     # the field's probes on the synthetic frame labels: fitted on train, chosen on val, scored on test
     probes = report["contact_probes"]
     assert {"force_r2", "force_rmse", "contact_mm", "slip_f1"} <= set(report)
