@@ -33,7 +33,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 
@@ -53,13 +52,6 @@ def contact_pool(tokens: torch.Tensor, frames: torch.Tensor, patch: int, share: 
     return tokens.gather(1, top[..., None].expand(-1, -1, tokens.shape[-1])).mean(1)
 
 
-def reference_frames(dataset, indices: torch.Tensor) -> torch.Tensor:
-    """(B, 3, S, S) in [0, 1]: frame 0 of each window's recording (TacQuad: before the contact range)."""
-    frames = [dataset._frame(str(Path(dataset.windows[i].paths[-1]).parent / "0.png"), dataset.windows[i])[1]
-              for i in indices.tolist()]
-    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float().div(255.0)
-
-
 def thumbnail(frames: torch.Tensor, size: int = 16) -> torch.Tensor:
     """(B, 3 * size * size): the frames' pixels, area-averaged to size x size, as a feature."""
     return torch.nn.functional.adaptive_avg_pool2d(frames.float(), size).flatten(1)
@@ -74,14 +66,13 @@ def features(net, loader, augment) -> dict[str, torch.Tensor]:
             continue
         frames = augment(batch["frames"])[:, -1]  # (B, C, H, W): the frame the probes read
         sensor = batch["sensor"]
-        x = torch.cat([net.prefix_tokens(frames.shape[0], sensor), net.encoder.embed_patches(frames)], dim=1)
-        x = net.encoder.forward_tokens(x).float()
+        reference = augment.normalize(batch["reference"])  # the recording's frame 0 (data.reference_frames)
+        x, x_ref = net.encode_tokens(frames, sensor).float(), net.encode_tokens(reference, sensor).float()
         tokens = x[:, -net.num_patches:]
-        reference = augment(reference_frames(loader.dataset, batch["index"]))
-        pooled = {"mean": tokens.mean(1), "cls": x[:, 0], "max": tokens.amax(1),
+        mean, cls = net.pool_tokens(x, "mean"), net.pool_tokens(x, "cls")
+        pooled = {"mean": mean, "cls": cls, "max": tokens.amax(1),
                   "contact": contact_pool(tokens, frames, net.patch_size),
-                  "mean-ref": tokens.mean(1) - net.encode_features(reference, sensor, "mean").float(),
-                  "cls-ref": x[:, 0] - net.encode_features(reference, sensor, "cls").float(),
+                  "mean-ref": mean - net.pool_tokens(x_ref, "mean"), "cls-ref": cls - net.pool_tokens(x_ref, "cls"),
                   "pixels": thumbnail(frames), "pixels-ref": thumbnail(frames) - thumbnail(reference)}
         for key, value in pooled.items():
             out.setdefault(key, []).append(value)
@@ -164,7 +155,7 @@ def diagnose(demo: Path) -> dict:
 
     run = demo / "runs" / "tactile" / "demo"
     config = yaml.safe_load((run / "config.yaml").read_text())
-    data_args = dict(config["data"]["init_args"], root=str(demo / "data"), num_workers=0)
+    data_args = dict(config["data"]["init_args"], root=str(demo / "data"), num_workers=0, reference_frames=True)
     dm = TactileDataModule(**data_args)
     dm.setup("test")
     trained = TactileTask.load_from_checkpoint(run / "checkpoints" / "best.ckpt", map_location="cpu").eval()

@@ -379,3 +379,17 @@ def test_generic_index_reference_column(synth_root, tmp_path):
     with pytest.raises(DataError, match="missing reference frame") as error:
         read_index_csv(tmp_path / "index.csv")
     assert "99.png" in str(error.value)
+
+
+def test_with_reference_frames_training_batches_go_without_and_evaluation_batches_carry_them(synth_root):
+    from sensorium.recipes.tactile.datamodule import TactileDataModule
+
+    root, _ = synth_root
+    dm = TactileDataModule(root=str(root), image_size=16, batch_size=2, eval_batch_size=4, reference_frames=True,
+                           val_fraction=0.25, test_fraction=0.25)
+    dm.setup("fit")
+    train = next(iter(dm.train_dataloader()))
+    assert "reference" not in train and train["frames"].shape[1:] == (4, 3, 16, 16)
+    bank = next(iter(dm.val_dataloader()[1]))  # the training windows as the probes' bank
+    assert bank["reference"].shape == (len(bank["frames"]), 3, 16, 16)
+    assert dm.datasets["train"].reference  # the shared dataset keeps them for evaluation

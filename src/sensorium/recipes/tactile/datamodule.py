@@ -8,6 +8,7 @@ sensor, label, index) plus `skipped`; augmentation and normalisation run on the 
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -157,7 +158,11 @@ class TactileDataModule(SensoriumDataModule):
 
     # --- loaders --------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
-        return self.train_loader(self.datasets["train"])
+        dataset = self.datasets["train"]
+        if dataset.reference:  # only the probes read reference frames: training batches go without
+            dataset = copy.copy(dataset)  # shares the windows and the frame cache
+            dataset.reference = False
+        return self.train_loader(dataset)
 
     def val_dataloader(self) -> list[DataLoader]:
         """[val windows (losses, frame-4 prediction, k-NN queries), train windows (the k-NN bank)]."""

@@ -81,11 +81,12 @@ def encode(net: TactileMAE, frames: torch.Tensor, sensor: torch.Tensor,
     """Frozen features of the static frame with both poolings: (B, D) each; with the windows'
     normalised reference frames (B, 3, S, S) also each pooling minus the reference frame's
     (`feature_<pool>_ref`: the recording's own gel, lighting and markers taken out)."""
-    static_frame = frames[:, -1]
-    out = {f"feature_{pool}": net.encode_features(static_frame, sensor, pool).float() for pool in ("mean", "cls")}
+    tokens = net.encode_tokens(frames[:, -1], sensor)  # one encoder pass gives both poolings
+    out = {f"feature_{pool}": net.pool_tokens(tokens, pool).float() for pool in ("mean", "cls")}
     if reference is not None:
+        tokens = net.encode_tokens(reference, sensor)
         for pool in ("mean", "cls"):
-            out[f"feature_{pool}_ref"] = out[f"feature_{pool}"] - net.encode_features(reference, sensor, pool).float()
+            out[f"feature_{pool}_ref"] = out[f"feature_{pool}"] - net.pool_tokens(tokens, pool).float()
     return out
 
 

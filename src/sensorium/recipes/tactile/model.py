@@ -313,15 +313,21 @@ class TactileMAE(nn.Module):
         return self.forward_static(x, sensor) if x.dim() == 4 else self.forward_dynamic(x, sensor)
 
     @torch.no_grad()
+    def encode_tokens(self, imgs: torch.Tensor, sensor: torch.Tensor | None = None) -> torch.Tensor:
+        """Whole frames (no masking): (B, C, H, W) -> (B, prefix + L, D), CLS first, patch tokens last."""
+        x = torch.cat([self.prefix_tokens(imgs.shape[0], sensor), self.encoder.embed_patches(imgs)], dim=1)
+        return self.encoder.forward_tokens(x)
+
+    def pool_tokens(self, tokens: torch.Tensor, pool: Literal["mean", "cls"] = "mean") -> torch.Tensor:
+        """`encode_tokens`' output -> (B, D): the mean of the patch tokens (the MAE linear-probe
+        choice) or the CLS token."""
+        return tokens[:, 0] if pool == "cls" else tokens[:, -self.num_patches:].mean(dim=1)
+
+    @torch.no_grad()
     def encode_features(self, imgs: torch.Tensor, sensor: torch.Tensor | None = None,
                         pool: Literal["mean", "cls"] = "mean") -> torch.Tensor:
-        """Frozen features of whole frames (no masking): (B, C, H, W) -> (B, D), the mean of the patch
-        tokens (the MAE linear-probe choice) or the CLS token."""
-        x = torch.cat([self.prefix_tokens(imgs.shape[0], sensor), self.encoder.embed_patches(imgs)], dim=1)
-        x = self.encoder.forward_tokens(x)  # (B, prefix + L, D)
-        if pool == "cls":
-            return x[:, 0]
-        return x[:, -self.num_patches:].mean(dim=1)  # (B, D)
+        """Frozen features of whole frames: (B, C, H, W) -> (B, D) (`pool_tokens` of `encode_tokens`)."""
+        return self.pool_tokens(self.encode_tokens(imgs, sensor), pool)
 
     # --- init ----------------------------------------------------------------------------------------
     def initialize_weights(self) -> None:

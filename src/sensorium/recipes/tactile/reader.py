@@ -369,14 +369,14 @@ class TactileSequenceDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor] | None:
         window = self.windows[index]
         try:
-            frames = self._load(window)
-            reference = self._reference(window) if self.reference else None
+            # The reference frame is read with the window's frames: same checks, same size.
+            frames = self._load(window, with_reference=self.reference)
         except DataError as error:
             handle_bad_sample(error, self.on_bad_sample)
             return None
-        extra = {} if reference is None else {"reference": reference}
+        extra = {"reference": frames[WINDOW]} if self.reference else {}
         return extra | {
-            "frames": frames,
+            "frames": frames[:WINDOW],
             "sensor": torch.tensor(window.sensor, dtype=torch.int64),
             "label": torch.tensor(window.label, dtype=torch.int64),
             "index": torch.tensor(index, dtype=torch.int64),
@@ -385,10 +385,19 @@ class TactileSequenceDataset(Dataset):
             "slip": torch.tensor(window.slip, dtype=torch.int64),
         }
 
-    def _load(self, window: TactileWindow) -> torch.Tensor:
+    def _load(self, window: TactileWindow, with_reference: bool = False) -> torch.Tensor:
+        """(4, 3, S, S) in [0, 1]: the window's frames, then (`with_reference`) its reference frame."""
+        paths = window.paths
+        if with_reference:
+            if not window.reference:
+                raise DataError(window.source or window.paths[0],
+                                "no reference frame (a frame of the recording without contact: TacQuad frame 0 "
+                                "before a later contact range, or the index CSV's reference column); "
+                                "data.reference_frames needs one for every window")
+            paths = (*paths, window.reference)
         expected = self.frame_sizes.get(SENSORS[window.sensor])
         frames, first_size = [], None
-        for path in window.paths:
+        for path in paths:
             size, frame = self._frame(path, window)
             if expected is not None and size != expected:
                 raise DataError(path, f"image is {size[0]}x{size[1]} (HxW); {SENSORS[window.sensor]} frames "
@@ -398,22 +407,8 @@ class TactileSequenceDataset(Dataset):
                                       f"the same window is {first_size[0]}x{first_size[1]}")
             first_size = first_size or size
             frames.append(frame)
-        stack = torch.from_numpy(np.stack(frames))  # (4, S, S, 3) uint8
-        return stack.permute(0, 3, 1, 2).float().div_(255.0)  # (4, 3, S, S)
-
-    def _reference(self, window: TactileWindow) -> torch.Tensor:
-        """(3, S, S) in [0, 1]: the window's reference frame, the size its frames must have."""
-        if not window.reference:
-            raise DataError(window.source or window.paths[0],
-                            "no reference frame (a frame of the recording without contact: TacQuad frame 0 "
-                            "before a later contact range, or the index CSV's reference column); "
-                            "data.reference_frames needs one for every window")
-        size, frame = self._frame(window.reference, window)
-        expected = self.frame_sizes.get(SENSORS[window.sensor])
-        if expected is not None and size != expected:
-            raise DataError(window.reference, f"image is {size[0]}x{size[1]} (HxW); {SENSORS[window.sensor]} "
-                                              f"frames are {expected[0]}x{expected[1]}")
-        return torch.from_numpy(frame.copy()).permute(2, 0, 1).float().div_(255.0)  # the cache keeps frame
+        stack = torch.from_numpy(np.stack(frames))  # (4 [+ 1], S, S, 3) uint8
+        return stack.permute(0, 3, 1, 2).float().div_(255.0)  # (4 [+ 1], 3, S, S)
 
     def _frame(self, path: str, window: TactileWindow) -> tuple[tuple[int, int], np.ndarray]:
         """(raw (H, W), frame resized to (S, S, 3) uint8) of one file; from the cache when enabled."""
