@@ -18,14 +18,19 @@ def demo_parser(recipe: str, description: str | None) -> argparse.ArgumentParser
     training seeds are kept apart, so that a spread of results can be traced to the data sample or
     to training (benchmarks/seeds.py runs grids of both). Recipes add their own flags."""
     parser = argparse.ArgumentParser(prog=f"sensorium demo {recipe}", description=description,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     usage=f"sensorium demo {recipe} --out DIR [options] [LightningCLI overrides]",
+                                     epilog="Any other arguments go to the fit as LightningCLI overrides, in "
+                                            "their order: --model.init_args.x 1 or --model.init_args.x=1.")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0, help="data seed: which synthetic dataset (default 0)")
     parser.add_argument("--train-seed", type=int, default=None,
                         help="training seed, seed_everything (default: the config's)")
     parser.add_argument("--config", default=f"{recipe}/demo",
                         help="a YAML path or a packaged name (default: %(default)s)")
-    parser.add_argument("overrides", nargs="*", help="extra LightningCLI arguments, e.g. --trainer.max_epochs=5")
+    # No positional for the overrides: argparse would take the values of "--flag value" pairs into it
+    # and leave their flags among the unknown arguments, so the fit got the values and flags apart.
+    # Without it every argument the parser does not know stays in `unknown`, in its order.
     return parser
 
 
@@ -38,7 +43,7 @@ def parse_demo_args(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[a
     args.config = resolve_config(args.config)
     args.out.mkdir(parents=True, exist_ok=True)
     seed = [] if args.train_seed is None else ["--seed_everything", str(args.train_seed)]
-    return args, [*seed, *args.overrides, *unknown]
+    return args, [*seed, *unknown]
 
 
 def train_seed(cli) -> int | None:

@@ -35,7 +35,8 @@ def test_demo_yamls_fit_distil_eval_embed_and_report(tiny_data, tmp_path):
     header = (align / "metrics.csv").read_text().splitlines()[0]
     assert "val/point_top1" in header and "train/masked_negatives_epoch" in header and "share/set_step" in header
     student = _fit("rgbpc/distil", tiny_data, tmp_path / "runs", "distil", "--model.init_args.teacher", str(best),
-                   "--model.init_args.student.widths", "[8, 16, 16]")
+                   "--model.init_args.student.widths", "[8, 16]", "--model.init_args.pretraining.views", "8",
+                   "--model.init_args.pretraining.steps", "2", "--model.init_args.pretraining.keep_batch", "2")
     assert (student / "export" / "model.safetensors").is_file()
 
     assert main(["eval", "rgbpc", "--ckpt", str(best), "--student", str(student / "export"), *ALIGN]) == 0

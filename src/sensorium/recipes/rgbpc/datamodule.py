@@ -54,6 +54,9 @@ class RgbpcDataSpec(DataSpec):
     held_out_episodes: int
     features: str
     """The packs' root, for messages."""
+    transforms: dict[str, dict]
+    """Each encoder's `GridTransform` (as `to_dict`): where any pixel uv lands on its grid (the
+    distillation's dense targets sample the teacher at every cell of the student's grid)."""
 
 
 class RgbpcDataModule(SensoriumDataModule):
@@ -139,7 +142,8 @@ class RgbpcDataModule(SensoriumDataModule):
     def data_spec(self) -> RgbpcDataSpec:
         return RgbpcDataSpec(channels=self.channels(), temporal=self.temporal, point_input=self.point_input,
                              images=self.images, eval_windows=self.eval_windows, eval_points=self.eval_points,
-                             held_out_episodes=len(self.splits["test"]), features=str(self.features))
+                             held_out_episodes=len(self.splits["test"]), features=str(self.features),
+                             transforms={e: self.episodes[0].packs[e].transform.to_dict() for e in self.encoders})
 
     def _check_encoders(self, episodes: list[Episode]) -> None:
         """The same grid and width per encoder in every episode (the model's adapters are sized once)."""

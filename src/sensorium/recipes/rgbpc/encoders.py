@@ -119,21 +119,47 @@ def pretrain_shape_encoder(image_size: tuple[int, int], seed: int, settings: Sha
     their own random stream (`synth.render_views`: fresh scenes, never a frame of an episode). A
     small stand-in for the pretrained encoders the note fuses (Depth Anything, DINO), whose features
     know depth and objects from other data; the point features and actions are never used."""
+    net = pretrain_on_views(lambda: ConvGridEncoder((32, 64, 96)), lambda net, x: net.stem(x), 96, image_size,
+                            seed, settings)
+    return net
+
+
+VIEW_TARGETS = 1 + len(PARTS) + 1
+"""Per 8 x 8 cell: mean depth, then the share of each surface part and of the background."""
+
+
+def rendered_views(count: int, seed: int, image_size: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+    """`count` views of their own stream (`synth.render_views`) as frames (N, 3, H, W) in [0, 1] and
+    their per-cell targets: mean camera depth (N, 1, H/8, W/8) and part shares (N, P + 1, H/8, W/8)."""
+    images, depth, parts = render_views(count, seed, SynthConfig(image_size=tuple(image_size)))
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)  # (N, 3, H, W)
+    depth_cells = F.avg_pool2d(torch.from_numpy(depth)[:, None], 8)  # (N, 1, H/8, W/8)
+    one_hot = F.one_hot(torch.from_numpy(parts), len(PARTS) + 1).permute(0, 3, 1, 2).float()
+    return x, depth_cells, F.avg_pool2d(one_hot, 8)  # each part's share of a cell
+
+
+def view_loss(out: torch.Tensor, depth_cells: torch.Tensor, part_cells: torch.Tensor) -> torch.Tensor:
+    """shape8's pretraining loss of a (B, VIEW_TARGETS, H/8, W/8) prediction: L1 on the depth, soft
+    cross-entropy on the part shares."""
+    return F.l1_loss(out[:, :1], depth_cells) + F.cross_entropy(out[:, 1:], part_cells)
+
+
+def pretrain_on_views(build: Callable[[], nn.Module], features: Callable[[nn.Module, torch.Tensor], torch.Tensor],
+                      channels: int, image_size: tuple[int, int], seed: int, settings: ShapePretraining) -> nn.Module:
+    """shape8's pretraining for any network: `build()` (called after seeding torch with `seed`) makes
+    it, `features(net, frames)` maps frames (B, 3, H, W) in [0, 1] to a (B, channels, H / 8, W / 8)
+    map, and a 1x1 head on it learns each 8 x 8 cell's mean depth (L1) and surface-part shares
+    (cross-entropy) on `settings.views` views rendered from their own stream (never an episode)."""
     # Built lazily, possibly inside an encoder's inference-mode call: training needs autograd back.
     with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng():
-        images, depth, parts = render_views(settings.views, seed, SynthConfig(image_size=tuple(image_size)))
-        x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)  # (N, 3, H, W)
-        depth_cells = F.avg_pool2d(torch.from_numpy(depth)[:, None], 8)  # (N, 1, H/8, W/8)
-        one_hot = F.one_hot(torch.from_numpy(parts), len(PARTS) + 1).permute(0, 3, 1, 2).float()
-        part_cells = F.avg_pool2d(one_hot, 8)  # (N, P + 1, H/8, W/8): each part's share of a cell
+        x, depth_cells, part_cells = rendered_views(settings.views, seed, image_size)
         torch.manual_seed(seed)
-        net = ConvGridEncoder((32, 64, 96))
-        head = nn.Conv2d(net.channels, 1 + len(PARTS) + 1, 1)
+        net = build()
+        head = nn.Conv2d(channels, VIEW_TARGETS, 1)
         optimiser = torch.optim.AdamW([*net.parameters(), *head.parameters()], lr=settings.lr, weight_decay=0.01)
         for _ in range(settings.steps):
             idx = torch.randint(len(x), (settings.batch_size,))
-            out = head(net.stem(x[idx]))  # (B, 1 + P + 1, H/8, W/8)
-            loss = F.l1_loss(out[:, :1], depth_cells[idx]) + F.cross_entropy(out[:, 1:], part_cells[idx])
+            loss = view_loss(head(features(net, x[idx])), depth_cells[idx], part_cells[idx])
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()

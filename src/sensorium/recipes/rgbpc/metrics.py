@@ -64,7 +64,9 @@ def fit_action_head(x: torch.Tensor, task: torch.Tensor, y: torch.Tensor, num_ta
 def action_head_test(sources: dict[str, tuple[torch.Tensor, torch.Tensor]], train_task: torch.Tensor,
                      train_y: torch.Tensor, test_task: torch.Tensor, test_y: torch.Tensor, num_tasks: int,
                      seeds: int = 3, steps: int = 400, lr: float = 1e-3) -> dict[str, dict[str, float]]:
-    """{source: {error, std, errors}} for each source's (train features (N, K, F), test features (M, K, F)).
+    """{source: {error, std, errors, train_error}} for each source's (train features (N, K, F), test
+    features (M, K, F)); train_error is the same error on the head's own training steps (a head that
+    fits its training steps and fails held-out ones learnt what does not transfer).
 
     Features are standardised per dimension with the training steps' statistics; actions are centred
     on the training mean and divided by one scale (the norm of the per-component std), so every
@@ -77,13 +79,17 @@ def action_head_test(sources: dict[str, tuple[torch.Tensor, torch.Tensor]], trai
     results = {}
     for name, (train_x, test_x) in sources.items():
         x_train, x_test = _standardise(train_x.float(), test_x.float())
-        errors = []
+        errors, train_errors = [], []
+        train_variance = (y_train - y_train.mean(dim=0)).pow(2).sum(dim=1).mean().clamp_min(1e-12)
         for seed in range(seeds):
             head = fit_action_head(x_train, train_task, y_train, num_tasks, seed, steps, lr)
             with torch.no_grad():
                 pred = head(x_test, test_task)
+                fitted = head(x_train, train_task)
             errors.append(float((pred - y_test).pow(2).sum(dim=1).mean() / variance))
-        results[name] = {"error": float(np.mean(errors)), "std": float(np.std(errors)), "errors": errors}
+            train_errors.append(float((fitted - y_train).pow(2).sum(dim=1).mean() / train_variance))
+        results[name] = {"error": float(np.mean(errors)), "std": float(np.std(errors)), "errors": errors,
+                         "train_error": float(np.mean(train_errors))}
     return results
 
 
@@ -91,6 +97,26 @@ def gap_closed(raw: float, closer: float, target: float) -> float | None:
     """Share of the gap from `raw` down to `target` that `closer` closes (None when there is no gap)."""
     gap = raw - target
     return (raw - closer) / gap if abs(gap) > 1e-9 else None
+
+
+def feature_agreement(student: torch.Tensor, teacher: torch.Tensor) -> dict:
+    """How a student's per-point features (N, K, D) agree with its teacher's at the same points of N
+    frames: the per-point cosine's mean and 5 / 25 / 50 / 75 / 95% quantiles (a mean over mostly
+    background points hides the few that matter), the same after removing each frame's mean feature
+    (what tells a frame's points apart), and each side's spread within a frame (mean squared distance
+    of the unit features to their frame's mean)."""
+    s, t = F.normalize(student.float(), dim=-1), F.normalize(teacher.float(), dim=-1)
+    levels = torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95])
+
+    def summary(c: torch.Tensor) -> dict:
+        return {"mean": float(c.mean()), "quantiles": dict(zip(["5%", "25%", "50%", "75%", "95%"],
+                                                               torch.quantile(c.flatten(), levels).tolist()))}
+
+    s_centred, t_centred = s - s.mean(dim=1, keepdim=True), t - t.mean(dim=1, keepdim=True)
+    return {"cosine": summary(F.cosine_similarity(s, t, dim=-1)),
+            "centred_cosine": summary(F.cosine_similarity(s_centred, t_centred, dim=-1)),
+            "within_frame_spread": {"student": float(s_centred.pow(2).sum(-1).mean()),
+                                    "teacher": float(t_centred.pow(2).sum(-1).mean())}}
 
 
 # --- depth probe ----------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ probe. Pure functions of tensors (batches are the datamodule's dicts).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -229,43 +230,114 @@ def same_patch_mask(frame_id: torch.Tensor, uv: torch.Tensor, frame_id_all: torc
 
 
 # --- the RGB-only student -----------------------------------------------------------------------------
+StudentStem = Literal["conv", "patch"]
+
+
 @dataclass
 class StudentConfig:
     widths: tuple[int, ...] = (24, 48, 96)
-    """Conv stages (stride 2 each: the output grid has stride 2^len(widths))."""
+    """Channels per stage (each stage halves the resolution after the first)."""
     dim: int = 64
     """Output width: the aligned space's D."""
+    stem: StudentStem = "conv"
+    """conv: `ConvStem` stages (a stride-2 3x3 convolution and a 3x3 convolution each, the first at
+    half resolution: stride 2^len(widths)); patch: one `patch` x `patch` convolution of stride `patch`
+    (ConvNeXt's patchify stem) to widths[0] and depths[0] 3x3 convolutions there, then per later
+    width a stride-2 3x3 convolution and depths[i] - 1 more (stride patch x 2^(len(widths) - 1)):
+    nothing runs at full or half resolution, which is where the conv stem spends most of its time."""
+    patch: int = 4
+    depths: tuple[int, ...] = (1, 2)
+    """patch stem: 3x3 convolutions per stage (the first stage's after the patchify convolution; a
+    later stage's count includes its strided convolution)."""
+
+
+def _conv_norm_act(cin: int, cout: int, kernel: int = 3, stride: int = 1) -> list[nn.Module]:
+    padding = (kernel - 1) // 2 if kernel % 2 else 0
+    return [nn.Conv2d(cin, cout, kernel, stride, padding, bias=False), _group_norm(cout), nn.GELU()]
+
+
+def _group_norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(math.gcd(8, channels), channels)  # as ConvStem's
+
+
+class PatchStem(nn.Module):
+    """(B, C_in, H, W) -> (B, widths[-1], H / s, W / s), s = patch x 2^(len(widths) - 1): a stride-`patch`
+    patchify convolution, depths[0] 3x3 convolutions, then for each later width a stride-2 3x3
+    convolution and depths[i] - 1 more (each convolution followed by GroupNorm and GELU)."""
+
+    def __init__(self, in_channels: int, widths: tuple[int, ...], depths: tuple[int, ...], patch: int):
+        super().__init__()
+        if len(depths) != len(widths) or depths[0] < 0 or min(depths[1:], default=1) < 1 or patch < 1:
+            raise ConfigError("model.init_args.student.depths", f"needs one count per width ({len(widths)}), the "
+                                                                f"first >= 0 and the others >= 1; got {list(depths)}")
+        layers = _conv_norm_act(in_channels, widths[0], patch, patch)
+        for _ in range(depths[0]):
+            layers += _conv_norm_act(widths[0], widths[0])
+        for previous, width, depth in zip(widths[:-1], widths[1:], depths[1:]):
+            layers += _conv_norm_act(previous, width, stride=2)
+            for _ in range(depth - 1):
+                layers += _conv_norm_act(width, width)
+        self.layers = nn.Sequential(*layers)
+        self.stride = patch * 2 ** (len(widths) - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
 
 
 class StudentCNN(nn.Module):
     """Raw frames (B, 3, H, W) uint8 -> (B, D, H / s, W / s) features, trained to reproduce the aligned
-    fused features at the points, so inference needs neither point clouds nor the large encoders.
+    fused features (at the points or at every cell), so inference needs neither point clouds nor the
+    large encoders.
 
     The frame is fed with two more channels, each pixel's normalised column and row (CoordConv, Liu
     et al. 2018): the aligned features carry where in the image a point is (a ViT's positions), which
     a translation-equivariant CNN cannot reproduce on its own (val cosine to the teacher 0.72 without
-    them in the demo)."""
+    them in the demo). `backbone` gives the map before the 1x1 head (the distillation's per-encoder
+    heads read it)."""
 
     def __init__(self, config: StudentConfig):
         super().__init__()
         self.config = config
-        self.stem = ConvStem(3 + 2, tuple(config.widths), first_stride=2)
-        self.head = nn.Conv2d(config.widths[-1], config.dim, 1)
-        self.stride = 2 ** len(config.widths)
+        widths = tuple(config.widths)
+        if config.stem == "conv":
+            self.stem = ConvStem(3 + 2, widths, first_stride=2)
+            self.stride = 2 ** len(widths)
+        elif config.stem == "patch":
+            self.stem = PatchStem(3 + 2, widths, tuple(config.depths), config.patch)
+            self.stride = self.stem.stride
+        else:
+            raise ConfigError("model.init_args.student.stem", f"must be conv or patch, got {config.stem!r}")
+        self.channels = widths[-1]
+        self.head = nn.Conv2d(widths[-1], config.dim, 1)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def backbone(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) uint8 (or float in [0, 1]) -> (B, widths[-1], H / s, W / s)."""
         H, W = images.shape[-2:]
         if H % self.stride or W % self.stride:
             raise ConfigError("student", f"frames of {H}x{W} are not a whole number of {self.stride}-pixel cells")
         x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-        return self.head(self.stem(with_coordinates((x - self.mean) / self.std)))  # (B, D, H/s, W/s)
+        return self.stem(with_coordinates((x - self.mean) / self.std))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(images))  # (B, D, H/s, W/s)
 
     def at_points(self, images: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
         """(B, K, D) features at pixels uv (B, K, 2) of the original frames."""
-        grid = (uv + 0.5) / self.stride - 0.5  # cell centres at integers (see sensorium.data.image_grid)
-        return sample_points(self(images), grid)
+        return sample_points(self(images), self.to_grid(uv))
+
+    def to_grid(self, uv: torch.Tensor) -> torch.Tensor:
+        """Pixels uv (..., 2) of the original frames -> the output grid's (x, y), cell centres at
+        integers: `GridTransform.identity(image_size, stride).to_grid`, as every pack's map."""
+        return (uv + 0.5) / self.stride - 0.5
+
+    def cell_uv(self, height: int, width: int, device=None) -> torch.Tensor:
+        """(Hs * Ws, 2) the pixel uv of every output cell's centre, row-major (the inverse of to_grid)."""
+        Hs, Ws = height // self.stride, width // self.stride
+        rows, cols = torch.meshgrid(torch.arange(Hs, device=device, dtype=torch.float32),
+                                    torch.arange(Ws, device=device, dtype=torch.float32), indexing="ij")
+        return (torch.stack([cols, rows], dim=-1).reshape(-1, 2) + 0.5) * self.stride - 0.5
 
 
 def load_student(export_dir: str | Path) -> StudentCNN:

@@ -39,6 +39,7 @@ from sensorium.recipes.rgbpc.metrics import (
     ACTION_SOURCES,
     action_head_test,
     depth_probe,
+    feature_agreement,
     gap_closed,
     retrieval_metrics,
     similarity_histogram,
@@ -280,6 +281,8 @@ class AlignTask(SensoriumTask):
                                        if "student" in errors else None),
                 "seconds": round(time.perf_counter() - started, 1),
             }
+        if "student" in held:
+            report["student_agreement"] = feature_agreement(held["student"], held["rgb_aligned"])
         report["depth_probe"] = {s: depth_probe(bank[s].flatten(0, 1), bank["depth"].flatten(),
                                                 held[s].flatten(0, 1), held["depth"].flatten(), cfg.depth_alpha)
                                  for s in sources}
