@@ -91,6 +91,32 @@ def test_dynamic_mask_ratio_masks_the_context_frames_only(mae_tiny):
         mae_tiny(dynamic_mask_ratio=1.0)
 
 
+def test_motion_cue_starts_as_the_model_without_it_and_reads_changes_at_seen_positions(mae_tiny):
+    torch.manual_seed(0)
+    plain = mae_tiny(dynamic_mask_ratio=0.5)
+    torch.manual_seed(0)
+    cued = mae_tiny(dynamic_mask_ratio=0.5, motion_cue=True)
+    cued.load_state_dict({**plain.state_dict(), **{k: v for k, v in cued.state_dict().items() if "motion_cue" in k}})
+    frames, noise = torch.rand(2, 4, 3, 32, 32), torch.rand(2, 16)
+    # zero-initialised: the same prediction as without the cue
+    torch.testing.assert_close(cued.forward_dynamic(frames, noise=noise).future_pred,
+                               plain.forward_dynamic(frames, noise=noise).future_pred)
+    # the cue at a position: frame-to-frame changes there, zero where the tube mask hid it
+    context = patchify(frames[:, :3].flatten(0, 1), 8).view(2, 3, 16, -1)  # (B, ctx, L, P)
+    mask = (noise > noise.median(dim=1, keepdim=True).values).float()[:, None].expand(2, 3, 16)  # 1 = masked
+    with torch.no_grad():
+        cued.motion_cue.weight.copy_(torch.eye(32, 2 * 192))  # the first 32 values of frame 2 - frame 1
+    cue = cued.motion(context, mask)  # (B, L, 32)
+    seen = mask[:, 0] == 0
+    torch.testing.assert_close(cue[seen], (context[:, 1] - context[:, 0])[..., :32][seen])
+    assert (cue[~seen] == 0).all()
+    # still frames give no cue
+    still = frames[:, :1].expand(-1, 4, -1, -1, -1)
+    assert cued.motion(patchify(still[:, :3].flatten(0, 1), 8).view(2, 3, 16, -1), mask).abs().max() == 0
+    with pytest.raises(ValueError, match="motion_cue"):
+        mae_tiny(motion_cue=True, future_residual=False)
+
+
 def test_encode_features_pools_patch_tokens_without_masking(mae_tiny):
     model = mae_tiny()
     imgs = torch.rand(4, 3, 32, 32)

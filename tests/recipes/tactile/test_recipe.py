@@ -112,6 +112,9 @@ def test_every_yaml_fits_a_few_steps_through_the_cli(config, tiny_data, tiny_cli
         assert logged["train/static_contribution_step"] + logged["train/dynamic_contribution_step"] \
             == pytest.approx(1.0, abs=1e-4)
     assert "train/grad_norm_step" in logged and "val/pred_mse_ratio" in logged
+    # frame 4 of sliding contacts apart, from the synthetic frame labels (the tiny val split has no
+    # pressed-in-place windows: `ratio_by_motion` is tested on both kinds in test_task.py)
+    assert "val/pred_mse_ratio_sliding" in logged and "val/pred_mse_ratio_static" not in logged
     # the two tasks' gradient cosine: joint runs only, on the first batch (grad_cosine_every 50)
     if loss.mode == "joint":
         cosines = [float(r["train/grad_cosine"]) for r in csv.DictReader((run / "metrics.csv").read_text().splitlines())

@@ -8,7 +8,7 @@ import torch
 from sensorium.engine.doctor import Band
 from sensorium.layers.patch_embed import patchify
 from sensorium.losses import mae_loss
-from sensorium.recipes.tactile.metrics import evaluate_batch, from_target_space, summarize
+from sensorium.recipes.tactile.metrics import evaluate_batch, from_target_space, ratio_by_motion, summarize
 from sensorium.recipes.tactile.model import target_space
 from sensorium.recipes.tactile.reader import STATIC_FRAME
 from sensorium.recipes.tactile.task import (
@@ -251,3 +251,17 @@ def test_asking_for_reference_features_without_reference_frames_is_a_config_erro
     plain = {"feature_mean": torch.randn(6, 4), "feature_cls": torch.randn(6, 4), "sensor": torch.arange(6) % 3}
     with pytest.raises(ConfigError, match="reference_frames"):
         task._probe_features(plain, plain)
+
+
+def test_ratio_by_motion_splits_the_frame_4_ratio_by_the_slip_label():
+    n = torch.ones(4)
+    queries = {"se_pred": torch.tensor([1.0, 3.0, 2.0, 5.0]), "se_copy": torch.tensor([2.0, 2.0, 1.0, 9.0]),
+               "n_future": n, "n_recon": n, "slip": torch.tensor([1, 1, 0, -1])}
+    for key in ("se_pred_masked", "se_copy_masked", "se_pixel_pred", "se_pixel_copy", "se_recon", "se_recon_flat"):
+        queries[key] = n
+    out = ratio_by_motion(queries)
+    assert out["pred_mse_ratio_sliding"] == pytest.approx(4.0 / 4.0) and out["num_samples_sliding"] == 2
+    assert out["pred_mse_ratio_static"] == pytest.approx(2.0 / 1.0) and out["num_samples_static"] == 1
+    assert ratio_by_motion({k: v for k, v in queries.items() if k != "slip"}) == {}
+    queries["slip"] = torch.tensor([1, 1, 1, -1])  # no static window: no static key
+    assert set(ratio_by_motion(queries)) == {"pred_mse_ratio_sliding", "num_samples_sliding"}

@@ -109,6 +109,22 @@ def summarize(queries: dict[str, torch.Tensor]) -> dict[str, float]:
     return out
 
 
+def ratio_by_motion(queries: dict[str, torch.Tensor]) -> dict[str, float]:
+    """The frame-4 ratio of sliding and of pressed-in-place contacts apart, from the windows' `slip`
+    frame labels (1 / 0; -1 unknown): {pred_mse_ratio_sliding, num_samples_sliding, ..._static};
+    empty without frame labels."""
+    out: dict[str, float] = {}
+    if "slip" not in queries:
+        return out
+    for name, flag in (("sliding", 1), ("static", 0)):
+        chosen = queries["slip"] == flag
+        if chosen.any():
+            part = summarize({key: value[chosen] for key, value in queries.items() if key.startswith(("se_", "n_"))})
+            out[f"pred_mse_ratio_{name}"] = part["pred_mse_ratio"]
+            out[f"num_samples_{name}"] = part["num_samples"]
+    return out
+
+
 def psnr(mse: float, peak: float = 1.0) -> float:
     return float(10.0 * np.log10(peak**2 / max(mse, 1e-12)))
 

@@ -71,6 +71,9 @@ class TactileModelConfig:
     tube_mask: bool = True
     future_residual: bool = True
     """Predict frame 4 as a change of frame 3 (False: AnyTouch's absolute prediction)."""
+    motion_cue: bool = False
+    """Add each position's pixel changes between the context frames to its frame-4 query (see
+    TactileMAE); needs future_residual."""
     pretrained: str | None = None
     """Local CLIP vision checkpoint directory for the encoder (paper); None: a ViT from scratch."""
 
@@ -151,6 +154,11 @@ class TactileMAE(nn.Module):
             T-1's decoder tokens, through a zero-initialised head of its own (see the module
             docstring); False: absolute prediction from mask-token queries through the shared
             head, as AnyTouch does.
+        motion_cue: each frame-T query also gets a zero-initialised linear map of its position's
+            pixel changes between consecutive context frames (frame 2 - frame 1, frame 3 - frame 2;
+            zero where the position was masked): whether and how the gel moved there, which the
+            queries otherwise have to work out from the encoder's tokens of separate frames (a
+            pressed-in-place contact changes by noise only; a sliding one by its motion).
         pretrained: local directory of a CLIP checkpoint for the encoder; None trains a ViT from scratch.
     """
 
@@ -173,6 +181,7 @@ class TactileMAE(nn.Module):
         sensor_tokens: int = 1,
         tube_mask: bool = True,
         future_residual: bool = True,
+        motion_cue: bool = False,
         pretrained: str | None = None,
     ):
         super().__init__()
@@ -181,6 +190,8 @@ class TactileMAE(nn.Module):
                 raise ValueError(f"{name} must be in [0, 1), got {ratio}")
         if num_frames < 2:
             raise ValueError(f"the dynamic task needs at least 2 frames, got num_frames={num_frames}")
+        if motion_cue and (not future_residual or num_frames < 3):
+            raise ValueError("motion_cue needs future_residual and at least 3 frames (two context frames)")
         if pretrained is None:
             self.encoder = ViTBackbone(img_size, patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio)
         else:
@@ -218,6 +229,8 @@ class TactileMAE(nn.Module):
         self.future_query = nn.Linear((num_frames - 1) * decoder_embed_dim, decoder_embed_dim) if future_residual else None
         self.future_pred = (nn.Linear(decoder_embed_dim, patch_size * patch_size * in_chans)
                             if future_residual else None)
+        self.motion_cue = (nn.Linear((num_frames - 2) * patch_size * patch_size * in_chans, decoder_embed_dim)
+                           if motion_cue else None)
 
         self.initialize_weights()
 
@@ -240,12 +253,13 @@ class TactileMAE(nn.Module):
         x = torch.cat([prefix, visible], dim=1)  # (B, prefix + K, D)
         return EncoderOutput(self.encoder.forward_tokens(x), mask, ids_restore, prefix.shape[1])
 
-    def forward_decoder(self, encoded: EncoderOutput, pos: torch.Tensor, context_frames: int = 0) -> torch.Tensor:
+    def forward_decoder(self, encoded: EncoderOutput, pos: torch.Tensor, context_frames: int = 0,
+                        query_cue: torch.Tensor | None = None) -> torch.Tensor:
         """Decode every token position: the N encoded ones (visible tokens and mask tokens, back in
         token order) followed by Q extra queries (frame T in the dynamic task). The queries are mask
         tokens, or, with `context_frames` > 0 and `future_residual`, built per position from the N
         tokens seen as `context_frames` time-major frames: frame T-1's token plus a learned mix of
-        all context frames' tokens at that position.
+        all context frames' tokens at that position, plus `query_cue` (B, Q, Dd) when given.
         pos: (1, N + Q, Dd) decoder positions. Returns the normalised decoder features (B, N + Q, Dd);
         the prediction heads map them to pixels."""
         x = self.decoder_embed(encoded.latent)  # (B, prefix + K, Dd)
@@ -260,6 +274,8 @@ class TactileMAE(nn.Module):
         if context_frames and self.future_query is not None:
             trajectory = tokens.view(B, context_frames, N // context_frames, -1)  # (B, ctx, L, Dd)
             queries = trajectory[:, -1] + self.future_query(trajectory.permute(0, 2, 1, 3).flatten(2))  # (B, L, Dd)
+            if query_cue is not None:
+                queries = queries + query_cue.to(queries.dtype)
         else:
             queries = mask_token.expand(B, num_queries, -1)  # (B, Q, Dd)
         tokens = torch.cat([tokens, queries], dim=1) + pos  # (B, N + Q, Dd)
@@ -295,9 +311,10 @@ class TactileMAE(nn.Module):
         ratio = self.dynamic_mask_ratio if mask_ratio is None else mask_ratio
         encoded = self.forward_encoder(tokens.flatten(1, 2), sensor, noise, ratio)  # over (B, ctx*L, D)
         pos = self.decoder_pos_embed[:, None] + self.decoder_temporal_embed[None, :T, None]  # (1, T, L, Dd)
-        hidden = self.forward_decoder(encoded, pos.flatten(1, 2), ctx)  # (B, T*L, Dd)
-        future_head = self.future_pred if self.future_residual else self.decoder_pred
         target = patchify(frames, self.patch_size)  # (B, T, L, P)
+        cue = self.motion(target[:, :ctx], encoded.mask.view(B, ctx, L)) if self.motion_cue is not None else None
+        hidden = self.forward_decoder(encoded, pos.flatten(1, 2), ctx, cue)  # (B, T*L, Dd)
+        future_head = self.future_pred if self.future_residual else self.decoder_pred
         return DynamicOutput(
             recon_pred=self.decoder_pred(hidden[:, : ctx * L]),  # (B, ctx*L, P)
             recon_target=target[:, :ctx].flatten(1, 2),
@@ -307,6 +324,14 @@ class TactileMAE(nn.Module):
             future_mask=torch.ones(B, L, device=frames.device, dtype=encoded.mask.dtype),
             future_base=target[:, -2] if self.future_residual else None,
         )
+
+    def motion(self, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """`motion_cue` of context patches (B, ctx, L, P) under the encoder's mask (B, ctx, L), 1 =
+        masked: (B, L, Dd) from each position's changes between consecutive frames, zero where
+        either frame of a pair was masked (the encoder did not see it either)."""
+        seen = 1.0 - mask.to(context.dtype)  # (B, ctx, L)
+        changes = (context[:, 1:] - context[:, :-1]) * (seen[:, 1:] * seen[:, :-1])[..., None]  # (B, ctx-1, L, P)
+        return self.motion_cue(changes.permute(0, 2, 1, 3).flatten(2))  # (B, L, Dd)
 
     def forward(self, x: torch.Tensor, sensor: torch.Tensor | None = None) -> StaticOutput | DynamicOutput:
         """(B, C, H, W) -> the static task; (B, T, C, H, W) -> the dynamic task."""
@@ -340,6 +365,9 @@ class TactileMAE(nn.Module):
             # baseline it is measured against, and moves away from it only where it learns motion.
             nn.init.zeros_(self.future_pred.weight)
             nn.init.zeros_(self.future_pred.bias)
+        if self.motion_cue is not None:  # starts as the model without it
+            nn.init.zeros_(self.motion_cue.weight)
+            nn.init.zeros_(self.motion_cue.bias)
         # normal(0.02) for every learned token and embedding (MAE's mask token, AnyTouch's sensor
         # tokens); small, so a pretrained encoder's inputs barely move at the start.
         nn.init.normal_(self.mask_token, std=0.02)

@@ -44,6 +44,7 @@ from sensorium.recipes.tactile.metrics import (
     encode,
     evaluate_batch,
     grid_images,
+    ratio_by_motion,
     save_grid,
     summarize,
 )
@@ -372,9 +373,11 @@ class TactileTask(SensoriumTask):
         self._parts = {}
         if not queries:
             return
-        numbers = summarize(queries)
-        for key in ("pred_mse_ratio", "pred_mse_ratio_masked", "pixel_pred_mse_ratio", "psnr_masked"):
-            self.log(f"val/{key}", numbers[key], prog_bar=key == "pred_mse_ratio", sync_dist=True)
+        numbers = summarize(queries) | ratio_by_motion(queries)
+        for key in ("pred_mse_ratio", "pred_mse_ratio_masked", "pixel_pred_mse_ratio", "psnr_masked",
+                    "pred_mse_ratio_sliding", "pred_mse_ratio_static"):  # the last two with frame labels only
+            if key in numbers:
+                self.log(f"val/{key}", numbers[key], prog_bar=key == "pred_mse_ratio", sync_dist=True)
         if bank and (queries["label"] >= 0).any() and (bank["label"] >= 0).any():
             bank_x, query_x = self._probe_features(queries, bank)
             e = self.eval_config
@@ -406,14 +409,7 @@ class TactileTask(SensoriumTask):
             return
         # The probes' bank: train + val windows (val apart only to choose the contact probes' settings).
         bank = {key: torch.cat([train[key], val[key]]) for key in train} if train and val else train
-        report = summarize(queries)
-        if "slip" in queries:  # frame 4 of sliding and of pressed-in-place contacts apart (frame labels)
-            for name, flag in (("sliding", 1), ("static", 0)):
-                chosen = queries["slip"] == flag
-                if chosen.any():
-                    part = summarize({key: value[chosen] for key, value in queries.items() if key.startswith(("se_", "n_"))})
-                    report[f"pred_mse_ratio_{name}"] = part["pred_mse_ratio"]
-                    report[f"num_samples_{name}"] = part["num_samples"]
+        report = summarize(queries) | ratio_by_motion(queries)
         report["mask_ratio"] = self.net.mask_ratio
         report["dynamic_mask_ratio"] = self.net.dynamic_mask_ratio
         report["norm_pix"] = self.loss_config.norm_pix
