@@ -16,8 +16,10 @@ raw RGB (untrained adapters, seed 0) and each student's features there, and prin
 - each source's spread within a frame (mean squared distance of its unit features to the frame's mean);
 - linear readouts fitted on train points, scored on test points: depth (ridge R^2) and surface part
   (ridge on one-hot parts, accuracy and balanced accuracy);
-- the action head (the evaluation's, 500 steps, 2 seeds) fitted on every training step of each source
-  and its error on train, val and test steps (1 = predicting the mean).
+- the action head (the evaluation's, 500 steps, `--head-seeds` seeds, 2 as in the demo) fitted on
+  every training step of each source and its error on train, val and test steps (1 = predicting the
+  mean), per seed and averaged, and the share of the raw RGB -> point-cloud gap each other source
+  closes with each seed's heads (`gap_closed`: how much one draw of the head moves it).
 
 The surface part of a point is decoded from its synthetic point features (`synth.teacher_features`
 mixes a one-hot part code by a fixed orthogonal matrix), so the part readouts need data from
@@ -129,8 +131,28 @@ def diagnose(data: dict, sources: list[str], head_steps: int = 500, head_seeds: 
                     errors[k].append(float((head(inputs[k], d["task"]) - y).pow(2).sum(1).mean()
                                            / (y - y.mean(0)).pow(2).sum(1).mean()))
         entry["head_error"] = {k: float(np.mean(v)) for k, v in errors.items()}
+        entry["head_error_per_seed"] = errors
         report[name] = entry
+    report["gap_closed"] = gap_closed_per_seed(report)
     return report
+
+
+def gap_closed_per_seed(report: dict) -> dict:
+    """For each split and each source beside pc and raw RGB: the share of the raw RGB -> point-cloud gap
+    it closes with each head seed (the same seed's head for every source), their mean and spread: how
+    much of a 40% target one draw of the head decides."""
+    if not {"pc", "rgb_raw"} <= set(report):
+        return {}
+    out: dict = {}
+    for name, entry in report.items():
+        if not isinstance(entry, dict) or "head_error_per_seed" not in entry or name in ("pc", "rgb_raw"):
+            continue
+        for split, errors in entry["head_error_per_seed"].items():
+            raw, pc = report["rgb_raw"]["head_error_per_seed"][split], report["pc"]["head_error_per_seed"][split]
+            closed = [(r - e) / (r - p) for r, p, e in zip(raw, pc, errors) if abs(r - p) > 1e-9]
+            out.setdefault(name, {})[split] = {"per_seed": closed, "mean": float(np.mean(closed)),
+                                               "std": float(np.std(closed))}
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -141,12 +163,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sources", nargs="*", default=None, help="default: pc rgb_aligned rgb_raw and the students")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--head-seeds", type=int, default=2, help="action heads fitted per source (default 2, "
+                                                                   "the demo's)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     data = collect(args.data, args.teacher, args.student)
     sources = args.sources or ["pc", "rgb_aligned", "rgb_raw", *(f"student:{p}" for p in args.student)]
-    report = diagnose(data, sources)
+    report = diagnose(data, sources, head_seeds=args.head_seeds)
     report["seconds"] = round(time.perf_counter() - started, 1)
     text = json.dumps(report, indent=1)
     print(text)

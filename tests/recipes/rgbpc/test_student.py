@@ -114,3 +114,23 @@ def test_student_benchmark_tiny_mode_times_both_on_the_same_frames(capsys):
                                            + result["params"]["teacher_adapters_fusion"])
     assert set(result["params"]["teacher_encoders"]) == {"shape8", "vit16"}
     assert "student speed-up" in capsys.readouterr().out
+
+
+def test_diagnosis_gap_closed_per_head_seed_by_hand():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[3] / "benchmarks" / "rgbpc_student_diagnosis.py"
+    spec = importlib.util.spec_from_file_location("rgbpc_student_diagnosis", script)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    report = {"pc": {"head_error_per_seed": {"test": [0.2, 0.1]}},
+              "rgb_raw": {"head_error_per_seed": {"test": [0.6, 0.5]}},
+              "student": {"head_error_per_seed": {"test": [0.4, 0.4]}}, "points": {"test": 10}}
+    closed = module.gap_closed_per_seed(report)["student"]["test"]
+    # seed 0: (0.6 - 0.4) / (0.6 - 0.2) = 0.5; seed 1: (0.5 - 0.4) / (0.5 - 0.1) = 0.25
+    assert closed["per_seed"] == pytest.approx([0.5, 0.25]) and closed["mean"] == pytest.approx(0.375)
+    assert closed["std"] == pytest.approx(0.125)
+    assert module.gap_closed_per_seed({"student": report["student"]}) == {}
