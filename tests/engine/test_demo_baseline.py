@@ -35,3 +35,6 @@ def test_demo_overrides_reach_the_fit_in_their_order(tmp_path):
     assert args.seed == 3 and args.train_seed == 1 and (tmp_path / "out").is_dir()
     assert overrides == ["--seed_everything", "1", "--model.init_args.model.motion_cue", "true",
                          "--trainer.max_epochs=2", "--model.init_args.model.dynamic_mask_ratio", "0.25"]
+    # a "--" separator before the overrides is dropped, not passed to the fit
+    _, overrides = parse_demo_args(parser, ["--out", str(tmp_path / "out"), "--", "--config", "extra.yaml"])
+    assert overrides == ["--config", "extra.yaml"]

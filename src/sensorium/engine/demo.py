@@ -40,6 +40,8 @@ def parse_demo_args(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[a
     from sensorium.recipes import resolve_config
 
     args, unknown = parser.parse_known_args(argv)
+    if "--" in unknown:  # the separator before the overrides (`sensorium demo R --out D -- --x 1`) is not one
+        unknown.remove("--")
     args.config = resolve_config(args.config)
     args.out.mkdir(parents=True, exist_ok=True)
     seed = [] if args.train_seed is None else ["--seed_everything", str(args.train_seed)]

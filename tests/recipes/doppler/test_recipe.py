@@ -45,6 +45,8 @@ def trained(tmp_path_factory):
     vae = runs / "doppler" / "vae" / "checkpoints" / "best.ckpt"
     assert main(["extract", "doppler", "--vae", str(vae), "--data", str(root / "prep"),
                  "--out", str(root / "lat")]) == 0
+    # in this process: the extraction's no_grad must not outlive it (later tests train in this process)
+    assert torch.is_grad_enabled()
     assert main(["fit", "--config", "doppler/dit_demo", "--data.root", str(root / "lat"),
                  "--run.root", str(runs), "--run.version", "dit", "--run.early_stopping_patience", "5",
                  *COMMON, *TINY_DIT]) == 0

@@ -86,8 +86,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args(argv)
-    torch.set_grad_enabled(False)
-    meta = extract(args.vae, args.data, args.out, args.batch_size)
+    with torch.no_grad():  # scoped: `sensorium.cli.main` runs in the caller's process (tests, notebooks)
+        meta = extract(args.vae, args.data, args.out, args.batch_size)
     shape = "x".join(str(v) for v in meta["latent_shape"])
     counts = meta["counts"]
     print(f"[extract] {counts['train']} train + {counts['val']} val + {counts['test']} test latents of shape "
