@@ -92,13 +92,14 @@ def test_embed_runs_the_student_on_frames_alone(tiny_data, tmp_path):
     np.testing.assert_allclose(pack.frames(3, 4)[0].astype(np.float32), direct, rtol=1e-2, atol=1e-2)
 
 
-def _benchmark():
+def _benchmark(name: str = "rgbpc_student"):
+    """benchmarks/<name>.py as a module (the scripts are not a package)."""
     import importlib.util
     import sys
     from pathlib import Path
 
-    script = Path(__file__).resolve().parents[3] / "benchmarks" / "rgbpc_student.py"
-    spec = importlib.util.spec_from_file_location("rgbpc_student_benchmark", script)
+    script = Path(__file__).resolve().parents[3] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", script)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
@@ -117,15 +118,7 @@ def test_student_benchmark_tiny_mode_times_both_on_the_same_frames(capsys):
 
 
 def test_diagnosis_gap_closed_per_head_seed_by_hand():
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[3] / "benchmarks" / "rgbpc_student_diagnosis.py"
-    spec = importlib.util.spec_from_file_location("rgbpc_student_diagnosis", script)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    module = _benchmark("rgbpc_student_diagnosis")
     report = {"pc": {"head_error_per_seed": {"test": [0.2, 0.1]}},
               "rgb_raw": {"head_error_per_seed": {"test": [0.6, 0.5]}},
               "student": {"head_error_per_seed": {"test": [0.4, 0.4]}}, "points": {"test": 10}}
