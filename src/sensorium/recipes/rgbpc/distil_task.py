@@ -177,12 +177,13 @@ class DistilTask(SensoriumTask):
         cfg = self.pretraining
         settings = ShapePretraining(views=cfg.views, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr)
         started = time.perf_counter()
+        views = rendered_views(cfg.views, cfg.seed, image_size)  # rendered once: pretraining and the kept objective
         net = pretrain_on_views(lambda: StudentCNN(self.student_config), lambda n, x: n.backbone(x),
-                                self.net.channels, image_size, cfg.seed, settings)
+                                self.net.channels, views, cfg.seed, settings)
         self.net.load_state_dict(net.state_dict())
         self._pretrained = True
         if cfg.keep_weight > 0:
-            self._views = rendered_views(cfg.views, cfg.seed, image_size)  # the same views, drawn again
+            self._views = views
         log.info(f"[rgbpc] student pretrained on {cfg.views} rendered views, {cfg.steps} steps, in "
                  f"{time.perf_counter() - started:.0f} s")
 

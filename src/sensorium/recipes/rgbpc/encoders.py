@@ -119,8 +119,8 @@ def pretrain_shape_encoder(image_size: tuple[int, int], seed: int, settings: Sha
     their own random stream (`synth.render_views`: fresh scenes, never a frame of an episode). A
     small stand-in for the pretrained encoders the note fuses (Depth Anything, DINO), whose features
     know depth and objects from other data; the point features and actions are never used."""
-    net = pretrain_on_views(lambda: ConvGridEncoder((32, 64, 96)), lambda net, x: net.stem(x), 96, image_size,
-                            seed, settings)
+    net = pretrain_on_views(lambda: ConvGridEncoder((32, 64, 96)), lambda net, x: net.stem(x), 96,
+                            rendered_views(settings.views, seed, image_size), seed, settings)
     return net
 
 
@@ -145,14 +145,17 @@ def view_loss(out: torch.Tensor, depth_cells: torch.Tensor, part_cells: torch.Te
 
 
 def pretrain_on_views(build: Callable[[], nn.Module], features: Callable[[nn.Module, torch.Tensor], torch.Tensor],
-                      channels: int, image_size: tuple[int, int], seed: int, settings: ShapePretraining) -> nn.Module:
+                      channels: int, views: tuple[torch.Tensor, ...], seed: int, settings: ShapePretraining
+                      ) -> nn.Module:
     """shape8's pretraining for any network: `build()` (called after seeding torch with `seed`) makes
     it, `features(net, frames)` maps frames (B, 3, H, W) in [0, 1] to a (B, channels, H / 8, W / 8)
     map, and a 1x1 head on it learns each 8 x 8 cell's mean depth (L1) and surface-part shares
-    (cross-entropy) on `settings.views` views rendered from their own stream (never an episode)."""
+    (cross-entropy) on `views`, `rendered_views`' (frames, depth cells, part cells) of their own
+    stream (never an episode): rendered by the caller, which may keep them (the student's kept
+    objective trains on the same views)."""
     # Built lazily, possibly inside an encoder's inference-mode call: training needs autograd back.
     with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng():
-        x, depth_cells, part_cells = rendered_views(settings.views, seed, image_size)
+        x, depth_cells, part_cells = views
         torch.manual_seed(seed)
         net = build()
         head = nn.Conv2d(channels, VIEW_TARGETS, 1)
