@@ -141,17 +141,21 @@ def gap_closed_per_seed(report: dict) -> dict:
     """For each split and each source beside pc and raw RGB: the share of the raw RGB -> point-cloud gap
     it closes with each head seed (the same seed's head for every source), their mean and spread: how
     much of a 40% target one draw of the head decides."""
+    from sensorium.recipes.rgbpc.metrics import gap_closed_per_head
+
     if not {"pc", "rgb_raw"} <= set(report):
         return {}
     out: dict = {}
     for name, entry in report.items():
         if not isinstance(entry, dict) or "head_error_per_seed" not in entry or name in ("pc", "rgb_raw"):
             continue
-        for split, errors in entry["head_error_per_seed"].items():
-            raw, pc = report["rgb_raw"]["head_error_per_seed"][split], report["pc"]["head_error_per_seed"][split]
-            closed = [(r - e) / (r - p) for r, p, e in zip(raw, pc, errors) if abs(r - p) > 1e-9]
-            out.setdefault(name, {})[split] = {"per_seed": closed, "mean": float(np.mean(closed)),
-                                               "std": float(np.std(closed))}
+        for split in entry["head_error_per_seed"]:
+            detail = {source: {"errors": report[source]["head_error_per_seed"][split]}
+                      for source in ("pc", "rgb_raw", name)}
+            closed = gap_closed_per_head(detail, name)
+            if closed is not None:
+                out.setdefault(name, {})[split] = {"per_seed": closed["per_head"], "mean": closed["mean"],
+                                                   "std": closed["std"]}
     return out
 
 

@@ -14,6 +14,7 @@ from sensorium.data.packs import open_pack
 from sensorium.engine.checkpoint import export_model
 from sensorium.errors import ConfigError
 from sensorium.recipes.rgbpc.distil_task import frame_contrast_loss, frame_relation_loss, student_cells
+from sensorium.recipes.rgbpc.metrics import gap_closed_per_head
 from sensorium.recipes.rgbpc.model import StudentCNN, StudentConfig, load_student
 from sensorium.recipes.rgbpc.reader import read_frames
 
@@ -127,3 +128,13 @@ def test_diagnosis_gap_closed_per_head_seed_by_hand():
     assert closed["per_seed"] == pytest.approx([0.5, 0.25]) and closed["mean"] == pytest.approx(0.375)
     assert closed["std"] == pytest.approx(0.125)
     assert module.gap_closed_per_seed({"student": report["student"]}) == {}
+
+
+def test_action_report_gap_closed_per_head_by_hand():
+    detail = {"pc": {"errors": [0.2, 0.1]}, "rgb_raw": {"errors": [0.6, 0.5]}, "student": {"errors": [0.4, 0.4]}}
+    closed = gap_closed_per_head(detail, "student")
+    assert closed["per_head"] == pytest.approx([0.5, 0.25]) and closed["mean"] == pytest.approx(0.375)
+    assert closed["std"] == pytest.approx(0.125)
+    assert gap_closed_per_head(detail, "rgb_aligned") is None  # a source that was not measured
+    no_gap = {**detail, "pc": {"errors": [0.6, 0.1]}}  # head 0 fits pc exactly as well as raw RGB
+    assert gap_closed_per_head(no_gap, "student") is None

@@ -38,7 +38,8 @@ def main(argv: list[str]) -> int:
     parser = demo_parser("rgbpc", __doc__)
     parser.add_argument("--episodes-per-task", type=int, default=SynthConfig.episodes_per_task,
                         help="default: the generator's (%(default)s)")
-    parser.add_argument("--workers", type=int, default=1, help="processes for synth")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="processes for synth (episodes are independent: the same data with any count)")
     parser.add_argument("--distil-config", default="rgbpc/distil", help="distillation YAML (default: %(default)s)")
     # --config is the alignment YAML; other arguments go to the alignment fit (e.g. --trainer.max_epochs 5).
     args, overrides = parse_demo_args(parser, argv)
@@ -95,6 +96,9 @@ def main(argv: list[str]) -> int:
                                    "set_top5", "set_chance_top1", "candidates", "raw_point_top1", "depth_probe",
                                    "fusion")}
     more["action_error_std"] = {k: v["std"] for k, v in action["detail"].items()}
+    more["action_seeds"] = len(action["detail"]["pc"]["errors"])
+    more["gap_closed_per_head"] = action.get("gap_closed_per_head")
+    more["student_gap_closed_per_head"] = action.get("student_gap_closed_per_head")
     ratio_chance = metrics["point_top1"] / metrics["chance_top1"]
     ratio_untrained = metrics["point_top1"] / max(untrained["point_top1"], 1e-12)
     student_met = (metrics["student_gap_closed"] or 0) >= TARGET_GAP_CLOSED
@@ -111,11 +115,14 @@ def main(argv: list[str]) -> int:
         cpu_count=os.cpu_count(), run_dir=str(run_dir), student_run=str(student.run_dir),
         report=str(run_dir / "report.html"))
     errors = metrics["action_error"]
+    heads, heads_student = more["gap_closed_per_head"], more["student_gap_closed_per_head"]
+    spread = (f", per head +- {heads['std']:.2f} (student +- {heads_student['std']:.2f}) over {more['action_seeds']} heads"
+              if heads and heads_student else "")
     print(f"[demo] rgbpc: held-out point->patch top-1 {metrics['point_top1']:.3f} ({ratio_chance:.0f}x chance "
           f"{metrics['chance_top1']:.4f}, {ratio_untrained:.0f}x untrained {untrained['point_top1']:.4f}), top-5 "
           f"{metrics['point_top5']:.3f}, set top-1 {metrics['set_top1']:.3f}; action error pc {errors['pc']:.3f}, "
           f"aligned RGB {errors['rgb_aligned']:.3f}, raw RGB {errors['rgb_raw']:.3f}, student {errors['student']:.3f}; "
-          f"gap closed {metrics['gap_closed']:.2f} (student {metrics['student_gap_closed']:.2f}); "
+          f"gap closed {metrics['gap_closed']:.2f} (student {metrics['student_gap_closed']:.2f}){spread}; "
           f"{summary['seconds']:.0f} s (load average {load_before[0]:.1f} -> {os.getloadavg()[0]:.1f} on "
           f"{os.cpu_count()} cores) -> {out / 'summary.json'}")
     return 0

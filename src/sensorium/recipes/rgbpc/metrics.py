@@ -99,6 +99,19 @@ def gap_closed(raw: float, closer: float, target: float) -> float | None:
     return (raw - closer) / gap if abs(gap) > 1e-9 else None
 
 
+def gap_closed_per_head(detail: dict[str, dict], closer: str) -> dict | None:
+    """`closer`'s share of the rgb_raw -> pc gap with each head seed (the same seed's head for every
+    source, as `action_head_test` fits them), with its mean and spread: how much of a 40% target
+    one draw of the head decides. None when a source is missing or a head sees no gap."""
+    if not {"pc", "rgb_raw", closer} <= set(detail):
+        return None
+    per_head = [gap_closed(raw, mine, pc) for raw, mine, pc in
+                zip(detail["rgb_raw"]["errors"], detail[closer]["errors"], detail["pc"]["errors"])]
+    if any(share is None for share in per_head):
+        return None
+    return {"per_head": per_head, "mean": float(np.mean(per_head)), "std": float(np.std(per_head))}
+
+
 def feature_agreement(student: torch.Tensor, teacher: torch.Tensor) -> dict:
     """How a student's per-point features (N, K, D) agree with its teacher's at the same points of N
     frames: the per-point cosine's mean and 5 / 25 / 50 / 75 / 95% quantiles (a mean over mostly

@@ -41,6 +41,7 @@ from sensorium.recipes.rgbpc.metrics import (
     depth_probe,
     feature_agreement,
     gap_closed,
+    gap_closed_per_head,
     retrieval_metrics,
     similarity_histogram,
 )
@@ -279,6 +280,9 @@ class AlignTask(SensoriumTask):
                 "gap_closed": gap_closed(errors["rgb_raw"], errors["rgb_aligned"], errors["pc"]),
                 "student_gap_closed": (gap_closed(errors["rgb_raw"], errors["student"], errors["pc"])
                                        if "student" in errors else None),
+                # the gap of the mean errors above, and here each head's own (its spread is the noise)
+                "gap_closed_per_head": gap_closed_per_head(action, "rgb_aligned"),
+                "student_gap_closed_per_head": gap_closed_per_head(action, "student"),
                 "seconds": round(time.perf_counter() - started, 1),
             }
         if "student" in held:
