@@ -92,6 +92,23 @@ def test_joint_fixed_weights_give_the_weighted_terms():
     torch.testing.assert_close(terms["dynamic"], 0.25 * loss_dynamic)
 
 
+def test_static_norm_pix_off_scores_the_static_task_in_pixels_and_leaves_the_dynamic_task_as_it_was():
+    task = TactileTask(model=TINY, loss={"mode": "joint", "alpha": 0.5, "beta": 0.5, "static_norm_pix": False})
+    assert task.loss_config.static_space is False and task.loss_config.norm_pix is True
+    assert TactileTask(model=TINY).loss_config.static_space is True  # None follows norm_pix
+    batch = _batch()
+    torch.manual_seed(1)
+    terms = task.training_losses(batch)
+    torch.manual_seed(1)
+    static = task.net.forward_static(batch["frames"][:, STATIC_FRAME], batch["sensor"])
+    dynamic = task.net.forward_dynamic(batch["frames"], batch["sensor"])
+    torch.testing.assert_close(terms["static"], 0.5 * mae_loss(static.pred, static.target, static.mask, False))
+    assert not torch.allclose(terms["static"], 0.5 * mae_loss(static.pred, static.target, static.mask, True))
+    loss_dynamic = (mae_loss(dynamic.recon_pred, dynamic.recon_target, dynamic.recon_mask, True)
+                    + mae_loss(dynamic.predict_future(True), dynamic.future_target, dynamic.future_mask, True))
+    torch.testing.assert_close(terms["dynamic"], 0.5 * loss_dynamic)
+
+
 def test_balanced_mode_moves_the_weights_towards_the_target_share():
     task = TactileTask(model=TINY, loss={"mode": "joint", "balance": True, "balance_momentum": 0.5})
     batch = _batch()

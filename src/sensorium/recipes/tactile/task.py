@@ -129,6 +129,14 @@ class TactileLossConfig:
     schedule_seed: int = 0
     norm_pix: bool = True
     """MAE's per-patch normalised target (frame-4 prediction is scored in the same space)."""
+    static_norm_pix: bool | None = None
+    """The static task's own target space (None: norm_pix). Off, a flat patch is not blown up to unit
+    variance, so the reconstruction loss stays on what changes most (the contact), and the encoder
+    keeps each patch's brightness; the dynamic task and the frame-4 ratio keep norm_pix."""
+
+    @property
+    def static_space(self) -> bool:
+        return self.norm_pix if self.static_norm_pix is None else self.static_norm_pix
 
 
 @dataclass
@@ -276,7 +284,7 @@ class TactileTask(SensoriumTask):
         logs: dict[str, torch.Tensor] = {}
         if run_static:
             out = self.net.forward_static(frames[:, STATIC_FRAME], sensor)
-            logs["loss_static"] = mae_loss(out.pred, out.target, out.mask, cfg.norm_pix)
+            logs["loss_static"] = mae_loss(out.pred, out.target, out.mask, cfg.static_space)
         if run_dynamic:
             out = self.net.forward_dynamic(frames, sensor)
             logs["loss_recon"] = mae_loss(out.recon_pred, out.recon_target, out.recon_mask, cfg.norm_pix)
@@ -340,7 +348,8 @@ class TactileTask(SensoriumTask):
             generator = self._generators.setdefault(dataloader_idx, torch.Generator().manual_seed(
                 self.eval_config.mask_seed * 1_000 + self.global_rank))
             part = evaluate_batch(self.net, batch["frames"], batch["sensor"], self.loss_config.norm_pix,
-                                  self.to_pixels, generator, reference=reference)
+                                  self.to_pixels, generator, reference=reference,
+                                  static_norm_pix=self.loss_config.static_space)
         part |= {key: batch[key] for key in ("label", "sensor", "force", "contact_mm", "slip") if key in batch}
         self._parts.setdefault(dataloader_idx, []).append(part)
 
@@ -413,6 +422,7 @@ class TactileTask(SensoriumTask):
         report["mask_ratio"] = self.net.mask_ratio
         report["dynamic_mask_ratio"] = self.net.dynamic_mask_ratio
         report["norm_pix"] = self.loss_config.norm_pix
+        report["static_norm_pix"] = self.loss_config.static_space
         e = self.eval_config
         protocol = self._protocol(train, val)  # chosen before any test number exists
         report["protocol"] = protocol
@@ -499,7 +509,7 @@ class TactileTask(SensoriumTask):
         generator = torch.Generator().manual_seed(self.eval_config.mask_seed)
         for sensor_id, chosen in sorted(self._grid.items()):
             columns = grid_images(self.net, chosen["frames"], chosen["sensor"], self.loss_config.norm_pix,
-                                  self.to_pixels, generator)
+                                  self.to_pixels, generator, static_norm_pix=self.loss_config.static_space)
             save_grid(columns, eval_dir / f"grid_{SENSORS[sensor_id]}.png",
                       f"{SENSORS[sensor_id]}: frame-4 prediction MSE ratio "
                       f"{report['pred_mse_ratio']:.3f} (all sensors)")
