@@ -113,6 +113,8 @@ COLUMNS: dict[str, list[Column]] = {
         Column("(d) student", _at("metrics", "action_error", "student"), 3),
         Column("gap closed (b)", _at("metrics", "gap_closed"), 3),
         Column("student gap closed (d)", _at("metrics", "student_gap_closed"), 3),
+        Column("action heads", _at("metrics_more", "action_seeds"), 0),
+        Column("(d) per head, std", _at("metrics_more", "student_gap_closed_per_head", "std"), 3),
     ],
     "doppler": [
         Column("conditioning fidelity", _at("metrics", "cond_fidelity"), 3),
