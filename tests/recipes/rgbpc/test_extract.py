@@ -95,3 +95,35 @@ def test_an_encoders_value_is_parsed_once_into_a_spec():
         EncoderSpec.parse("dino=models/dinov2")
     with pytest.raises(ConfigError, match="multiples of 8"):
         build_encoder(EncoderSpec.parse("conv8"), (30, 48), seed=0)
+
+
+
+def test_pretraining_in_bf16_learns_as_fp32_does_and_is_recorded_in_the_packs():
+    from sensorium.recipes.rgbpc.encoders import ConvGridEncoder, pretrain_on_views, rendered_views
+
+    views = rendered_views(24, 0, (32, 48))
+    frames, depth, _ = views
+
+    def depth_readout_error(net: torch.nn.Module) -> float:
+        """Mean absolute error of the best linear readout of each cell's depth from its features."""
+        with torch.no_grad():
+            features = net(frames).flatten(0, 2)  # (B * Hf * Wf, C)
+        design = torch.cat([features, torch.ones(len(features), 1)], dim=1)
+        target = depth.permute(0, 2, 3, 1).reshape(-1, 1)
+        fit = torch.linalg.lstsq(design, target).solution
+        return float((design @ fit - target).abs().mean())
+
+    def build() -> torch.nn.Module:
+        return ConvGridEncoder((8, 12, 16))
+
+    torch.manual_seed(0)
+    untrained = depth_readout_error(build())
+    for bf16 in (False, True):
+        settings = ShapePretraining(views=24, steps=60, batch_size=8, bf16=bf16)
+        net = pretrain_on_views(build, lambda n, x: n(x).permute(0, 3, 1, 2), 16, views, 0, settings)
+        assert all(torch.isfinite(p).all() for p in net.parameters())
+        assert depth_readout_error(net) < 0.9 * untrained, f"bf16={bf16}"
+    # the packs record the precision with the rest of the pretraining, so a change re-extracts them
+    in_bf16 = ShapePretraining(views=16, steps=5, batch_size=8, bf16=True)
+    assert build_encoder(EncoderSpec.parse("shape8"), (32, 48), seed=0, pretraining=PRETRAINING).extra["bf16"] is False
+    assert build_encoder(EncoderSpec.parse("shape8"), (32, 48), seed=0, pretraining=in_bf16).extra["bf16"] is True

@@ -119,6 +119,8 @@ class StudentPretraining:
     batch_size: int = 32
     lr: float = 2e-3
     seed: int = 0
+    bf16: bool = False
+    """Autocast the pretraining steps to bfloat16 (`ShapePretraining.bf16`)."""
     keep_weight: float = 0.0
     """Weight of the same objective kept during distillation, read from the student's output features
     by a 1x1 head (training only): `keep_batch` rendered views per step beside the frames."""
@@ -175,7 +177,8 @@ class DistilTask(SensoriumTask):
             raise ConfigError("model.init_args.pretraining", f"predicts 8 x 8 cells; the student's stride is "
                                                              f"{self.net.stride}")
         cfg = self.pretraining
-        settings = ShapePretraining(views=cfg.views, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr)
+        settings = ShapePretraining(views=cfg.views, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
+                                    bf16=cfg.bf16)
         started = time.perf_counter()
         views = rendered_views(cfg.views, cfg.seed, image_size)  # rendered once: pretraining and the kept objective
         net = pretrain_on_views(lambda: StudentCNN(self.student_config), lambda n, x: n.backbone(x),
