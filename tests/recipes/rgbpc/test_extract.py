@@ -97,7 +97,6 @@ def test_an_encoders_value_is_parsed_once_into_a_spec():
         build_encoder(EncoderSpec.parse("conv8"), (30, 48), seed=0)
 
 
-
 def test_pretraining_in_bf16_learns_as_fp32_does_and_is_recorded_in_the_packs():
     from sensorium.recipes.rgbpc.encoders import ConvGridEncoder, pretrain_on_views, rendered_views
 

@@ -42,6 +42,11 @@ def test_demo_yamls_fit_distil_eval_embed_and_report(tiny_data, tmp_path):
     assert main(["eval", "rgbpc", "--ckpt", str(best), "--student", str(student / "export"), *ALIGN]) == 0
     report = json.loads((align / "eval" / "rgbpc.json").read_text())
     assert set(report["action"]["error"]) == {"pc", "rgb_aligned", "rgb_raw", "student"}
+    for closer in ("gap_closed", "student_gap_closed"):  # one head: its own share is the reported one
+        per_head = report["action"][f"{closer}_per_head"]
+        assert (per_head is None) == (report["action"][closer] is None)
+        if per_head is not None:
+            assert len(per_head["per_head"]) == 1 and per_head["mean"] == pytest.approx(report["action"][closer])
     assert report["candidates"] == 32 and report["chance_top1"] == pytest.approx(1 / 32)
     assert 0 <= report["point_top1"] <= 1 and report["fusion"]["mode"] == "gate"
     assert (align / "eval" / "similarity_histogram.png").stat().st_size > 0

@@ -18,7 +18,8 @@ def test_layout_and_determinism(tiny_data, tmp_path):
     assert len(list(episode.glob("step_*.png"))) == 10
     small = SynthConfig(episodes_per_task=1, steps=2, image_size=(16, 24), points=32)
     a = generate(tmp_path / "a", seed=3, config=small, tasks=("reach_sphere",))
-    # two worker processes (the demo's default) write the same bytes as one
+    # two worker processes (the demo's default) write the same bytes as one; two episodes, so each
+    # worker renders one (an episode's draw depends on its index, not on how many there are)
     b = generate(tmp_path / "b", seed=3, config=SynthConfig(episodes_per_task=2, steps=2, image_size=(16, 24),
                                                             points=32), tasks=("reach_sphere",), workers=2)
     for relative in ("rgb/reach_sphere/episode_000/step_0001.png", "pc/reach_sphere/episode_000/step_0001.ply",

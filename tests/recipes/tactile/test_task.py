@@ -212,6 +212,20 @@ def test_a_perfect_predictor_scores_zero_and_copy_scores_its_own_error(mae_tiny)
     assert stats["psnr_masked"] > 0 and stats["num_samples"] == 2
 
 
+def test_the_evaluation_reads_the_static_task_in_its_own_space_and_frame_4_in_norm_pix(mae_tiny):
+    model = mae_tiny().eval()
+    frames = torch.rand(2, 4, 3, 32, 32)
+
+    def stats(norm_pix: bool, static_norm_pix: bool | None = None) -> dict:
+        return evaluate_batch(model, frames, None, norm_pix, lambda p: p, torch.Generator().manual_seed(0),
+                              features=False, static_norm_pix=static_norm_pix)
+
+    mixed, both_norm, both_pixels = stats(True, False), stats(True), stats(False)
+    torch.testing.assert_close(mixed["se_pred"], both_norm["se_pred"])  # frame 4 keeps norm_pix
+    torch.testing.assert_close(mixed["se_recon"], both_pixels["se_recon"])  # the static task: pixels
+    assert not torch.allclose(mixed["se_recon"], both_norm["se_recon"])
+
+
 # --- the probes' protocol ----------------------------------------------------------------------------------
 def test_reference_features_are_each_poolings_difference_to_the_reference_frame(mae_tiny):
     from sensorium.recipes.tactile.metrics import encode

@@ -97,8 +97,8 @@ def main(argv: list[str]) -> int:
                                    "fusion")}
     more["action_error_std"] = {k: v["std"] for k, v in action["detail"].items()}
     more["action_seeds"] = len(action["detail"]["pc"]["errors"])
-    more["gap_closed_per_head"] = action.get("gap_closed_per_head")
-    more["student_gap_closed_per_head"] = action.get("student_gap_closed_per_head")
+    more["gap_closed_per_head"] = action["gap_closed_per_head"]
+    more["student_gap_closed_per_head"] = action["student_gap_closed_per_head"]
     ratio_chance = metrics["point_top1"] / metrics["chance_top1"]
     ratio_untrained = metrics["point_top1"] / max(untrained["point_top1"], 1e-12)
     student_met = (metrics["student_gap_closed"] or 0) >= TARGET_GAP_CLOSED
@@ -116,6 +116,7 @@ def main(argv: list[str]) -> int:
         report=str(run_dir / "report.html"))
     errors = metrics["action_error"]
     heads, heads_student = more["gap_closed_per_head"], more["student_gap_closed_per_head"]
+    # None where some head saw no raw-RGB -> point-cloud gap at all
     spread = (f", per head +- {heads['std']:.2f} (student +- {heads_student['std']:.2f}) over {more['action_seeds']} heads"
               if heads and heads_student else "")
     print(f"[demo] rgbpc: held-out point->patch top-1 {metrics['point_top1']:.3f} ({ratio_chance:.0f}x chance "

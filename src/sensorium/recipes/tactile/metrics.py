@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from sensorium.layers.patch_embed import unpatchify
-from sensorium.recipes.tactile.model import EPS, TactileMAE, target_space
+from sensorium.recipes.tactile.model import EPS, TactileMAE, static_norm_pix_or, target_space
 
 
 # --- target spaces ----------------------------------------------------------------------------------
@@ -66,7 +66,7 @@ def evaluate_batch(net: TactileMAE, frames: torch.Tensor, sensor: torch.Tensor, 
     static = net.forward_static(frames[:, -1], sensor, noise=noise)
     mask = static.mask[..., None]  # (B, L, 1)
     truth = to_pixels(static.target)
-    static_space = norm_pix if static_norm_pix is None else static_norm_pix
+    static_space = static_norm_pix_or(norm_pix, static_norm_pix)
     recon = to_pixels(from_target_space(static.pred, static.target, static_space)).clamp(0, 1)
     flat = to_pixels(from_target_space(torch.zeros_like(static.pred), static.target, static_space)).clamp(0, 1)
     stats["se_recon"] = sse(recon * mask, truth * mask)
@@ -245,8 +245,8 @@ def grid_images(net: TactileMAE, frames: torch.Tensor, sensor: torch.Tensor, nor
     static = net.forward_static(frames[:, -1], sensor, noise=noise)
     mask = static.mask[..., None]  # (B, L, 1)
     truth = to_pixels(static.target)
-    static_space = norm_pix if static_norm_pix is None else static_norm_pix
-    recon = to_pixels(from_target_space(static.pred, static.target, static_space)).clamp(0, 1)
+    recon = to_pixels(from_target_space(static.pred, static.target,
+                                        static_norm_pix_or(norm_pix, static_norm_pix))).clamp(0, 1)
     dynamic = net.forward_dynamic(frames, sensor, mask_ratio=0.0)
     last = dynamic.recon_target[:, -L:]
     future = to_pixels(from_target_space(dynamic.predict_future(norm_pix), last, norm_pix)).clamp(0, 1)

@@ -84,6 +84,11 @@ def target_space(patches: torch.Tensor, norm_pix: bool) -> torch.Tensor:
     return normalize_patches(patches.float(), EPS) if norm_pix else patches.float()
 
 
+def static_norm_pix_or(norm_pix: bool, static_norm_pix: bool | None) -> bool:
+    """The static task's target space: its own setting, or norm_pix where it has none."""
+    return norm_pix if static_norm_pix is None else static_norm_pix
+
+
 # --- outputs ---------------------------------------------------------------------------------------
 @dataclass
 class EncoderOutput:

@@ -48,7 +48,7 @@ from sensorium.recipes.tactile.metrics import (
     save_grid,
     summarize,
 )
-from sensorium.recipes.tactile.model import TactileMAE, TactileModelConfig
+from sensorium.recipes.tactile.model import TactileMAE, TactileModelConfig, static_norm_pix_or
 from sensorium.recipes.tactile.reader import SENSORS, STATIC_FRAME, WINDOW
 from sensorium.recipes.tactile.transforms import AugmentConfig, TactileAugment
 
@@ -136,7 +136,7 @@ class TactileLossConfig:
 
     @property
     def static_space(self) -> bool:
-        return self.norm_pix if self.static_norm_pix is None else self.static_norm_pix
+        return static_norm_pix_or(self.norm_pix, self.static_norm_pix)
 
 
 @dataclass
