@@ -44,9 +44,11 @@ def _standardise(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tenso
 
 
 def fit_action_head(x: torch.Tensor, task: torch.Tensor, y: torch.Tensor, num_tasks: int, seed: int,
-                    steps: int = 400, lr: float = 1e-3, batch_size: int = 64, hidden: int = 64) -> ActionHead:
+                    steps: int = 400, lr: float = 1e-3, batch_size: int = 64, hidden: int = 64,
+                    bf16: bool = False) -> ActionHead:
     """An ActionHead fitted on standardised features x (N, K, F) and scaled actions y (N, A) by AdamW
-    on random mini-batches (MSE)."""
+    on random mini-batches (MSE); with `bf16` its forward passes are autocast to bfloat16 (the
+    weights, the loss and the optimiser stay float32)."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         head = ActionHead(x.shape[-1], num_tasks, y.shape[-1], hidden=hidden)
@@ -54,7 +56,11 @@ def fit_action_head(x: torch.Tensor, task: torch.Tensor, y: torch.Tensor, num_ta
         generator = torch.Generator().manual_seed(seed)
         for _ in range(steps):
             idx = torch.randint(len(x), (min(batch_size, len(x)),), generator=generator)
-            loss = F.mse_loss(head(x[idx], task[idx]), y[idx])
+            # No cast cache: inside an outer autocast region (the evaluation runs in one) the cache lives
+            # until that region ends, and every step would reuse the first step's bfloat16 weights.
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=False):
+                out = head(x[idx], task[idx])
+            loss = F.mse_loss(out.float(), y[idx])
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -63,7 +69,8 @@ def fit_action_head(x: torch.Tensor, task: torch.Tensor, y: torch.Tensor, num_ta
 
 def action_head_test(sources: dict[str, tuple[torch.Tensor, torch.Tensor]], train_task: torch.Tensor,
                      train_y: torch.Tensor, test_task: torch.Tensor, test_y: torch.Tensor, num_tasks: int,
-                     seeds: int = 3, steps: int = 400, lr: float = 1e-3) -> dict[str, dict[str, float]]:
+                     seeds: int = 3, steps: int = 400, lr: float = 1e-3, bf16: bool = False
+                     ) -> dict[str, dict[str, float]]:
     """{source: {error, std, errors, train_error}} for each source's (train features (N, K, F), test
     features (M, K, F)); train_error is the same error on the head's own training steps (a head that
     fits its training steps and fails held-out ones learnt what does not transfer).
@@ -72,7 +79,8 @@ def action_head_test(sources: dict[str, tuple[torch.Tensor, torch.Tensor]], trai
     on the training mean and divided by one scale (the norm of the per-component std), so every
     component counts by its size in metres. error = E|pred - y|^2 / E|y - mean(y)|^2 on the held-out
     steps (1 = predicting their mean), mean and std over `seeds` head initialisations (the same seeds
-    for every source)."""
+    for every source). `bf16`: the heads train in bfloat16 autocast (`fit_action_head`) and predict
+    in float32."""
     mean, scale = train_y.float().mean(dim=0), train_y.float().std(dim=0).norm().clamp_min(1e-8)
     y_train, y_test = (train_y.float() - mean) / scale, (test_y.float() - mean) / scale
     variance = (y_test - y_test.mean(dim=0)).pow(2).sum(dim=1).mean().clamp_min(1e-12)
@@ -82,7 +90,7 @@ def action_head_test(sources: dict[str, tuple[torch.Tensor, torch.Tensor]], trai
         errors, train_errors = [], []
         train_variance = (y_train - y_train.mean(dim=0)).pow(2).sum(dim=1).mean().clamp_min(1e-12)
         for seed in range(seeds):
-            head = fit_action_head(x_train, train_task, y_train, num_tasks, seed, steps, lr)
+            head = fit_action_head(x_train, train_task, y_train, num_tasks, seed, steps, lr, bf16=bf16)
             with torch.no_grad():
                 pred = head(x_test, test_task)
                 fitted = head(x_train, train_task)

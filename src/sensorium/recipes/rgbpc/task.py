@@ -70,6 +70,9 @@ class AlignEvalConfig:
     action_steps: int = 400
     action_lr: float = 1.0e-3
     action_seeds: int = 3
+    action_bf16: bool = False
+    """Train the action heads in bfloat16 autocast (predictions in float32): 1.45x faster a step on a
+    CPU with avx512_bf16, where the heads' matrix products are most of the test's time."""
     raw_seed: int = 0
     """Initialisation of the untrained-adapter copy that gives source (c), raw RGB features."""
     depth_alpha: float = 1.0
@@ -270,7 +273,7 @@ class AlignTask(SensoriumTask):
                 clone = {s: (bank[s].clone(), held[s].clone()) for s in sources}
                 action = action_head_test(clone, bank["task"].clone(), bank["action"].clone(), held["task"].clone(),
                                           held["action"].clone(), num_tasks, cfg.action_seeds, cfg.action_steps,
-                                          cfg.action_lr)
+                                          cfg.action_lr, bf16=cfg.action_bf16)
             errors = {s: action[s]["error"] for s in sources}
             report["action"] = {
                 "error": errors, "detail": action, "train_episodes": int(len(torch.unique(bank["episode"]))),
