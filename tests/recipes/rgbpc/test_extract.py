@@ -123,6 +123,25 @@ def test_pretraining_in_bf16_learns_as_fp32_does_and_is_recorded_in_the_packs():
         assert all(torch.isfinite(p).all() for p in net.parameters())
         assert depth_readout_error(net) < 0.9 * untrained, f"bf16={bf16}"
     # the packs record the precision with the rest of the pretraining, so a change re-extracts them
-    in_bf16 = ShapePretraining(views=16, steps=5, batch_size=8, bf16=True)
-    assert build_encoder(EncoderSpec.parse("shape8"), (32, 48), seed=0, pretraining=PRETRAINING).extra["bf16"] is False
-    assert build_encoder(EncoderSpec.parse("shape8"), (32, 48), seed=0, pretraining=in_bf16).extra["bf16"] is True
+    in_fp32 = ShapePretraining(views=16, steps=5, batch_size=8, bf16=False)
+    assert build_encoder(EncoderSpec.parse("shape8"), (32, 48), seed=0, pretraining=PRETRAINING).extra["bf16"] is True
+    assert build_encoder(EncoderSpec.parse("shape8"), (32, 48), seed=0, pretraining=in_fp32).extra["bf16"] is False
+
+
+def test_bf16_pretraining_inside_an_outer_autocast_region_trains_as_outside_it():
+    # An inner bf16 region with the cast cache on would reuse the first step's weights until the
+    # outer region ends (a fit's hooks run inside one).
+    from sensorium.recipes.rgbpc.encoders import ConvGridEncoder, pretrain_on_views, rendered_views
+
+    views = rendered_views(16, 0, (32, 48))
+    settings = ShapePretraining(views=16, steps=6, batch_size=8, bf16=True)
+
+    def pretrain() -> torch.nn.Module:
+        return pretrain_on_views(lambda: ConvGridEncoder((8, 12, 16)), lambda n, x: n(x).permute(0, 3, 1, 2), 16,
+                                 views, 0, settings)
+
+    plain = pretrain()
+    with torch.autocast("cpu", enabled=False):
+        nested = pretrain()
+    for a, b in zip(plain.parameters(), nested.parameters()):
+        torch.testing.assert_close(a, b)

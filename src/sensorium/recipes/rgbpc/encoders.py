@@ -107,10 +107,11 @@ class ShapePretraining:
     steps: int = 1000
     batch_size: int = 32
     lr: float = 2e-3
-    bf16: bool = False
-    """Autocast the steps to bfloat16 (the loss in float32). Off by default: on this project's CPU
-    (avx512_bf16) a lone shape8 step took 87 against 181 ms, but inside the demo the extract stage
-    was not faster (193 against 178.5 s) and the student's pretraining 1.5x (docs/notes/rgbpc.md)."""
+    bf16: bool = True
+    """Autocast the steps to bfloat16 (the loss and the weights in float32), as the fits run
+    (bf16-mixed): on this project's 2-core CPU (avx512_bf16) a shape8 step took 122 against 150-175
+    ms. A CPU without bfloat16 instructions runs it slower: `sensorium extract rgbpc
+    --fp32-pretraining` turns it off (the packs record which was used)."""
 
 
 SHAPE_PRETRAINING = ShapePretraining()
@@ -166,7 +167,9 @@ def pretrain_on_views(build: Callable[[], nn.Module], features: Callable[[nn.Mod
         optimiser = torch.optim.AdamW([*net.parameters(), *head.parameters()], lr=settings.lr, weight_decay=0.01)
         for _ in range(settings.steps):
             idx = torch.randint(len(x), (settings.batch_size,))
-            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=settings.bf16):
+            # No cast cache: called inside an outer autocast region, the cache would outlive the step
+            # and every step would reuse the first one's bfloat16 weights.
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=settings.bf16, cache_enabled=False):
                 out = head(features(net, x[idx]))
             loss = view_loss(out.float(), depth_cells[idx], part_cells[idx])
             optimiser.zero_grad(set_to_none=True)

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import replace
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -154,11 +155,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--resize", type=int, nargs=2, metavar=("H", "W"), help="hf encoders: resize to")
     parser.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), help="hf encoders: centre crop")
     parser.add_argument("--overwrite", action="store_true", help="re-extract finished packs too")
+    parser.add_argument("--fp32-pretraining", action="store_true",
+                        help="train shape8 in float32, not bfloat16 autocast (CPUs without bfloat16 instructions)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    pretraining = replace(SHAPE_PRETRAINING, bf16=False) if args.fp32_pretraining else SHAPE_PRETRAINING
     result = extract(args.frames, args.out, args.encoders, args.seed, args.window, args.window_stride,
                      args.batch_size, parse_shard(args.shard), args.overwrite, args.resize, args.crop,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, pretraining=pretraining)
     print(f"[extract] rgbpc shard {result['shard'][0]}/{result['shard'][1]}: {result['episodes']} episodes, "
           f"{result['written']} packs written, {result['skipped']} finished ones skipped -> {args.out}")
     return 0
