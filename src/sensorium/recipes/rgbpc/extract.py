@@ -39,8 +39,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import replace
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from sensorium.data.packs import PackWriter, open_pack
