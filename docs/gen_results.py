@@ -4,8 +4,8 @@ Reads `docs/results/<recipe>/*.json` (each a `sensorium demo <recipe> --out DIR`
 format in DESIGN.md: {"recipe", "seconds", "metrics": {...}, "baseline": {...}, "data_seed",
 "train_seed", "stages_seconds"}) and writes `docs/recipes/_results_<recipe>.md`: one row per run
 (data seed, train seed, the recipe's headline metrics, its baseline, seconds), and a mean ± std row
-(sample std, as benchmarks/seeds.py prints it) when there are several runs. The recipe pages include
-these files (pymdownx.snippets).
+(sample std, as benchmarks/seeds.py prints it) when there are several runs, after one for each
+training seed when the runs have several. The recipe pages include these files (pymdownx.snippets).
 
     python docs/gen_results.py                        # docs/results -> docs/recipes
     python docs/gen_results.py --results DIR --out DIR
@@ -188,17 +188,29 @@ def table(recipe: str, runs: list[tuple[str, dict]]) -> str:
         cells.append(_fmt(summary.get("seconds"), 0))
         lines.append("| " + " | ".join(cells) + " |")
     if len(runs) > 1:
-        cells = [f"**mean ± std** ({len(runs)} runs)", "", ""]
-        for c in [*columns, Column("seconds", lambda s: s.get("seconds"), 0)]:
-            values = [v for v in (c.get(s) for _, s in runs) if _is_number(v)]
-            if len(values) < 2:
-                cells.append(MISSING if not values else _fmt(values[0], c.digits, c.signed))
-                continue
-            mean, std = _mean_std(values)
-            note = f" (n={len(values)})" if len(values) != len(runs) else ""
-            cells.append(f"{_fmt(mean, c.digits, c.signed)} ± {std:.{c.digits}f}{note}")
-        lines.append("| " + " | ".join(cells) + " |")
+        # With several training seeds, one row per training seed first: a seed's spread over datasets
+        # is read beside the other seed's on the same rows' data seeds.
+        train_seeds = sorted({s.get("train_seed") for _, s in runs if _is_number(s.get("train_seed"))})
+        if len(train_seeds) > 1:
+            for seed in train_seeds:
+                mine = [run for run in runs if run[1].get("train_seed") == seed]
+                if len(mine) > 1:
+                    lines.append(_mean_row(f"**mean ± std, train seed {seed}** ({len(mine)} runs)", columns, mine))
+        lines.append(_mean_row(f"**mean ± std** ({len(runs)} runs)", columns, runs))
     return head + "\n".join(lines) + "\n"
+
+
+def _mean_row(label: str, columns: list[Column], runs: list[tuple[str, dict]]) -> str:
+    cells = [label, "", ""]
+    for c in [*columns, Column("seconds", lambda s: s.get("seconds"), 0)]:
+        values = [v for v in (c.get(s) for _, s in runs) if _is_number(v)]
+        if len(values) < 2:
+            cells.append(MISSING if not values else _fmt(values[0], c.digits, c.signed))
+            continue
+        mean, std = _mean_std(values)
+        note = f" (n={len(values)})" if len(values) != len(runs) else ""
+        cells.append(f"{_fmt(mean, c.digits, c.signed)} ± {std:.{c.digits}f}{note}")
+    return "| " + " | ".join(cells) + " |"
 
 
 def generate(results: Path = DOCS / "results", out: Path = DOCS / "recipes") -> list[Path]:

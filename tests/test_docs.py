@@ -49,6 +49,22 @@ def test_results_tables_from_summaries(tmp_path):
     assert gen.generate(results, out) == []  # unchanged input rewrites nothing (mkdocs serve does not loop)
 
 
+def test_results_tables_give_each_training_seed_its_own_mean(tmp_path):
+    gen = _load_generator()
+    ablation = {"video": 0.4, "images": 0.3, "audio": 0.4, "sensor": 0.6}
+    runs = []
+    for data_seed, train_seed, acc in ((0, 0, 0.90), (1, 0, 0.94), (0, 1, 0.80), (1, 1, 0.84), (2, 1, 0.88)):
+        summary = _summary("welding", data_seed, 500.0, knn_accuracy=acc, f1_macro=acc, ablation=ablation)
+        runs.append((f"d{data_seed}_t{train_seed}.json", {**summary, "train_seed": train_seed}))
+    rows = [line for line in gen.table("welding", runs).splitlines() if line.startswith("| **mean")]
+    assert rows[0].startswith("| **mean ± std, train seed 0** (2 runs) |  |  | 0.920 ± 0.028 |")
+    assert rows[1].startswith("| **mean ± std, train seed 1** (3 runs) |  |  | 0.840 ± 0.040 |")
+    assert rows[2].startswith("| **mean ± std** (5 runs) |  |  | 0.872 ± 0.054 |")
+    one_seed = gen.table("welding", runs[2:])  # one training seed: only the overall row
+    assert [line.split(" | ")[0] for line in one_seed.splitlines() if line.startswith("| **mean")] == [
+        "| **mean ± std** (3 runs)"]
+
+
 def test_results_tables_reject_a_summary_of_another_recipe(tmp_path):
     gen = _load_generator()
     (tmp_path / "cardiac").mkdir()
