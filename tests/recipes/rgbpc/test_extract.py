@@ -145,3 +145,19 @@ def test_bf16_pretraining_inside_an_outer_autocast_region_trains_as_outside_it()
         nested = pretrain()
     for a, b in zip(plain.parameters(), nested.parameters()):
         torch.testing.assert_close(a, b)
+
+
+def test_the_command_trains_shape8_in_bf16_unless_told_fp32(monkeypatch, tmp_path):
+    import sensorium.recipes.rgbpc.extract as command
+
+    seen = []
+
+    def fake_extract(*args, pretraining, **kwargs):
+        seen.append(pretraining)
+        return {"episodes": 0, "written": 0, "skipped": 0, "shard": [0, 1]}
+
+    monkeypatch.setattr(command, "extract", fake_extract)
+    base = ["--frames", str(tmp_path), "--out", str(tmp_path / "features"), "--no-progress"]
+    assert command.main(base) == 0 and command.main([*base, "--fp32-pretraining"]) == 0
+    assert [s.bf16 for s in seen] == [True, False]
+    assert seen[1].steps == seen[0].steps  # only the precision differs
