@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sensorium.engine.optim import warmup_cosine
+from sensorium.engine.precision import bf16_autocast
 from sensorium.layers.conv import ConvStem
 from sensorium.recipes.doppler.reader import to_signed, to_unit
 from sensorium.recipes.doppler.transforms import ClassicAugmentConfig, classic_augment, random_blur
@@ -81,7 +82,7 @@ def train_classifier(pixels: torch.Tensor, labels: torch.Tensor, num_classes: in
                 x = random_blur(x, config.blur_sigma, generator)
             if augment is not None:
                 x, target = classic_augment(x, target, augment, generator)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with bf16_autocast("cpu"):
                 loss = torch.sum(-target * F.log_softmax(model(x).float(), dim=1), dim=1).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

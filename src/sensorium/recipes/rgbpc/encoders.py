@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sensorium.data.image_grid import GridTransform
+from sensorium.engine.precision import bf16_autocast
 from sensorium.errors import ConfigError, DataError
 from sensorium.layers.attention import TransformerBlock
 from sensorium.layers.conv import ConvStem
@@ -167,9 +168,7 @@ def pretrain_on_views(build: Callable[[], nn.Module], features: Callable[[nn.Mod
         optimiser = torch.optim.AdamW([*net.parameters(), *head.parameters()], lr=settings.lr, weight_decay=0.01)
         for _ in range(settings.steps):
             idx = torch.randint(len(x), (settings.batch_size,))
-            # No cast cache: called inside an outer autocast region, the cache would outlive the step
-            # and every step would reuse the first one's bfloat16 weights.
-            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=settings.bf16, cache_enabled=False):
+            with bf16_autocast(x.device.type, enabled=settings.bf16):
                 out = head(features(net, x[idx]))
             loss = view_loss(out.float(), depth_cells[idx], part_cells[idx])
             optimiser.zero_grad(set_to_none=True)

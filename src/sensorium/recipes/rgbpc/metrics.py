@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sensorium.engine.precision import bf16_autocast
 from sensorium.eval.retrieval import retrieval_topk
 from sensorium.recipes.rgbpc.model import ActionHead, same_patch_mask
 from sensorium.report.figures import pyplot, save_png
@@ -56,9 +57,7 @@ def fit_action_head(x: torch.Tensor, task: torch.Tensor, y: torch.Tensor, num_ta
         generator = torch.Generator().manual_seed(seed)
         for _ in range(steps):
             idx = torch.randint(len(x), (min(batch_size, len(x)),), generator=generator)
-            # No cast cache: inside an outer autocast region (the evaluation runs in one) the cache lives
-            # until that region ends, and every step would reuse the first step's bfloat16 weights.
-            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=False):
+            with bf16_autocast(x.device.type, enabled=bf16):  # the evaluation runs inside an autocast region
                 out = head(x[idx], task[idx])
             loss = F.mse_loss(out.float(), y[idx])
             optimiser.zero_grad(set_to_none=True)
@@ -84,11 +83,11 @@ def action_head_test(sources: dict[str, tuple[torch.Tensor, torch.Tensor]], trai
     mean, scale = train_y.float().mean(dim=0), train_y.float().std(dim=0).norm().clamp_min(1e-8)
     y_train, y_test = (train_y.float() - mean) / scale, (test_y.float() - mean) / scale
     variance = (y_test - y_test.mean(dim=0)).pow(2).sum(dim=1).mean().clamp_min(1e-12)
+    train_variance = (y_train - y_train.mean(dim=0)).pow(2).sum(dim=1).mean().clamp_min(1e-12)
     results = {}
     for name, (train_x, test_x) in sources.items():
         x_train, x_test = _standardise(train_x.float(), test_x.float())
         errors, train_errors = [], []
-        train_variance = (y_train - y_train.mean(dim=0)).pow(2).sum(dim=1).mean().clamp_min(1e-12)
         for seed in range(seeds):
             head = fit_action_head(x_train, train_task, y_train, num_tasks, seed, steps, lr, bf16=bf16)
             with torch.no_grad():
