@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from sensorium.data.bad_samples import collate_skipping
-from sensorium.errors import DataError
+from sensorium.errors import ConfigError, DataError
 from sensorium.recipes.tactile.reader import (
     SENSORS,
     STATIC_FRAME,
@@ -393,3 +393,18 @@ def test_with_reference_frames_training_batches_go_without_and_evaluation_batche
     bank = next(iter(dm.val_dataloader()[1]))  # the training windows as the probes' bank
     assert bank["reference"].shape == (len(bank["frames"]), 3, 16, 16)
     assert dm.datasets["train"].reference  # the shared dataset keeps them for evaluation
+
+
+def test_training_references_put_each_windows_reference_frame_in_the_training_batches(synth_root):
+    from sensorium.recipes.tactile.datamodule import TactileDataModule
+
+    root, _ = synth_root
+    dm = TactileDataModule(root=str(root), image_size=16, batch_size=2, reference_frames=True,
+                           training_references=True, val_fraction=0.25, test_fraction=0.25)
+    dm.setup("fit")
+    train = next(iter(dm.train_dataloader()))
+    assert train["reference"].shape == (2, 3, 16, 16)
+    # Frame 0 of the recording, before contact: not the window's frames.
+    assert not any(torch.equal(train["reference"][0], frame) for frame in train["frames"][0])
+    with pytest.raises(ConfigError, match="reference_frames"):
+        TactileDataModule(root=str(root), training_references=True)

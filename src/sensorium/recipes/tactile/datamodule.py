@@ -43,7 +43,7 @@ class TactileDataModule(SensoriumDataModule):
                  test_fraction: float = 0.15, split_seed: int = 0, batch_size: int = 32,
                  batches_per_epoch: int | None = None, eval_batch_size: int = 64, num_workers: int = 0,
                  cache: bool = True, on_bad_sample: OnBadSample = "error", frame_labels_csv: str | None = FRAME_LABELS,
-                 reference_frames: bool = False):
+                 reference_frames: bool = False, training_references: bool = False):
         """
         Args:
             root: the TacQuad root (contact_{indoor,outdoor}.csv, data_{indoor,outdoor}/), or the
@@ -70,6 +70,9 @@ class TactileDataModule(SensoriumDataModule):
                 without contact: TacQuad frame 0 before a later contact range, or the index CSV's
                 `reference` column), for probes that read features relative to it
                 (`model.init_args.evaluation.reference`); a window without one is a DataError.
+            training_references: training batches carry the reference frames too (the static task's
+                contact target, `model.init_args.loss.static_target: contact`); needs
+                reference_frames. Off, only evaluation batches carry them.
             cache: keep decoded frames in memory (each file is decoded once; the demo's 2,000
                 windows at 64 px take ~100 MB). With num_workers > 0 each worker caches its own copy.
         """
@@ -94,6 +97,10 @@ class TactileDataModule(SensoriumDataModule):
         self.on_bad_sample = on_bad_sample
         self.frame_labels_csv = frame_labels_csv
         self.reference_frames = reference_frames
+        if training_references and not reference_frames:
+            raise ConfigError("data.training_references", "needs data.reference_frames: true (the reference "
+                                                          "frames are what training batches would carry)")
+        self.training_references = training_references
         self.save_hyperparameters({"root": root, "layout": layout, "image_size": image_size})
         self.windows: dict[str, list[TactileWindow]] | None = None
         self.datasets: dict[str, TactileSequenceDataset] = {}
@@ -159,7 +166,7 @@ class TactileDataModule(SensoriumDataModule):
     # --- loaders --------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
         dataset = self.datasets["train"]
-        if dataset.reference:  # only the probes read reference frames: training batches go without
+        if dataset.reference and not self.training_references:  # only the probes read them: batches go without
             dataset = copy.copy(dataset)  # shares the windows and the frame cache
             dataset.reference = False
         return self.train_loader(dataset)
