@@ -2,14 +2,17 @@
 gradient cosine between its two tasks and the reading rules it declares to the doctor, and the
 evaluation's reference points (copy-frame-3, pixel round trip)."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 from sensorium.engine.doctor import Band
+from sensorium.errors import ConfigError
 from sensorium.layers.patch_embed import patchify
 from sensorium.losses import mae_loss
 from sensorium.recipes.tactile.metrics import evaluate_batch, from_target_space, ratio_by_motion, summarize
-from sensorium.recipes.tactile.model import target_space
+from sensorium.recipes.tactile.model import contact_space, from_contact_space, target_space
 from sensorium.recipes.tactile.reader import STATIC_FRAME
 from sensorium.recipes.tactile.task import (
     LossBalancer,
@@ -107,6 +110,90 @@ def test_static_norm_pix_off_scores_the_static_task_in_pixels_and_leaves_the_dyn
     loss_dynamic = (mae_loss(dynamic.recon_pred, dynamic.recon_target, dynamic.recon_mask, True)
                     + mae_loss(dynamic.predict_future(True), dynamic.future_target, dynamic.future_mask, True))
     torch.testing.assert_close(terms["dynamic"], 0.5 * loss_dynamic)
+
+
+def test_the_contact_target_is_frame_t_minus_its_reference_standardised_over_the_image():
+    task = TactileTask(model=TINY, loss={"mode": "joint", "alpha": 0.5, "beta": 0.5, "static_target": "contact"})
+    batch = _batch() | {"reference": torch.rand(4, 3, 32, 32)}
+    torch.manual_seed(1)
+    terms = task.training_losses(batch)
+    torch.manual_seed(1)
+    static = task.net.forward_static(batch["frames"][:, STATIC_FRAME], batch["sensor"])
+    change = static.target - patchify(batch["reference"], 8)  # (B, L, P)
+    flat = change.flatten(1)
+    contact = ((flat - flat.mean(1, keepdim=True)) / flat.std(1, keepdim=True)).view_as(change)
+    loss_contact = mae_loss(static.contact_pred, contact, static.mask, False)
+    torch.testing.assert_close(terms["static"], 0.5 * loss_contact, atol=1e-5, rtol=1e-5)
+    assert task.doctor_values == {}  # no frame reconstruction: nothing for the note's loss_ratio band
+    # Both: the mean of the frame's loss (norm_pix, the shared head) and the contact's (its own head).
+    task.loss_config.static_target = "both"
+    torch.manual_seed(1)
+    terms = task.training_losses(batch)
+    loss_frame = mae_loss(static.pred, static.target, static.mask, True)
+    torch.testing.assert_close(terms["static"], 0.25 * (loss_frame + loss_contact), atol=1e-5, rtol=1e-5)
+    dynamic = 2 * terms["dynamic"].detach()  # beta 0.5
+    torch.testing.assert_close(task.doctor_values["loss_ratio"], loss_frame.detach() / dynamic)  # like with like
+
+
+def test_contact_space_keeps_a_patch_without_contact_near_zero_and_round_trips():
+    reference = torch.rand(2, 16, 12)
+    patches = reference + 1e-3 * torch.randn(2, 16, 12)  # sensor noise everywhere ...
+    patches[:, 5] += 0.8  # ... and one patch pressed
+    target = contact_space(patches, reference)
+    # The pressed patch stands out; an untouched one is nearly flat (per-patch standardisation: std 1).
+    assert target[:, 5].abs().mean() > 3.0 and target[:, 0].std(-1).max() < 0.05
+    torch.testing.assert_close(from_contact_space(target, patches, reference), patches, atol=1e-5, rtol=1e-5)
+
+
+def test_a_contact_target_gets_its_own_static_head_and_leaves_every_other_initial_weight_as_it_was():
+    torch.manual_seed(3)
+    frame = TactileTask(model=TINY).net
+    torch.manual_seed(3)
+    contact = TactileTask(model=TINY, loss={"static_target": "contact"}).net
+    assert frame.static_pred is None and contact.static_pred is not None
+    shared = frame.state_dict()
+    assert set(contact.state_dict()) - set(shared) == {"static_pred.weight", "static_pred.bias"}
+    for name, value in shared.items():  # the untrained baseline is the same network
+        torch.testing.assert_close(contact.state_dict()[name], value)
+    with torch.no_grad():
+        contact.static_pred.weight.zero_()
+        contact.static_pred.bias.fill_(0.5)
+    out = contact.forward_static(torch.rand(2, 3, 32, 32))
+    assert torch.all(out.contact_pred == 0.5) and not torch.all(out.pred == 0.5)  # the frame keeps the shared head
+
+
+def test_the_contact_target_without_reference_frames_in_the_batch_is_a_config_error():
+    task = TactileTask(model=TINY, loss={"static_target": "contact"})
+    with pytest.raises(ConfigError, match="training_references"):
+        task.training_losses(_batch())
+
+
+def test_a_reference_frame_gets_its_windows_augmentation_draw():
+    """Crop, flip and jitter are drawn once per window: a reference equal to frame t stays equal to it."""
+    task = TactileTask(model=TINY, augment={"enabled": True, "crop_scale": [0.5, 0.9], "jitter_p": 1.0})
+    task._trainer = SimpleNamespace(training=True)  # the hook augments only while a trainer trains
+    frames = torch.rand(3, 4, 3, 32, 32)
+    batch = task.on_after_batch_transfer({"frames": frames.clone(), "reference": frames[:, STATIC_FRAME].clone()}, 0)
+    torch.testing.assert_close(batch["reference"], batch["frames"][:, STATIC_FRAME])
+    assert not torch.allclose(batch["frames"], task.augment.normalize(frames))  # augmented, not just normalised
+
+
+def test_the_evaluation_reconstructs_frame_t_as_reference_plus_predicted_contact(mae_tiny):
+    model = mae_tiny(static_head=True).eval()
+    frames, reference = torch.rand(2, 4, 3, 32, 32), torch.rand(2, 3, 32, 32)
+
+    def stats(reference_patches) -> dict:
+        return evaluate_batch(model, frames, None, True, lambda p: p, torch.Generator().manual_seed(0),
+                              features=False, static_reference=reference_patches)
+
+    base = patchify(reference, 8)
+    plain, relative = stats(None), stats(base)
+    torch.testing.assert_close(relative["se_pred"], plain["se_pred"])  # frame 4 does not read it
+    static = model.forward_static(frames[:, -1], noise=torch.rand(2, 16, generator=torch.Generator().manual_seed(0)))
+    mask = static.mask[..., None]
+    recon = from_contact_space(static.contact_pred, static.target, base).clamp(0, 1)
+    torch.testing.assert_close(relative["se_recon"], ((recon - static.target) * mask).pow(2).flatten(1).sum(1))
+    assert not torch.allclose(relative["se_recon"], plain["se_recon"])
 
 
 def test_balanced_mode_moves_the_weights_towards_the_target_share():

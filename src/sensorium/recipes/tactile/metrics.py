@@ -15,7 +15,14 @@ import numpy as np
 import torch
 
 from sensorium.layers.patch_embed import unpatchify
-from sensorium.recipes.tactile.model import EPS, TactileMAE, static_norm_pix_or, target_space
+from sensorium.recipes.tactile.model import (
+    EPS,
+    StaticOutput,
+    TactileMAE,
+    from_contact_space,
+    static_norm_pix_or,
+    target_space,
+)
 
 
 # --- target spaces ----------------------------------------------------------------------------------
@@ -28,14 +35,29 @@ def from_target_space(pred: torch.Tensor, reference: torch.Tensor, norm_pix: boo
     return pred.float() * (var + EPS).sqrt() + mean
 
 
+def static_reconstruction(static: StaticOutput, norm_pix: bool, reference: torch.Tensor | None = None,
+                          zero: bool = False) -> torch.Tensor:
+    """The static task's frame t (B, L, P) in input space from its prediction (`zero`: from a zero
+    prediction, the flat baseline): per-patch statistics undone under norm_pix, or, given the
+    reference frames' patches, the reference plus the predicted contact."""
+    if reference is not None:
+        pred = torch.zeros_like(static.target, dtype=torch.float32) if zero else static.contact_pred
+        return from_contact_space(pred, static.target, reference)
+    pred = torch.zeros_like(static.pred) if zero else static.pred
+    return from_target_space(pred, static.target, norm_pix)
+
+
 # --- one batch ----------------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate_batch(net: TactileMAE, frames: torch.Tensor, sensor: torch.Tensor, norm_pix: bool,
                    to_pixels: Callable[[torch.Tensor], torch.Tensor], generator: torch.Generator | None = None,
                    features: bool = True, reference: torch.Tensor | None = None,
-                   static_norm_pix: bool | None = None) -> dict[str, torch.Tensor]:
+                   static_norm_pix: bool | None = None,
+                   static_reference: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Per-sample sums for one batch of normalised windows `frames` (B, 4, 3, S, S); the static
-    reconstruction is read in its own target space (`static_norm_pix`, default: `norm_pix`).
+    reconstruction is read in its own target space (`static_norm_pix`, default: `norm_pix`), or,
+    given `static_reference` (patches (B, L, P) of the windows' reference frames), as the
+    reference plus the predicted contact (`model.contact_space`).
 
     `to_pixels` maps patches of the normalised input (..., L, P) to [0, 1] pixels (the inverse
     of the input normalisation). Masks are drawn from `generator` (fixed masks for a fixed seed).
@@ -66,9 +88,10 @@ def evaluate_batch(net: TactileMAE, frames: torch.Tensor, sensor: torch.Tensor, 
     static = net.forward_static(frames[:, -1], sensor, noise=noise)
     mask = static.mask[..., None]  # (B, L, 1)
     truth = to_pixels(static.target)
-    static_space = static_norm_pix_or(norm_pix, static_norm_pix)
-    recon = to_pixels(from_target_space(static.pred, static.target, static_space)).clamp(0, 1)
-    flat = to_pixels(from_target_space(torch.zeros_like(static.pred), static.target, static_space)).clamp(0, 1)
+    recon = to_pixels(static_reconstruction(static, static_norm_pix_or(norm_pix, static_norm_pix),
+                                            static_reference)).clamp(0, 1)
+    flat = to_pixels(static_reconstruction(static, static_norm_pix_or(norm_pix, static_norm_pix),
+                                           static_reference, zero=True)).clamp(0, 1)
     stats["se_recon"] = sse(recon * mask, truth * mask)
     stats["se_recon_flat"] = sse(flat * mask, truth * mask)
     stats["n_recon"] = static.mask.sum(1) * static.pred.shape[-1]
@@ -234,8 +257,8 @@ def contact_probes(train: dict[str, np.ndarray], val: dict[str, np.ndarray],
 @torch.no_grad()
 def grid_images(net: TactileMAE, frames: torch.Tensor, sensor: torch.Tensor, norm_pix: bool,
                 to_pixels: Callable[[torch.Tensor], torch.Tensor],
-                generator: torch.Generator | None = None, static_norm_pix: bool | None = None
-                ) -> dict[str, torch.Tensor]:
+                generator: torch.Generator | None = None, static_norm_pix: bool | None = None,
+                static_reference: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Columns of the picture grid for a few windows, each (B, 3, S, S) in [0, 1]: frame 3, frame 4
     (the static task's frame t), frame 4 masked, its reconstruction (masked patches predicted,
     visible ones pasted back, as in MAE's figures) and frame 4 predicted from whole frames 1-3."""
@@ -245,8 +268,8 @@ def grid_images(net: TactileMAE, frames: torch.Tensor, sensor: torch.Tensor, nor
     static = net.forward_static(frames[:, -1], sensor, noise=noise)
     mask = static.mask[..., None]  # (B, L, 1)
     truth = to_pixels(static.target)
-    recon = to_pixels(from_target_space(static.pred, static.target,
-                                        static_norm_pix_or(norm_pix, static_norm_pix))).clamp(0, 1)
+    recon = to_pixels(static_reconstruction(static, static_norm_pix_or(norm_pix, static_norm_pix),
+                                            static_reference)).clamp(0, 1)
     dynamic = net.forward_dynamic(frames, sensor, mask_ratio=0.0)
     last = dynamic.recon_target[:, -L:]
     future = to_pixels(from_target_space(dynamic.predict_future(norm_pix), last, norm_pix)).clamp(0, 1)

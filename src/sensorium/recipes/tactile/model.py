@@ -74,6 +74,9 @@ class TactileModelConfig:
     motion_cue: bool = False
     """Add each position's pixel changes between the context frames to its frame-4 query (see
     TactileMAE); needs future_residual."""
+    static_head: bool = False
+    """The static task also predicts frame t's contact through a head of its own (see TactileMAE);
+    the task sets it for the contact targets."""
     pretrained: str | None = None
     """Local CLIP vision checkpoint directory for the encoder (paper); None: a ViT from scratch."""
 
@@ -82,6 +85,24 @@ class TactileModelConfig:
 def target_space(patches: torch.Tensor, norm_pix: bool) -> torch.Tensor:
     """Patches (..., L, P) -> the loss's target space (per-patch standardised under norm_pix)."""
     return normalize_patches(patches.float(), EPS) if norm_pix else patches.float()
+
+
+def contact_space(patches: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """The static task's contact target: patches (B, L, P) of frame t minus those of its recording's
+    reference frame, standardised over each image (all its patches and pixels at once). The loss
+    is then on norm_pix's scale, which the loss balancer compares with the dynamic task's, while a
+    patch where nothing touches stays near zero: a per-patch standardisation would blow its noise
+    up to unit variance."""
+    change = patches.float() - reference.float()
+    return normalize_patches(change.flatten(1), EPS).view_as(change)
+
+
+def from_contact_space(pred: torch.Tensor, patches: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Undo `contact_space` for `pred` (B, L, P) with the true change's image statistics: the
+    reference frame's patches plus the predicted change, (B, L, P)."""
+    change = (patches.float() - reference.float()).flatten(1)  # (B, L*P)
+    mean, var = change.mean(1, keepdim=True), change.var(1, keepdim=True)
+    return reference.float() + (pred.float().flatten(1) * (var + EPS).sqrt() + mean).view_as(pred)
 
 
 def static_norm_pix_or(norm_pix: bool, static_norm_pix: bool | None) -> bool:
@@ -105,6 +126,8 @@ class StaticOutput:
     pred: torch.Tensor  # (B, L, P) predicted pixels of every patch
     target: torch.Tensor  # (B, L, P) patchify(input frame); the loss applies norm_pix itself
     mask: torch.Tensor  # (B, L) 1 = masked
+    contact_pred: torch.Tensor | None = None
+    """(B, L, P) the predicted contact in `contact_space` (a model with `static_head`)."""
 
 
 @dataclass
@@ -164,6 +187,10 @@ class TactileMAE(nn.Module):
             zero where the position was masked): whether and how the gel moved there, which the
             queries otherwise have to work out from the encoder's tokens of separate frames (a
             pressed-in-place contact changes by noise only; a sliding one by its motion).
+        static_head: the static task gets a second pixel head (linear, MAE's init) for frame t's
+            contact (frame t minus its reference frame; `StaticOutput.contact_pred`). Frames are
+            predicted by `decoder_pred`, shared with the dynamic task's reconstruction; the contact
+            is another quantity, which would pull a shared head away from the frames.
         pretrained: local directory of a CLIP checkpoint for the encoder; None trains a ViT from scratch.
     """
 
@@ -187,6 +214,7 @@ class TactileMAE(nn.Module):
         tube_mask: bool = True,
         future_residual: bool = True,
         motion_cue: bool = False,
+        static_head: bool = False,
         pretrained: str | None = None,
     ):
         super().__init__()
@@ -238,6 +266,11 @@ class TactileMAE(nn.Module):
                            if motion_cue else None)
 
         self.initialize_weights()
+        # Built after the shared initialisation, so every other weight keeps the draw it has without
+        # this head (the untrained baseline stays the same network).
+        self.static_pred = nn.Linear(decoder_embed_dim, patch_size * patch_size * in_chans) if static_head else None
+        if self.static_pred is not None:
+            self.static_pred.apply(init_linear_and_norm)
 
     # --- stages ------------------------------------------------------------------------------------
     def prefix_tokens(self, batch: int, sensor: torch.Tensor | None) -> torch.Tensor:
@@ -294,8 +327,9 @@ class TactileMAE(nn.Module):
         """imgs (B, C, H, W), sensor (B,) int64 or None, noise (B, L) to fix the mask (tests),
         mask_ratio to override the model's."""
         encoded = self.forward_encoder(self.encoder.embed_patches(imgs), sensor, noise, mask_ratio)
-        pred = self.decoder_pred(self.forward_decoder(encoded, self.decoder_pos_embed))  # (B, L, P)
-        return StaticOutput(pred, patchify(imgs, self.patch_size), encoded.mask)
+        hidden = self.forward_decoder(encoded, self.decoder_pos_embed)  # (B, L, Dd)
+        contact = self.static_pred(hidden) if self.static_pred is not None else None  # (B, L, P)
+        return StaticOutput(self.decoder_pred(hidden), patchify(imgs, self.patch_size), encoded.mask, contact)
 
     def forward_dynamic(self, frames: torch.Tensor, sensor: torch.Tensor | None = None,
                         noise: torch.Tensor | None = None, mask_ratio: float | None = None) -> DynamicOutput:
@@ -362,6 +396,8 @@ class TactileMAE(nn.Module):
     # --- init ----------------------------------------------------------------------------------------
     def initialize_weights(self) -> None:
         self.encoder.initialize_weights()  # from-scratch ViT only; a CLIP tower keeps its weights
+        if getattr(self, "static_pred", None) is not None:  # a re-initialisation, after construction
+            self.static_pred.apply(init_linear_and_norm)
         for module in (self.decoder_embed, self.decoder_blocks, self.decoder_norm, self.decoder_pred):
             module.apply(init_linear_and_norm)
         if self.future_pred is not None:

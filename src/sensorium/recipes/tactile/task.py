@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 import torch
@@ -38,6 +38,7 @@ from sensorium.engine.optim import OptimConfig
 from sensorium.engine.task import SensoriumTask
 from sensorium.errors import ConfigError
 from sensorium.eval.probes import knn_accuracy, probe_report, standardize
+from sensorium.layers.patch_embed import patchify
 from sensorium.losses.masked import mae_loss
 from sensorium.recipes.tactile.metrics import (
     contact_probes,
@@ -48,7 +49,7 @@ from sensorium.recipes.tactile.metrics import (
     save_grid,
     summarize,
 )
-from sensorium.recipes.tactile.model import TactileMAE, TactileModelConfig, static_norm_pix_or
+from sensorium.recipes.tactile.model import TactileMAE, TactileModelConfig, contact_space, static_norm_pix_or
 from sensorium.recipes.tactile.reader import SENSORS, STATIC_FRAME, WINDOW
 from sensorium.recipes.tactile.transforms import AugmentConfig, TactileAugment
 
@@ -134,8 +135,20 @@ class TactileLossConfig:
     variance, so the reconstruction loss stays on what changes most (the contact), and the encoder
     keeps each patch's brightness; the dynamic task and the frame-4 ratio keep norm_pix."""
 
+    static_target: Literal["frame", "contact", "both"] = "frame"
+    """What the static task predicts at its masked patches: frame t itself (MAE, AnyTouch); its
+    contact, frame t minus the recording's reference frame (the same gel, lighting and markers
+    before contact; needs data.training_references), through a head of its own; or both, the
+    static loss then the mean of the two. A frame's own appearance (gel texture, printed markers,
+    lighting) is not part of the contact: predicting the contact spends the encoder on the imprint
+    and what it moved. The change is standardised over each image (`model.contact_space`), not per
+    patch: per-patch normalisation would blow the noise of the difference where nothing touches up
+    to unit variance."""
+
     @property
     def static_space(self) -> bool:
+        """The static task's frame target per-patch standardised (norm_pix) or not (a contact target
+        is always in `contact_space`)."""
         return static_norm_pix_or(self.norm_pix, self.static_norm_pix)
 
 
@@ -217,6 +230,8 @@ class TactileTask(SensoriumTask):
         self.reading_config = as_config(TactileReadingConfig, reading)
         if self.reading_config.grad_cosine_every < 0:
             raise ConfigError("reading.grad_cosine_every", f"must be >= 0, got {self.reading_config.grad_cosine_every}")
+        if self.loss_config.static_target != "frame":  # the contact has a head of its own
+            self.model_config = replace(self.model_config, static_head=True)
         self.save_config(model=self.model_config, loss=self.loss_config, augment=self.augment_config,
                          evaluation=self.eval_config, optim=self.optim, reading=self.reading_config)
         # Read by the doctor: its checks for a joint run, and the values they watch (set every step).
@@ -240,13 +255,18 @@ class TactileTask(SensoriumTask):
 
     # --- inputs -------------------------------------------------------------------------------------------
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        """Augment (training) and normalise the frames (B, 4, 3, S, S) on the batch's device; a
-        reference frame (evaluation only) is normalised, never augmented."""
+        """Augment (training) and normalise the frames (B, 4, 3, S, S) on the batch's device. A
+        reference frame (B, 3, S, S) goes through the same draw as its window's frames (one crop,
+        flip and jitter per sequence), so frame t minus it is the contact, not the augmentation."""
         if "frames" in batch:
             training = self._trainer is not None and self.trainer.training and self.augment_config.enabled
             self.augment.train(training)
-            batch["frames"] = self.augment(batch["frames"])
-        if "reference" in batch:
+            if "reference" in batch:
+                sequence = self.augment(torch.cat([batch["frames"], batch["reference"][:, None]], dim=1))
+                batch["frames"], batch["reference"] = sequence[:, :-1], sequence[:, -1]
+            else:
+                batch["frames"] = self.augment(batch["frames"])
+        elif "reference" in batch:
             batch["reference"] = self.augment.normalize(batch["reference"])
         return batch
 
@@ -284,7 +304,14 @@ class TactileTask(SensoriumTask):
         logs: dict[str, torch.Tensor] = {}
         if run_static:
             out = self.net.forward_static(frames[:, STATIC_FRAME], sensor)
-            logs["loss_static"] = mae_loss(out.pred, out.target, out.mask, cfg.static_space)
+            reference = self._static_reference(batch)
+            if cfg.static_target != "contact":
+                logs["loss_static_frame"] = mae_loss(out.pred, out.target, out.mask, cfg.static_space)
+            if reference is not None:
+                logs["loss_static_contact"] = mae_loss(out.contact_pred, contact_space(out.target, reference),
+                                                       out.mask, norm_pix=False)
+            parts = [logs[key] for key in ("loss_static_frame", "loss_static_contact") if key in logs]
+            logs["loss_static"] = sum(parts) / len(parts)
         if run_dynamic:
             out = self.net.forward_dynamic(frames, sensor)
             logs["loss_recon"] = mae_loss(out.recon_pred, out.recon_target, out.recon_mask, cfg.norm_pix)
@@ -297,16 +324,37 @@ class TactileTask(SensoriumTask):
             alpha, beta = self._weights(logs["loss_static"].detach(), logs["loss_dynamic"].detach())
             terms = {"static": alpha * logs["loss_static"], "dynamic": beta * logs["loss_dynamic"]}
             total = terms["static"].detach() + terms["dynamic"].detach()
+            # The note's loss_ratio compares the frame reconstructions; a contact loss sits near 1 by
+            # construction (the standardised change is mostly unpredictable where masked), so it is left
+            # out of the ratio, and a contact-only run has no ratio for the note's band.
+            frame_static = logs.get("loss_static_frame", logs["loss_static"])
             logs |= {"alpha": torch.tensor(alpha), "beta": torch.tensor(beta),
-                     "loss_ratio": logs["loss_static"] / logs["loss_dynamic"].clamp_min(1e-12),
+                     "loss_ratio": frame_static / logs["loss_dynamic"].clamp_min(1e-12),
                      "weighted_static": terms["static"], "weighted_dynamic": terms["dynamic"],
                      "static_contribution": terms["static"].detach() / total.clamp_min(1e-12),
                      "dynamic_contribution": terms["dynamic"].detach() / total.clamp_min(1e-12)}
-            self.doctor_values = {"loss_ratio": logs["loss_ratio"].detach()}
+            self.doctor_values = ({} if cfg.static_target == "contact"
+                                  else {"loss_ratio": logs["loss_ratio"].detach()})
             self._log_grad_cosine(logs["loss_static"], logs["loss_dynamic"])
         logs["loss_total"] = sum(terms.values())
         self.log_step_and_epoch({f"train/{k}": v.detach().float() for k, v in logs.items()}, frames.shape[0])
         return terms
+
+    def _static_reference(self, batch: dict) -> torch.Tensor | None:
+        """Patches (B, L, P) of the batch's reference frames when the static task predicts the
+        contact (`loss.static_target`: contact or both); None when it predicts the frame only."""
+        if self.loss_config.static_target == "frame":
+            return None
+        if "reference" not in batch:
+            raise ConfigError("model.init_args.loss.static_target",
+                              "contact needs each window's reference frame in every batch: set "
+                              "data.init_args.reference_frames: true and data.init_args.training_references: true")
+        return patchify(batch["reference"], self.net.patch_size)
+
+    def _recon_reference(self, batch: dict) -> torch.Tensor | None:
+        """The reference patches the evaluation reconstructs frame t from (reference + predicted
+        contact) when the static task predicts the contact only; None: from the predicted frame."""
+        return self._static_reference(batch) if self.loss_config.static_target == "contact" else None
 
     def _weights(self, static: torch.Tensor, dynamic: torch.Tensor) -> tuple[float, float]:
         cfg = self.loss_config
@@ -349,7 +397,7 @@ class TactileTask(SensoriumTask):
                 self.eval_config.mask_seed * 1_000 + self.global_rank))
             part = evaluate_batch(self.net, batch["frames"], batch["sensor"], self.loss_config.norm_pix,
                                   self.to_pixels, generator, reference=reference,
-                                  static_norm_pix=self.loss_config.static_space)
+                                  static_norm_pix=self.loss_config.static_space, static_reference=self._recon_reference(batch))
         part |= {key: batch[key] for key in ("label", "sensor", "force", "contact_mm", "slip") if key in batch}
         self._parts.setdefault(dataloader_idx, []).append(part)
 
@@ -407,7 +455,7 @@ class TactileTask(SensoriumTask):
             have = len(self._grid.get(sensor_id, {}).get("frames", []))
             take = (batch["sensor"] == sensor_id).nonzero().flatten()[: self.eval_config.grid_samples - have]
             if len(take):
-                chosen = {"frames": batch["frames"][take], "sensor": batch["sensor"][take]}
+                chosen = {key: batch[key][take] for key in ("frames", "sensor", "reference") if key in batch}
                 old = self._grid.get(sensor_id)
                 self._grid[sensor_id] = chosen if old is None else {k: torch.cat([old[k], v]) for k, v in chosen.items()}
 
@@ -423,6 +471,7 @@ class TactileTask(SensoriumTask):
         report["dynamic_mask_ratio"] = self.net.dynamic_mask_ratio
         report["norm_pix"] = self.loss_config.norm_pix
         report["static_norm_pix"] = self.loss_config.static_space
+        report["static_target"] = self.loss_config.static_target
         e = self.eval_config
         protocol = self._protocol(train, val)  # chosen before any test number exists
         report["protocol"] = protocol
@@ -509,7 +558,8 @@ class TactileTask(SensoriumTask):
         generator = torch.Generator().manual_seed(self.eval_config.mask_seed)
         for sensor_id, chosen in sorted(self._grid.items()):
             columns = grid_images(self.net, chosen["frames"], chosen["sensor"], self.loss_config.norm_pix,
-                                  self.to_pixels, generator, static_norm_pix=self.loss_config.static_space)
+                                  self.to_pixels, generator, static_norm_pix=self.loss_config.static_space,
+                                  static_reference=self._recon_reference(chosen))
             save_grid(columns, eval_dir / f"grid_{SENSORS[sensor_id]}.png",
                       f"{SENSORS[sensor_id]}: frame-4 prediction MSE ratio "
                       f"{report['pred_mse_ratio']:.3f} (all sensors)")
