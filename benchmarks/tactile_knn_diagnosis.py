@@ -12,7 +12,10 @@ on the trained (best.ckpt) and the untrained encoder (the same config and traini
   (mean / cls / max of the patch tokens / mean of the contact tokens: the patches whose frame
   differs most from the frame's median, see `contact_pool`) / mean or cls minus the same pooling of
   the recording's first frame, before contact (`-ref`: the recording's own gel, lighting and markers
-  taken out in feature space) / no encoder at all: the frame's pixels at 16 x 16 (`pixels`), and
+  taken out in feature space) / the change of each patch token from the reference frame's, pooled
+  keeping the layout (`grid2-ref`, `grid4-ref`: 2 x 2 or 4 x 4 cells of token means), weighted by
+  how much each token changed (`weighted-ref`: the mean of frame t's tokens with those weights) or
+  over the 16 most changed tokens only (`changed-ref`) / no encoder at all: the frame's pixels at 16 x 16 (`pixels`), and
   minus the reference frame's (`pixels-ref`), the same for both encoders) x standardisation
   (none / bank / sensor)
   x k (5, 10, 20, 50), and which protocol val picks (the test column is printed beside it, never
@@ -36,7 +39,8 @@ from pathlib import Path
 import torch
 import yaml
 
-POOLS = ("mean", "cls", "max", "contact", "mean-ref", "cls-ref", "pixels", "pixels-ref")
+POOLS = ("mean", "cls", "max", "contact", "mean-ref", "cls-ref", "grid2-ref", "grid4-ref", "weighted-ref",
+         "changed-ref", "pixels", "pixels-ref")
 PROTOCOLS = ("none", "bank", "sensor")
 KS = (5, 10, 20, 50)
 
@@ -50,6 +54,21 @@ def contact_pool(tokens: torch.Tensor, frames: torch.Tensor, patch: int, share: 
     keep = max(1, round(share * per_patch.shape[1]))
     top = per_patch.topk(keep, dim=1).indices  # (B, keep)
     return tokens.gather(1, top[..., None].expand(-1, -1, tokens.shape[-1])).mean(1)
+
+
+def change_pools(tokens: torch.Tensor, reference: torch.Tensor, grid: tuple[int, int], top: int = 16
+                 ) -> dict[str, torch.Tensor]:
+    """Poolings of the patch tokens' change from the reference frame's (B, L, D) each: layout-keeping
+    grids of cell means, a change-weighted mean of frame t's tokens and the mean change of the `top`
+    most changed tokens (where the indenter presses)."""
+    change = tokens - reference  # (B, L, D)
+    cells = change.transpose(1, 2).reshape(change.shape[0], change.shape[2], *grid)  # (B, D, h, w)
+    weight = change.norm(dim=-1, keepdim=True)  # (B, L, 1)
+    most = weight[..., 0].topk(min(top, change.shape[1]), dim=1).indices  # (B, top)
+    return {"grid2-ref": torch.nn.functional.adaptive_avg_pool2d(cells, 2).flatten(1),
+            "grid4-ref": torch.nn.functional.adaptive_avg_pool2d(cells, 4).flatten(1),
+            "weighted-ref": (weight * tokens).sum(1) / weight.sum(1).clamp_min(1e-6),
+            "changed-ref": change.gather(1, most[..., None].expand(-1, -1, change.shape[-1])).mean(1)}
 
 
 def thumbnail(frames: torch.Tensor, size: int = 16) -> torch.Tensor:
@@ -74,6 +93,7 @@ def features(net, loader, augment) -> dict[str, torch.Tensor]:
                   "contact": contact_pool(tokens, frames, net.patch_size),
                   "mean-ref": mean - net.pool_tokens(x_ref, "mean"), "cls-ref": cls - net.pool_tokens(x_ref, "cls"),
                   "pixels": thumbnail(frames), "pixels-ref": thumbnail(frames) - thumbnail(reference)}
+        pooled |= change_pools(tokens, x_ref[:, -net.num_patches:], net.grid)
         for key, value in pooled.items():
             out.setdefault(key, []).append(value)
         for key in ("label", "sensor", "slip"):
