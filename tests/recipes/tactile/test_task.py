@@ -155,6 +155,12 @@ def test_a_contact_target_gets_its_own_static_head_and_leaves_every_other_initia
     assert set(contact.state_dict()) - set(shared) == {"static_pred.weight", "static_pred.bias"}
     for name, value in shared.items():  # the untrained baseline is the same network
         torch.testing.assert_close(contact.state_dict()[name], value)
+    torch.manual_seed(5)
+    frame.initialize_weights()
+    torch.manual_seed(5)
+    contact.initialize_weights()  # and so is a re-initialised one
+    for name, value in frame.state_dict().items():
+        torch.testing.assert_close(contact.state_dict()[name], value)
     with torch.no_grad():
         contact.static_pred.weight.zero_()
         contact.static_pred.bias.fill_(0.5)

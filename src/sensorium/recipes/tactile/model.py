@@ -396,8 +396,6 @@ class TactileMAE(nn.Module):
     # --- init ----------------------------------------------------------------------------------------
     def initialize_weights(self) -> None:
         self.encoder.initialize_weights()  # from-scratch ViT only; a CLIP tower keeps its weights
-        if getattr(self, "static_pred", None) is not None:  # a re-initialisation, after construction
-            self.static_pred.apply(init_linear_and_norm)
         for module in (self.decoder_embed, self.decoder_blocks, self.decoder_norm, self.decoder_pred):
             module.apply(init_linear_and_norm)
         if self.future_pred is not None:
@@ -416,3 +414,6 @@ class TactileMAE(nn.Module):
         nn.init.normal_(self.decoder_temporal_embed, std=0.02)
         if self.sensor_embed is not None:
             nn.init.normal_(self.sensor_embed, std=0.02)
+        # Last, as at construction: a re-initialisation draws every other weight as without the head.
+        if getattr(self, "static_pred", None) is not None:
+            self.static_pred.apply(init_linear_and_norm)
