@@ -145,14 +145,14 @@ def test_contact_space_keeps_a_patch_without_contact_near_zero_and_round_trips()
     torch.testing.assert_close(from_contact_space(target, patches, reference), patches, atol=1e-5, rtol=1e-5)
 
 
-def test_a_contact_target_gets_its_own_static_head_and_leaves_every_other_initial_weight_as_it_was():
+def test_a_contact_target_gets_its_own_head_and_leaves_every_other_initial_weight_as_it_was():
     torch.manual_seed(3)
     frame = TactileTask(model=TINY).net
     torch.manual_seed(3)
     contact = TactileTask(model=TINY, loss={"static_target": "contact"}).net
-    assert frame.static_pred is None and contact.static_pred is not None
+    assert frame.contact_pred is None and contact.contact_pred is not None
     shared = frame.state_dict()
-    assert set(contact.state_dict()) - set(shared) == {"static_pred.weight", "static_pred.bias"}
+    assert set(contact.state_dict()) - set(shared) == {"contact_pred.weight", "contact_pred.bias"}
     for name, value in shared.items():  # the untrained baseline is the same network
         torch.testing.assert_close(contact.state_dict()[name], value)
     torch.manual_seed(5)
@@ -162,8 +162,8 @@ def test_a_contact_target_gets_its_own_static_head_and_leaves_every_other_initia
     for name, value in frame.state_dict().items():
         torch.testing.assert_close(contact.state_dict()[name], value)
     with torch.no_grad():
-        contact.static_pred.weight.zero_()
-        contact.static_pred.bias.fill_(0.5)
+        contact.contact_pred.weight.zero_()
+        contact.contact_pred.bias.fill_(0.5)
     out = contact.forward_static(torch.rand(2, 3, 32, 32))
     assert torch.all(out.contact_pred == 0.5) and not torch.all(out.pred == 0.5)  # the frame keeps the shared head
 
@@ -185,7 +185,7 @@ def test_a_reference_frame_gets_its_windows_augmentation_draw():
 
 
 def test_the_evaluation_reconstructs_frame_t_as_reference_plus_predicted_contact(mae_tiny):
-    model = mae_tiny(static_head=True).eval()
+    model = mae_tiny(contact_head=True).eval()
     frames, reference = torch.rand(2, 4, 3, 32, 32), torch.rand(2, 3, 32, 32)
 
     def stats(reference_patches) -> dict:

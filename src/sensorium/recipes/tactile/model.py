@@ -74,9 +74,6 @@ class TactileModelConfig:
     motion_cue: bool = False
     """Add each position's pixel changes between the context frames to its frame-4 query (see
     TactileMAE); needs future_residual."""
-    static_head: bool = False
-    """The static task also predicts frame t's contact through a head of its own (see TactileMAE);
-    the task sets it for the contact targets."""
     pretrained: str | None = None
     """Local CLIP vision checkpoint directory for the encoder (paper); None: a ViT from scratch."""
 
@@ -127,7 +124,7 @@ class StaticOutput:
     target: torch.Tensor  # (B, L, P) patchify(input frame); the loss applies norm_pix itself
     mask: torch.Tensor  # (B, L) 1 = masked
     contact_pred: torch.Tensor | None = None
-    """(B, L, P) the predicted contact in `contact_space` (a model with `static_head`)."""
+    """(B, L, P) the predicted contact in `contact_space` (a model with `contact_head`)."""
 
 
 @dataclass
@@ -187,7 +184,7 @@ class TactileMAE(nn.Module):
             zero where the position was masked): whether and how the gel moved there, which the
             queries otherwise have to work out from the encoder's tokens of separate frames (a
             pressed-in-place contact changes by noise only; a sliding one by its motion).
-        static_head: the static task gets a second pixel head (linear, MAE's init) for frame t's
+        contact_head: the static task gets a second pixel head (linear, MAE's init) for frame t's
             contact (frame t minus its reference frame; `StaticOutput.contact_pred`). Frames are
             predicted by `decoder_pred`, shared with the dynamic task's reconstruction; the contact
             is another quantity, which would pull a shared head away from the frames.
@@ -214,7 +211,7 @@ class TactileMAE(nn.Module):
         tube_mask: bool = True,
         future_residual: bool = True,
         motion_cue: bool = False,
-        static_head: bool = False,
+        contact_head: bool = False,
         pretrained: str | None = None,
     ):
         super().__init__()
@@ -268,9 +265,9 @@ class TactileMAE(nn.Module):
         self.initialize_weights()
         # Built after the shared initialisation, so every other weight keeps the draw it has without
         # this head (the untrained baseline stays the same network).
-        self.static_pred = nn.Linear(decoder_embed_dim, patch_size * patch_size * in_chans) if static_head else None
-        if self.static_pred is not None:
-            self.static_pred.apply(init_linear_and_norm)
+        self.contact_pred = nn.Linear(decoder_embed_dim, patch_size * patch_size * in_chans) if contact_head else None
+        if self.contact_pred is not None:
+            self.contact_pred.apply(init_linear_and_norm)
 
     # --- stages ------------------------------------------------------------------------------------
     def prefix_tokens(self, batch: int, sensor: torch.Tensor | None) -> torch.Tensor:
@@ -328,7 +325,7 @@ class TactileMAE(nn.Module):
         mask_ratio to override the model's."""
         encoded = self.forward_encoder(self.encoder.embed_patches(imgs), sensor, noise, mask_ratio)
         hidden = self.forward_decoder(encoded, self.decoder_pos_embed)  # (B, L, Dd)
-        contact = self.static_pred(hidden) if self.static_pred is not None else None  # (B, L, P)
+        contact = self.contact_pred(hidden) if self.contact_pred is not None else None  # (B, L, P)
         return StaticOutput(self.decoder_pred(hidden), patchify(imgs, self.patch_size), encoded.mask, contact)
 
     def forward_dynamic(self, frames: torch.Tensor, sensor: torch.Tensor | None = None,
@@ -415,5 +412,5 @@ class TactileMAE(nn.Module):
         if self.sensor_embed is not None:
             nn.init.normal_(self.sensor_embed, std=0.02)
         # Last, as at construction: a re-initialisation draws every other weight as without the head.
-        if getattr(self, "static_pred", None) is not None:
-            self.static_pred.apply(init_linear_and_norm)
+        if getattr(self, "contact_pred", None) is not None:
+            self.contact_pred.apply(init_linear_and_norm)

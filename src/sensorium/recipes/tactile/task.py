@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import torch
@@ -230,8 +230,6 @@ class TactileTask(SensoriumTask):
         self.reading_config = as_config(TactileReadingConfig, reading)
         if self.reading_config.grad_cosine_every < 0:
             raise ConfigError("reading.grad_cosine_every", f"must be >= 0, got {self.reading_config.grad_cosine_every}")
-        if self.loss_config.static_target != "frame":  # the contact has a head of its own
-            self.model_config = replace(self.model_config, static_head=True)
         self.save_config(model=self.model_config, loss=self.loss_config, augment=self.augment_config,
                          evaluation=self.eval_config, optim=self.optim, reading=self.reading_config)
         # Read by the doctor: its checks for a joint run, and the values they watch (set every step).
@@ -239,7 +237,8 @@ class TactileTask(SensoriumTask):
         self.reading_rules = self.reading_config.reading_rules() if joint and self.reading_config.rules else None
         self.doctor_values: dict[str, torch.Tensor] = {}
         self._train_batches = 0
-        self.net = TactileMAE(**asdict(self.model_config), num_frames=WINDOW, num_sensors=len(SENSORS))
+        self.net = TactileMAE(**asdict(self.model_config), num_frames=WINDOW, num_sensors=len(SENSORS),
+                              contact_head=self.loss_config.static_target != "frame")
         a = self.augment_config
         self.augment = TactileAugment(self.model_config.img_size, a.crop_scale, hflip=a.hflip, vflip=a.vflip,
                                       jitter=a.jitter, jitter_p=a.jitter_p, mean=a.mean, std=a.std)
@@ -266,9 +265,7 @@ class TactileTask(SensoriumTask):
                 batch["frames"], batch["reference"] = sequence[:, :-1], sequence[:, -1]
             else:
                 batch["frames"] = self.augment(batch["frames"])
-        elif "reference" in batch:
-            batch["reference"] = self.augment.normalize(batch["reference"])
-        return batch
+        return batch  # a batch without frames (every sample skipped as bad) carries no reference either
 
     def to_pixels(self, patches: torch.Tensor) -> torch.Tensor:
         """Patches of the normalised input (..., L, p*p*3) -> [0, 1] pixels, same shape."""
